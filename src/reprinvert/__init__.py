@@ -1,0 +1,64 @@
+"""reprinvert: how much of the input survives at a given layer of a model?
+
+Capture any layer of any PyTorch model, invert its representation by gradient descent on the input, and
+measure the result against honest baselines.
+
+Example:
+    >>> import torch, torch.nn as nn, reprinvert as ri
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, stride=2))
+    >>> ri.list_layers(model)
+    ['0', '1', '2']
+    >>> res = ri.invert(model, "1", torch.rand(1, 3, 16, 16), steps=20)
+    >>> sorted(res.metrics.summary())[:3]
+    ['embedding_distance', 'input_distance', 'normalized_feature_error']
+"""
+
+from __future__ import annotations
+
+from . import corruptions, metrics, recipes, regularizers
+from .capture import Captured, capture, represent
+from .errors import (
+    LayerCallError,
+    LayerNotFoundError,
+    NonFiniteWarning,
+    OutputSelectionError,
+    ReprinvertError,
+    ReprinvertWarning,
+)
+from .invert import History, Inversion, StepInfo, invert, nearest_tokens
+from .layers import Description, LayerInfo, describe, list_layers, resolve_layer
+from .metrics import InversionMetrics, copy_tendency, evaluate
+from .recipes import Recipe
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Captured",
+    "Description",
+    "History",
+    "Inversion",
+    "InversionMetrics",
+    "LayerCallError",
+    "LayerInfo",
+    "LayerNotFoundError",
+    "NonFiniteWarning",
+    "OutputSelectionError",
+    "Recipe",
+    "ReprinvertError",
+    "ReprinvertWarning",
+    "StepInfo",
+    "__version__",
+    "capture",
+    "copy_tendency",
+    "corruptions",
+    "describe",
+    "evaluate",
+    "invert",
+    "list_layers",
+    "metrics",
+    "nearest_tokens",
+    "recipes",
+    "regularizers",
+    "represent",
+    "resolve_layer",
+]

@@ -1,0 +1,54 @@
+"""Private: put a model into the state an inversion needs, and restore it exactly afterwards.
+
+The caller's model comes back as it was: every module's ``training`` flag (restored one by one, never by a
+blanket ``train()``), every parameter's ``requires_grad`` and every buffer's values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+__all__ = ["frozen"]
+
+
+@contextmanager
+def frozen(model: nn.Module, *, train: bool = False, freeze_parameters: bool = True) -> Iterator[nn.Module]:
+    """Context manager: ``model`` in eval mode (unless ``train``) with parameters frozen, restored on exit.
+
+    Args:
+        model: the caller's model.
+        train: keep (do not change) the modules' training flags instead of switching to eval mode.
+        freeze_parameters: set ``requires_grad=False`` on every parameter for the duration; gradients then
+            flow only to the input, which is both faster and guarantees no parameter's ``.grad`` changes.
+
+    Buffers (BatchNorm statistics and the like) are snapshotted and written back on exit if anything changed
+    them, so even a train-mode forward leaves no trace.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    flags = [(m, m.training) for m in model.modules()]
+    params = list(model.parameters())
+    requires = [p.requires_grad for p in params]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        if not train:
+            for m, _ in flags:
+                m.training = False
+        if freeze_parameters:
+            for p in params:
+                p.requires_grad_(False)
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+        for p, req in zip(params, requires):
+            if p.requires_grad != req:
+                p.requires_grad_(req)
+        with torch.no_grad():
+            for b, saved in buffers:
+                if b.shape != saved.shape or not torch.equal(b, saved):
+                    b.data = saved

@@ -1,0 +1,460 @@
+"""Hook-based capture of layer representations.
+
+:func:`capture` is a context manager that records the output of one or more layers during the forward passes
+run inside it; :func:`represent` is the one-call form. Both keep reprinvert's contracts:
+
+* captured tensors are clones, so in-place operations after the module (``ReLU(inplace=True)``,
+  ``out += identity``) cannot change them;
+* a layer that never ran is an error, and so is one that ran more than once unless ``call=`` picks the call;
+* with ``stop=True`` the forward pass ends right after the last requested layer, through a private
+  ``BaseException`` subclass that a model's own ``except Exception`` cannot swallow;
+* hooks are removed in ``finally``, whatever was raised (``KeyboardInterrupt`` included);
+* hooks only record forwards run by the thread that opened the capture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Union
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from ._state import frozen
+from .errors import LayerCallError, OutputSelectionError
+from .layers import LayerSpec, _layer_names, resolve_layer
+
+__all__ = ["Captured", "Selector", "capture", "describe_structure", "represent", "select_output"]
+
+Selector = Union[None, int, str, tuple[Union[int, str], ...], Callable[[Any], torch.Tensor]]
+"""Which tensor of a module's output to take.
+
+``None``: the only tensor in the output (an error lists the structure when there are several); an ``int`` or
+``str``: index, key or attribute (``select=0`` for an LSTM's output, ``select="last_hidden_state"``); a tuple:
+a path of those (``select=(1, 0)``); a callable: ``output -> Tensor``.
+"""
+
+
+class _StopForward(BaseException):
+    """Raised from a hook to end the forward pass once every requested layer has been captured.
+
+    A ``BaseException`` (not an ``Exception``) so that ``try: ... except Exception:`` inside a model cannot
+    swallow it. Never escapes reprinvert.
+    """
+
+
+def describe_structure(obj: Any, _depth: int = 0) -> str:
+    """A short description of a (nested) module output, e.g. ``"tuple(Tensor[2, 5, 16], None)"``."""
+    if isinstance(obj, torch.Tensor):
+        return f"Tensor[{', '.join(str(s) for s in obj.shape)}]"
+    if obj is None:
+        return "None"
+    if _depth > 4:
+        return "..."
+    if isinstance(obj, (tuple, list)):
+        inner = ", ".join(describe_structure(o, _depth + 1) for o in obj)
+        return f"{type(obj).__name__}({inner})"
+    if isinstance(obj, Mapping):
+        inner = ", ".join(f"{k!r}: {describe_structure(v, _depth + 1)}" for k, v in obj.items())
+        return f"{type(obj).__name__}({inner})"
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        inner = ", ".join(
+            f"{f.name}={describe_structure(getattr(obj, f.name), _depth + 1)}" for f in dataclasses.fields(obj)
+        )
+        return f"{type(obj).__name__}({inner})"
+    return type(obj).__name__
+
+
+def _tensor_paths(obj: Any, path: tuple[int | str, ...] = ()) -> list[tuple[tuple[int | str, ...], torch.Tensor]]:
+    if isinstance(obj, torch.Tensor):
+        return [(path, obj)]
+    found: list[tuple[tuple[int | str, ...], torch.Tensor]] = []
+    if isinstance(obj, (tuple, list)):
+        for i, o in enumerate(obj):
+            found += _tensor_paths(o, (*path, i))
+    elif isinstance(obj, Mapping):
+        for k, v in obj.items():
+            found += _tensor_paths(v, (*path, k))
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            found += _tensor_paths(getattr(obj, f.name), (*path, f.name))
+    return found
+
+
+def _path_repr(path: tuple[int | str, ...]) -> str:
+    return repr(path[0]) if len(path) == 1 else repr(path)
+
+
+def select_output(output: Any, select: Selector = None, *, layer: str = "?") -> torch.Tensor:
+    """Pick one tensor out of a module's output.
+
+    Args:
+        output: what the module returned.
+        select: see :data:`Selector`.
+        layer: the layer's name, used in error messages.
+
+    Raises:
+        OutputSelectionError: no selector and not exactly one tensor, or the selector does not lead to a tensor.
+    """
+    if select is None:
+        found = _tensor_paths(output)
+        if len(found) == 1:
+            return found[0][1]
+        structure = describe_structure(output)
+        if not found:
+            raise OutputSelectionError(
+                f"layer {layer!r} returned {structure}, which contains no tensor; choose another layer"
+            )
+        options = ", ".join(f"select={_path_repr(p)}" for p, _ in found[:6])
+        raise OutputSelectionError(
+            f"layer {layer!r} returned {structure} with {len(found)} tensors; say which one to use, "
+            f"e.g. {options}, or select=<callable output -> Tensor>"
+        )
+    if callable(select):
+        value = select(output)
+    else:
+        value = output
+        for key in select if isinstance(select, tuple) else (select,):
+            try:
+                if isinstance(value, Mapping) or isinstance(value, (tuple, list)):
+                    value = value[key]  # type: ignore[index]
+                elif isinstance(key, str):
+                    value = getattr(value, key)
+                else:
+                    raise TypeError
+            except (KeyError, IndexError, AttributeError, TypeError):
+                raise OutputSelectionError(
+                    f"select={select!r} does not lead to a tensor in the output of layer {layer!r}, which is "
+                    f"{describe_structure(output)}"
+                ) from None
+    if not isinstance(value, torch.Tensor):
+        raise OutputSelectionError(
+            f"select={select!r} gave {describe_structure(value)} for layer {layer!r}, not a tensor; the output is "
+            f"{describe_structure(output)}"
+        )
+    return value
+
+
+def run_model(model: nn.Module, x: Any, model_kwargs: Mapping[str, Any] | None = None) -> Any:
+    """Call ``model(x, **model_kwargs)``; a tuple ``x`` is unpacked into positional arguments."""
+    kwargs = dict(model_kwargs or {})
+    if isinstance(x, tuple):
+        return model(*x, **kwargs)
+    return model(x, **kwargs)
+
+
+class _Target:
+    __slots__ = ("call", "count", "module", "name", "select", "value")
+
+    def __init__(self, name: str, module: nn.Module, select: Selector, call: int | None) -> None:
+        self.name = name
+        self.module = module
+        self.select = select
+        self.call = call
+        self.count = 0
+        self.value: torch.Tensor | None = None
+
+
+def _per_layer(option: Any, spec: LayerSpec, name: str) -> Any:
+    if isinstance(option, Mapping):
+        for key in (spec, name):
+            if isinstance(key, (str, int)) and key in option:
+                return option[key]
+        return None
+    return option
+
+
+class Hooks:
+    """Private machinery shared by :func:`capture`, :func:`represent` and the inversion loop.
+
+    Registers one forward hook per requested layer (and optionally one that replaces a module's output with a
+    given tensor, for inversions that start inside the model). ``run`` performs one forward pass and checks
+    the call counts. Use as a context manager: hooks are removed on exit, whatever happened.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[LayerSpec] | LayerSpec,
+        *,
+        select: Selector | Mapping[Any, Selector] = None,
+        call: int | Mapping[Any, int] | None = None,
+        grad: bool = False,
+        stop: bool = False,
+        clone_last: bool = True,
+        replace: LayerSpec | None = None,
+    ) -> None:
+        specs = _layer_names(layers)
+        if not specs:
+            raise ValueError("layers is empty; pass at least one layer name (see reprinvert.list_layers(model))")
+        self.model = model
+        self.targets: list[_Target] = []
+        self.by_spec: dict[Any, _Target] = {}
+        for spec in specs:
+            name, module = resolve_layer(model, spec)
+            c = _per_layer(call, spec, name)
+            if c is not None and (isinstance(c, bool) or not isinstance(c, int) or c < 0):
+                raise ValueError(f"call={c!r} for layer {name!r}: expected a non-negative int (0 = first call)")
+            target = _Target(name, module, _per_layer(select, spec, name), c)
+            if any(t.name == name for t in self.targets):
+                raise ValueError(f"layer {name!r} is requested twice in layers={specs!r}")
+            self.targets.append(target)
+            self.by_spec[name] = target
+            if isinstance(spec, (str, int)):
+                self.by_spec[spec] = target
+        self.grad = grad
+        self.stop = stop
+        self.clone_last = clone_last
+        self.replace_name: str | None = None
+        self.replace_module: nn.Module | None = None
+        if replace is not None:
+            self.replace_name, self.replace_module = resolve_layer(model, replace)
+        self.replacement: torch.Tensor | None = None
+        self.replace_count = 0
+        self.replaced_output: torch.Tensor | None = None
+        self._remaining = 0
+        self._thread: int | None = None
+        self._handles: list[RemovableHandle] = []
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def __enter__(self) -> Hooks:
+        try:
+            for target in self.targets:
+                self._handles.append(target.module.register_forward_hook(self._make_hook(target)))
+            if self.replace_module is not None:
+                self._handles.append(self.replace_module.register_forward_hook(self._replace_hook))
+        except BaseException:
+            self.remove()
+            raise
+        self._thread = threading.get_ident()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        while self._handles:
+            self._handles.pop().remove()
+
+    # -- hooks -----------------------------------------------------------------------------------------------
+    def _make_hook(self, target: _Target) -> Callable[[nn.Module, Any, Any], None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if threading.get_ident() != self._thread:
+                return
+            index = target.count
+            target.count += 1
+            if index != (target.call or 0):
+                return
+            value = select_output(output, target.select, layer=target.name)
+            self._remaining -= 1
+            last = self.stop and self._remaining == 0
+            if not self.grad:
+                value = value.detach()
+            # After the last layer the forward stops, so nothing can modify the output in place: no copy needed.
+            target.value = value if (last and not self.clone_last) else value.clone()
+            if last:
+                raise _StopForward
+
+        return hook
+
+    def _replace_hook(self, module: nn.Module, args: Any, output: Any) -> Any:
+        if threading.get_ident() != self._thread:
+            return None
+        self.replace_count += 1
+        original = select_output(output, None, layer=self.replace_name or "?")
+        if self.replacement is None:
+            self.replaced_output = original.detach().clone()
+            return None
+        if self.replacement.shape != original.shape:
+            raise ValueError(
+                f"start layer {self.replace_name!r} produced shape {tuple(original.shape)}, but the optimized "
+                f"tensor has shape {tuple(self.replacement.shape)}; the input must have the batch shape the "
+                "inversion started with"
+            )
+        return self.replacement
+
+    # -- one forward -----------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        for t in self.targets:
+            t.count = 0
+            t.value = None
+        self.replace_count = 0
+        self._remaining = len(self.targets)
+        self._thread = threading.get_ident()
+
+    def run(self, x: Any, model_kwargs: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
+        """Run one forward pass and return ``{name: captured tensor}`` after checking call counts."""
+        self.reset()
+        try:
+            run_model(self.model, x, model_kwargs)
+        except _StopForward:
+            pass
+        return self.check()
+
+    def check(self) -> dict[str, torch.Tensor]:
+        """Validate call counts of the last forward pass; return the captured tensors."""
+        for t in self.targets:
+            if t.value is None:
+                if t.count == 0:
+                    raise LayerCallError(
+                        f"layer {t.name!r} ({type(t.module).__name__}) never ran during the forward pass; "
+                        "check that the model uses it for this input (reprinvert.describe(model, x) shows which "
+                        "layers run), and if the model is torch.compile'd, pass the original module "
+                        "(model._orig_mod): compiled graphs may skip hooks"
+                    )
+                raise LayerCallError(
+                    f"layer {t.name!r} ran {t.count} time(s), but call={t.call} was requested (calls count from 0)"
+                )
+            if t.call is None and t.count > 1:
+                raise LayerCallError(
+                    f"layer {t.name!r} ({type(t.module).__name__}) ran {t.count} times in one forward pass "
+                    f"(a shared or reused module); pass call=0..{t.count - 1} to choose which call to capture"
+                )
+        if self.replace_module is not None and self.replace_count != 1:
+            raise LayerCallError(
+                f"start layer {self.replace_name!r} ran {self.replace_count} times in one forward pass; "
+                "a start layer must run exactly once"
+            )
+        return {t.name: t.value for t in self.targets if t.value is not None}
+
+
+class Captured(Mapping[str, torch.Tensor]):
+    """What :func:`capture` yields: a read-only mapping from layer name to captured tensor.
+
+    Look-ups accept the dotted name, the specification passed to :func:`capture`, or the module object.
+    Values exist once the forward pass inside the ``with`` block has run.
+    """
+
+    def __init__(self, hooks: Hooks) -> None:
+        self._hooks = hooks
+
+    def _target(self, key: Any) -> _Target:
+        if isinstance(key, nn.Module):
+            for t in self._hooks.targets:
+                if t.module is key:
+                    return t
+        elif key in self._hooks.by_spec:
+            return self._hooks.by_spec[key]
+        raise KeyError(
+            f"{key!r} was not captured; captured layers: {[t.name for t in self._hooks.targets]}"
+        )
+
+    def __getitem__(self, key: Any) -> torch.Tensor:
+        t = self._target(key)
+        if t.value is None:
+            raise LayerCallError(
+                f"layer {t.name!r} has not run yet; call the model inside the `with reprinvert.capture(...)` block"
+            )
+        return t.value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([t.name for t in self._hooks.targets])
+
+    def __len__(self) -> int:
+        return len(self._hooks.targets)
+
+    def calls(self) -> dict[str, int]:
+        """How many times each layer ran since the ``with`` block started."""
+        return {t.name: t.count for t in self._hooks.targets}
+
+    def __repr__(self) -> str:
+        items = ", ".join(
+            f"{t.name!r}: {describe_structure(t.value) if t.value is not None else 'not captured'}"
+            for t in self._hooks.targets
+        )
+        return f"Captured({{{items}}})"
+
+
+@contextmanager
+def capture(
+    model: nn.Module,
+    layers: Sequence[LayerSpec] | LayerSpec,
+    *,
+    select: Selector | Mapping[Any, Selector] = None,
+    call: int | Mapping[Any, int] | None = None,
+    grad: bool = False,
+    stop: bool = False,
+) -> Iterator[Captured]:
+    """Record the outputs of ``layers`` during the forward pass run inside the ``with`` block.
+
+    Args:
+        model: any ``nn.Module``. Its mode and parameters are not changed (call ``model.eval()`` yourself if
+            you want eval-mode representations; :func:`represent` does that for you).
+        layers: one layer or a list (names, indices or modules; see :func:`reprinvert.list_layers`).
+        select: which tensor of a layer's output to keep (see :data:`Selector`); one for all layers or a dict
+            keyed by layer.
+        call: which call to keep when a layer runs more than once (0 = first); one for all or a dict.
+        grad: keep the autograd graph (``grad=True``) so the captured tensors can be differentiated; by default
+            they are detached.
+        stop: end the forward pass right after the last requested layer ran (statements after the model call
+            inside the block are then skipped); saves the compute of everything downstream.
+
+    Yields:
+        A :class:`Captured` mapping, filled by the forward pass.
+
+    Raises:
+        LayerCallError: on leaving the block, if a layer never ran, or ran more than once and ``call`` is None
+            (with ``stop=True`` only calls before the stop are seen).
+
+    Example:
+        >>> import torch, torch.nn as nn, reprinvert as ri
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=True), nn.Linear(8, 2))
+        >>> with ri.capture(model, ["0", "2"]) as reps:
+        ...     _ = model(torch.randn(3, 4))
+        >>> reps["0"].shape, reps["2"].shape
+        (torch.Size([3, 8]), torch.Size([3, 2]))
+    """
+    hooks = Hooks(model, layers, select=select, call=call, grad=grad, stop=stop)
+    with hooks:
+        hooks.reset()
+        captured = Captured(hooks)
+        try:
+            yield captured
+        except _StopForward:
+            pass
+        hooks.check()
+
+
+def represent(
+    model: nn.Module,
+    layer: LayerSpec,
+    x: Any,
+    *,
+    select: Selector = None,
+    call: int | None = None,
+    stop: bool = True,
+    train: bool = False,
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> torch.Tensor:
+    """The detached representation of ``x`` at ``layer`` (a clone; the model is left exactly as it was).
+
+    The model runs in eval mode (``train=True`` keeps its flags; buffers are restored either way) under
+    ``torch.no_grad()``, and the forward pass stops right after the layer.
+
+    Args:
+        model: any ``nn.Module``.
+        layer: name, index or module (see :func:`reprinvert.list_layers`).
+        x: the input, passed as ``model(x, **model_kwargs)``; a tuple is unpacked.
+        select: which tensor of the layer's output (see :data:`Selector`).
+        call: which call of a module that runs several times (0 = first).
+        stop: stop the forward pass after the layer. With ``stop=True`` a later reuse of the same module is never
+            reached, so it cannot be reported; ``stop=False`` runs the whole model and reports it.
+        train: keep the modules' training flags instead of switching to eval mode.
+        model_kwargs: extra keyword arguments for the forward call.
+
+    Returns:
+        The representation, e.g. shape ``(B, C, H, W)`` for a convolution.
+
+    Example:
+        >>> import torch, torch.nn as nn, reprinvert as ri
+        >>> ri.represent(nn.Sequential(nn.Linear(4, 3), nn.Tanh()), "0", torch.zeros(2, 4)).shape
+        torch.Size([2, 3])
+    """
+    with frozen(model, train=train), torch.no_grad():
+        hooks = Hooks(model, layer, select=select, call=call, stop=stop)
+        with hooks:
+            return hooks.run(x, model_kwargs)[hooks.targets[0].name]

@@ -1,0 +1,219 @@
+"""Named optimisation recipes for :func:`reprinvert.invert`.
+
+A :class:`Recipe` is a frozen record of every choice an inversion makes: steps, optimizer, learning-rate
+schedule, loss, initialisation, regularizers, bounds. Any field can be overridden per call
+(``invert(..., steps=100)``) or with :meth:`Recipe.replace`.
+
+* :func:`default` — the recipe that reached the lowest input distance in the least time in
+  ``benchmarks/recipes.py`` (see ``docs/recipes.md`` for the table it printed).
+* :func:`badger` — the seed author's method, exactly: un-normalised L1 loss scaled by ``c``, plain gradient
+  descent with a linear learning-rate schedule, a Gaussian blur with a linear sigma schedule after each step.
+* :func:`mahendran_vedaldi` — Mahendran & Vedaldi (2015): normalised squared error, TV (beta = 2) and
+  alpha-norm (alpha = 6) regularizers, momentum 0.9 with a stepped schedule and momentum reset at each drop,
+  several random restarts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .regularizers import AlphaNorm, GaussianBlur, Regularizer, TotalVariation
+
+__all__ = [
+    "Init",
+    "Loss",
+    "Optimizer",
+    "Recipe",
+    "available",
+    "badger",
+    "default",
+    "get",
+    "mahendran_vedaldi",
+]
+
+Optimizer = Literal["gd", "sgd", "adam", "lbfgs"]
+Loss = Literal["l1", "mse", "nmse", "cosine"]
+Init = Literal["seed", "zeros", "uniform", "normal"]
+
+_OPTIMIZERS = ("gd", "sgd", "adam", "lbfgs")
+_LOSSES = ("l1", "mse", "nmse", "cosine")
+_INITS = ("seed", "zeros", "uniform", "normal")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every choice of an inversion. All fields keyword-only.
+
+    Attributes:
+        name: label stored with results.
+        steps: optimisation steps (each one forward and one backward up to the layer).
+        optimizer: ``"gd"`` plain gradient descent x <- x - lr_i * grad (the seed's); ``"sgd"`` momentum
+            v <- momentum * v - lr_i * grad, x <- x + v (Mahendran & Vedaldi's); ``"adam"``; ``"lbfgs"``
+            (strong-Wolfe line search, one iteration per step; couples the samples of a batch).
+        lr: learning rate at step 0.
+        lr_end: if set, the rate moves linearly from ``lr`` to ``lr_end``: lr_i = lr + (lr_end - lr) * i / steps.
+        drops: steps at which the rate is multiplied by ``drop_factor`` (and momentum reset to 0).
+        drop_factor: factor of each drop.
+        momentum: for ``"sgd"``.
+        loss: data term between rep(x_g) and the target rep(x), per sample: ``"l1"`` sum |d| (un-normalised,
+            the seed's); ``"mse"`` mean d^2; ``"nmse"`` ||d||^2 / ||rep(x)||^2 (Mahendran & Vedaldi);
+            ``"cosine"`` 1 - cos.
+        loss_scale: multiplies the data term (the seed's ``c``).
+        init: ``"seed"`` N(0.7, 0.05^2) (the seed's), ``"zeros"``, ``"uniform"`` U(0, 1), ``"normal"`` N(0, 1).
+        regularizers: :class:`~reprinvert.regularizers.Regularizer` objects (penalties, transforms, blur).
+        clamp: ``(low, high)`` bounds applied after every step, or None.
+        restarts: independent runs from different starting points; each sample keeps its best.
+    """
+
+    name: str = "custom"
+    steps: int = 200
+    optimizer: Optimizer = "adam"
+    lr: float = 0.05
+    lr_end: float | None = None
+    drops: tuple[int, ...] = ()
+    drop_factor: float = 0.1
+    momentum: float = 0.9
+    loss: Loss = "mse"
+    loss_scale: float = 1.0
+    init: Init = "seed"
+    regularizers: tuple[Regularizer, ...] = field(default=())
+    clamp: tuple[float, float] | None = None
+    restarts: int = 1
+
+    def __post_init__(self) -> None:
+        def bad(name: str, expected: str) -> ValueError:
+            return ValueError(f"Recipe {name}={getattr(self, name)!r}: expected {expected}")
+
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise bad("steps", "a positive int")
+        if self.optimizer not in _OPTIMIZERS:
+            raise bad("optimizer", f"one of {_OPTIMIZERS}")
+        if self.loss not in _LOSSES:
+            raise bad("loss", f"one of {_LOSSES}")
+        if self.init not in _INITS:
+            raise bad("init", f"one of {_INITS} (or pass a tensor as invert(init=...))")
+        if not self.lr > 0:
+            raise bad("lr", "a positive learning rate")
+        if self.lr_end is not None and not self.lr_end >= 0:
+            raise bad("lr_end", "a non-negative learning rate or None")
+        if not 0 <= self.momentum < 1:
+            raise bad("momentum", "a value in [0, 1)")
+        if not self.loss_scale > 0:
+            raise bad("loss_scale", "a positive number")
+        if not isinstance(self.restarts, int) or self.restarts < 1:
+            raise bad("restarts", "a positive int")
+        if self.clamp is not None and not (len(self.clamp) == 2 and self.clamp[0] < self.clamp[1]):
+            raise bad("clamp", "None or a pair (low, high) with low < high")
+        if any(not isinstance(r, Regularizer) for r in self.regularizers):
+            raise bad("regularizers", "a tuple of reprinvert.regularizers.Regularizer objects")
+        object.__setattr__(self, "regularizers", tuple(self.regularizers))
+        object.__setattr__(self, "drops", tuple(int(d) for d in self.drops))
+
+    def replace(self, **changes: Any) -> Recipe:
+        """A copy with some fields changed (validated again)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(
+                f"unknown Recipe field(s) {sorted(unknown)}; fields: {[f.name for f in dataclasses.fields(self)]}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    def learning_rate(self, step: int) -> float:
+        """The learning rate used at ``step`` (0-based)."""
+        lr = self.lr
+        if self.lr_end is not None:
+            lr = self.lr + (self.lr_end - self.lr) * step / self.steps
+        for d in self.drops:
+            if step >= d:
+                lr *= self.drop_factor
+        return lr
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description (regularizers as their repr)."""
+        out = dataclasses.asdict(self)
+        out["regularizers"] = [repr(r) for r in self.regularizers]
+        out["drops"] = list(self.drops)
+        out["clamp"] = None if self.clamp is None else list(self.clamp)
+        return out
+
+
+def badger(preset: Literal["cnn", "resnet50", "unet", "mlp"] = "cnn", **changes: Any) -> Recipe:
+    """The seed author's inversion method (B. Badger, "depth-generality" and "autoencoders" studies).
+
+    x_0 ~ N(0.7, 0.05^2); loss c * sum |rep(x) - rep(x_n)|; x <- x - lr_i * grad with lr_i linear from lr to
+    lr_end; after each step, for image classifiers, a Gaussian blur (kernel 3) with sigma linear 2.4 -> 0.4. No
+    clamping, no TV term.
+
+    Presets (from the published code):
+        ``"cnn"``: small convolutional nets, c = 0.01, 220 steps, lr 2.5 -> 1.5, blur.
+        ``"resnet50"``: c = 0.15, 500 steps, lr 0.1, blur.
+        ``"unet"``: c = 0.005 (512^2 UNet), 220 steps, lr 2.5 -> 1.5, no blur.
+        ``"mlp"``: c = 0.35, 220 steps, lr 2.5 -> 1.5, no blur.
+
+    Any field can be changed with keyword arguments, e.g. ``badger("cnn", steps=1000)``.
+    """
+    blur = (GaussianBlur(sigma_start=2.4, sigma_end=0.4, kernel_size=3),)
+    presets: dict[str, dict[str, Any]] = {
+        "cnn": dict(loss_scale=0.01, steps=220, lr=2.5, lr_end=1.5, regularizers=blur),
+        "resnet50": dict(loss_scale=0.15, steps=500, lr=0.1, lr_end=0.1, regularizers=blur),
+        "unet": dict(loss_scale=0.005, steps=220, lr=2.5, lr_end=1.5, regularizers=()),
+        "mlp": dict(loss_scale=0.35, steps=220, lr=2.5, lr_end=1.5, regularizers=()),
+    }
+    if preset not in presets:
+        raise ValueError(f"preset={preset!r}: expected one of {sorted(presets)}")
+    base = Recipe(name=f"badger-{preset}", optimizer="gd", loss="l1", init="seed", **presets[preset])
+    return base.replace(**changes) if changes else base
+
+
+def mahendran_vedaldi(*, steps: int = 2100, restarts: int = 1, **changes: Any) -> Recipe:
+    """Mahendran & Vedaldi (2015), "Understanding deep image representations by inverting them".
+
+    Objective ||rep(x) - rep(x_0)||^2 / ||rep(x_0)||^2 + R_alpha(x) + R_TV(x) with alpha = 6 and beta = 2; the
+    regularizers are normalised as in the paper's appendix with the data range B and V = B / 6.5 for images in
+    [0, 1] centred at 0.5 (B = 0.5). Momentum 0.9, learning rate dropped tenfold at 1/3 and 2/3 of the steps with
+    momentum reset at each drop. The paper runs several random restarts (``restarts``) and keeps the best.
+    """
+    b = 0.5
+    recipe = Recipe(
+        name="mahendran-vedaldi",
+        steps=steps,
+        optimizer="sgd",
+        momentum=0.9,
+        lr=0.01,
+        drops=(steps // 3, 2 * steps // 3),
+        drop_factor=0.1,
+        loss="nmse",
+        init="seed",
+        regularizers=(
+            AlphaNorm(weight=1.0, alpha=6.0, center=0.5, scale=b),
+            TotalVariation(weight=1.0, beta=2.0, scale=b / 6.5),
+        ),
+        restarts=restarts,
+    )
+    return recipe.replace(**changes) if changes else recipe
+
+
+def default(**changes: Any) -> Recipe:
+    """The measured default (see ``benchmarks/recipes.py`` and ``docs/recipes.md``)."""
+    recipe = Recipe(name="default", steps=300, optimizer="adam", lr=0.05, lr_end=0.0, loss="mse", init="seed")
+    return recipe.replace(**changes) if changes else recipe
+
+
+_REGISTRY = {"default": default, "badger": badger, "mahendran-vedaldi": mahendran_vedaldi}
+
+
+def available() -> list[str]:
+    """Names accepted by :func:`get` and by ``invert(recipe=...)``."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str | Recipe) -> Recipe:
+    """Look a recipe up by name (``"default"``, ``"badger"``, ``"mahendran-vedaldi"``), or return a Recipe."""
+    if isinstance(name, Recipe):
+        return name
+    key = str(name).replace("_", "-").lower()
+    if key not in _REGISTRY:
+        raise ValueError(f"recipe={name!r} is unknown; available recipes: {available()} (or pass a Recipe)")
+    return _REGISTRY[key]()
