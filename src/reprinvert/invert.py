@@ -405,10 +405,10 @@ def _optimise(
     """One optimisation run from one starting point."""
     steps = rcp.steps
     regs = rcp.regularizers
-    names = ["data"] + [r.name for r in regs] + ["total"]
-    if len(set(names)) != len(names):
-        raise ValueError(f"regularizers have repeated names {names[1:-1]}; give each kind at most once")
+    if len({r.name for r in regs}) != len(regs):
+        raise ValueError(f"regularizers have repeated names {[r.name for r in regs]}; give each kind at most once")
     penalties = [r for r in regs if type(r).penalty is not Regularizer.penalty]
+    names = ["data"] + [r.name for r in penalties] + ["total"]
     transforms = [r for r in regs if type(r).transform is not Regularizer.transform]
     posts = [r for r in regs if type(r).after_step is not Regularizer.after_step]
     device = original.device

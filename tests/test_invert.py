@@ -1,0 +1,225 @@
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from conftest import SmallCNN
+from torch import nn
+
+import reprinvert as ri
+from reprinvert.regularizers import GaussianBlur, Jitter, TotalVariation
+
+
+def orthogonal_linear(n: int, dtype: torch.dtype = torch.float32) -> nn.Sequential:
+    """y = Q x with Q orthogonal (from a QR decomposition), followed by a head that is never reached."""
+    g = torch.Generator().manual_seed(3)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    lin = nn.Linear(n, n, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(q)
+    return nn.Sequential(lin, nn.Linear(n, 2)).to(dtype)
+
+
+def relative(res: ri.Inversion) -> float:
+    return float(res.metrics.relative_input_distance.max())
+
+
+def test_identity_layer_inverts_exactly() -> None:
+    model = nn.Sequential(nn.Identity(), nn.Linear(12, 3))
+    x = torch.rand(3, 12)
+    res = ri.invert(model, "0", x, steps=300)
+    assert relative(res) < 1e-3
+    assert bool(res.metrics.represents.all())
+
+
+def test_identity_on_images_with_default_recipe() -> None:
+    model = nn.Sequential(nn.Identity(), nn.Conv2d(3, 2, 3))
+    x = torch.rand(2, 3, 8, 8)
+    res = ri.invert(model, "0", x)
+    assert relative(res) < 1e-3
+
+
+def test_orthogonal_linear_inverts_exactly() -> None:
+    model = orthogonal_linear(16)
+    x = torch.rand(4, 16)
+    res = ri.invert(model, "0", x, steps=300)
+    assert relative(res) < 1e-3
+    assert res.input.shape == x.shape and res.input.dtype == x.dtype
+
+
+def test_narrow_relu_cannot_invert() -> None:
+    """ReLU(W x + b) with W: 32 -> 8 keeps at most 8 numbers of 32: m_g -> 0 while m_i stays large.
+
+    The bias (+3) keeps every unit active for inputs in [0, 1], so no unit is dead and the search can match the
+    representation; what it cannot do is find *the* input among the 24-dimensional set that maps there.
+    """
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 8), nn.ReLU(), nn.Linear(8, 1))
+    with torch.no_grad():
+        model[0].bias.fill_(3.0)
+    x = torch.rand(4, 32)
+    res = ri.invert(model, "1", x, steps=400)
+    m = res.metrics
+    assert float(m.embedding_distance.max()) < 1e-2 * float(ri.represent(model, "1", x).norm(dim=1).min())
+    assert bool(m.represents.all())  # the layer cannot tell x_g from x ...
+    assert float(m.relative_input_distance.min()) > 0.1  # ... yet x_g is far from x
+    assert bool((m.input_distance > 10 * m.perturbation_distance / 4).all())
+
+
+def test_result_shapes_dtype_device_and_fields(cnn: SmallCNN) -> None:
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    res = ri.invert(cnn.double(), "conv2", x, steps=5)
+    assert res.input.shape == x.shape and res.input.dtype == torch.float64 and res.input.device == x.device
+    assert res.layer == "conv2" and res.start is None and res.steps_run == 5 and res.stopped is None
+    assert res.target.shape == res.representation.shape == (2, 8, 4, 4)
+    assert set(res.history.terms) == {"data", "total"}
+    assert res.history.total.shape == (5, 2) and res.history.lr.shape == (5,)
+    assert res.metrics.input_distance.shape == (2,)
+    summary = res.metrics.summary()
+    assert set(summary) >= {"embedding_distance", "reference_distance", "input_distance", "perturbation_distance",
+                            "normalized_feature_error", "psnr", "represents"}
+    assert "m_g=" in repr(res)
+
+
+def test_history_records_each_regularizer_term(cnn: SmallCNN) -> None:
+    x = torch.rand(1, 3, 8, 8)
+    regs = [TotalVariation(weight=0.1), GaussianBlur(), Jitter(max_shift=1)]
+    res = ri.invert(cnn, "conv2", x, steps=4, regularizers=regs)
+    h = res.history
+    assert set(h.terms) == {"data", "tv", "total"}  # blur and jitter add no loss term
+    assert torch.allclose(h["data"] + h["tv"], h.total)
+    assert h.as_dict()["tv"][0][0] == pytest.approx(float(h["tv"][0, 0]))
+
+
+def test_batch_is_independent_inversions(cnn: SmallCNN) -> None:
+    """Inverting a batch equals inverting each sample alone (same start)."""
+    x = torch.rand(3, 3, 8, 8)
+    init = torch.rand(3, 3, 8, 8)
+    for optimizer in ("adam", "gd", "sgd"):
+        full = ri.invert(cnn, "conv2", x, steps=10, init=init, optimizer=optimizer, lr=0.01)
+        for i in range(3):
+            one = ri.invert(cnn, "conv2", x[i : i + 1], steps=10, init=init[i : i + 1], optimizer=optimizer, lr=0.01)
+            torch.testing.assert_close(one.input, full.input[i : i + 1], rtol=1e-5, atol=1e-6)
+
+
+def test_seed_reproducible_and_generator(cnn: SmallCNN) -> None:
+    x = torch.rand(1, 3, 8, 8)
+    a = ri.invert(cnn, "conv2", x, steps=3, seed=1)
+    b = ri.invert(cnn, "conv2", x, steps=3, seed=1)
+    c = ri.invert(cnn, "conv2", x, steps=3, seed=2)
+    d = ri.invert(cnn, "conv2", x, steps=3, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a.input, b.input) and not torch.equal(a.input, c.input)
+    assert torch.equal(a.input, d.input)
+    assert a.seed == 1 and d.seed is None
+
+
+@pytest.mark.parametrize("optimizer", ["gd", "sgd", "adam", "lbfgs"])
+@pytest.mark.parametrize("loss", ["l1", "mse", "nmse", "cosine"])
+def test_every_optimizer_and_loss_reduces_the_loss(cnn: SmallCNN, optimizer: str, loss: str) -> None:
+    x = torch.rand(2, 3, 8, 8)
+    lr = {"gd": 0.05, "sgd": 0.01, "adam": 0.05, "lbfgs": 0.5}[optimizer]
+    if loss == "l1":
+        lr /= 20
+    res = ri.invert(cnn, "conv2", x, steps=15, optimizer=optimizer, loss=loss, lr=lr)  # type: ignore[arg-type]
+    total = res.history.total
+    assert bool(torch.isfinite(total).all())
+    assert float(total[-1].sum()) < float(total[0].sum())
+
+
+@pytest.mark.parametrize("init", ["seed", "zeros", "uniform", "normal"])
+def test_init_options(init: str) -> None:
+    model = nn.Sequential(nn.Identity())
+    x = torch.rand(500, 4)
+    res = ri.invert(model, "0", x, steps=1, init=init, lr=1e-9, track_best=False)  # type: ignore[arg-type]
+    z = res.input
+    if init == "seed":
+        assert abs(float(z.mean()) - 0.7) < 0.01 and abs(float(z.std()) - 0.05) < 0.01
+    elif init == "zeros":
+        assert float(z.abs().max()) < 1e-6
+    elif init == "uniform":
+        assert 0 <= float(z.min()) and float(z.max()) <= 1 and abs(float(z.mean()) - 0.5) < 0.05
+    else:
+        assert abs(float(z.std()) - 1) < 0.05
+
+
+def test_clamp_keeps_bounds(cnn: SmallCNN) -> None:
+    res = ri.invert(cnn, "conv2", torch.rand(1, 3, 8, 8), steps=10, lr=1.0, clamp=(0.0, 1.0), track_best=False)
+    assert float(res.input.min()) >= 0 and float(res.input.max()) <= 1
+
+
+def test_callback_receives_steps_and_can_stop(cnn: SmallCNN) -> None:
+    seen: list[ri.StepInfo] = []
+
+    def cb(info: ri.StepInfo) -> bool:
+        seen.append(info)
+        return info.step == 3
+
+    res = ri.invert(cnn, "conv2", torch.rand(1, 3, 8, 8), steps=50, callback=cb)
+    assert [s.step for s in seen] == [0, 1, 2, 3] and seen[0].steps == 50
+    assert res.steps_run == 4 and res.stopped == "callback asked to stop after step 3"
+    assert res.history.total.shape == (4, 1)
+
+
+def test_best_iterate_tracking() -> None:
+    """With a far too large learning rate gd diverges; the best iterate is the start (step 0)."""
+    model = nn.Sequential(nn.Linear(4, 4))
+    x = torch.rand(1, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ri.NonFiniteWarning)
+        res = ri.invert(model, "0", x, steps=5, optimizer="gd", lr=1e3, init="zeros")
+        last = ri.invert(model, "0", x, steps=5, optimizer="gd", lr=1e3, init="zeros", track_best=False)
+    assert int(res.best_step[0]) == 0 and float(res.input.abs().max()) == 0.0
+    assert float(last.input.abs().max()) > 1.0
+
+
+def test_nan_mid_optimization_stops_and_keeps_best_finite() -> None:
+    class Explodes(nn.Module):
+        """y = x * 1, but NaN from the 4th forward pass on."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+            self.calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            y = self.lin(x)
+            return y * float("nan") if self.calls > 4 else y
+
+    model = Explodes()
+    with pytest.warns(ri.NonFiniteWarning, match=r"non-finite loss at step 3 for sample\(s\) \[0, 1\]; kept the best finite iterate"):
+        res = ri.invert(model, "", torch.rand(2, 3), steps=20, track_best=False)
+    assert res.steps_run == 3 and res.stopped is not None
+    assert bool(torch.isfinite(res.input).all())
+    assert int(res.best_step.max()) <= 2
+
+
+def test_works_under_no_grad_and_inference_mode_input(cnn: SmallCNN) -> None:
+    with torch.inference_mode():
+        x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        res = ri.invert(cnn, "conv2", x, steps=3)
+        assert not torch.is_grad_enabled()
+    assert res.history.total.shape == (3, 1)
+
+
+def test_restarts_keep_the_best_per_sample(cnn: SmallCNN) -> None:
+    x = torch.rand(2, 3, 8, 8)
+    one = ri.invert(cnn, "conv2", x, steps=5, seed=0)
+    three = ri.invert(cnn, "conv2", x, recipe=ri.recipes.default(restarts=3), steps=5, seed=0)
+    assert bool((three.metrics.embedding_distance <= one.metrics.embedding_distance + 1e-6).all())
+
+
+def test_model_kwargs_and_tuple_inputs() -> None:
+    class TwoIn(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+
+        def forward(self, x: torch.Tensor, *, scale: float = 1.0) -> torch.Tensor:
+            return self.lin(x) * scale
+
+    m = TwoIn()
+    res = ri.invert(m, "", torch.rand(2, 3), steps=3, model_kwargs={"scale": 2.0})
+    assert torch.allclose(res.target, m(res.original, scale=2.0).detach())
