@@ -187,6 +187,7 @@ class Hooks:
         stop: bool = False,
         clone_last: bool = True,
         replace: LayerSpec | None = None,
+        tolerate_downstream_errors: bool = False,
     ) -> None:
         specs = _layer_names(layers)
         if not specs:
@@ -209,6 +210,7 @@ class Hooks:
         self.grad = grad
         self.stop = stop
         self.clone_last = clone_last
+        self.tolerate_downstream_errors = tolerate_downstream_errors
         self.replace_name: str | None = None
         self.replace_module: nn.Module | None = None
         if replace is not None:
@@ -293,6 +295,12 @@ class Hooks:
             run_model(self.model, x, model_kwargs)
         except _StopForward:
             pass
+        except Exception:
+            # With ``tolerate_downstream_errors``, a failure after every layer was captured does not matter (a
+            # classifier head that rejects another image size, say): the captures are complete.
+            complete = self._remaining == 0 and (self.replace_module is None or self.replace_count == 1)
+            if not (self.tolerate_downstream_errors and complete):
+                raise
         return self.check()
 
     def check(self) -> dict[str, torch.Tensor]:

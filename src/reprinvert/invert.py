@@ -285,8 +285,11 @@ def invert(
         raise TypeError(f"callback must be callable (StepInfo -> bool | None), got {type(callback).__name__}")
 
     with frozen(model, train=train):
-        # 1. The target: one full forward (no early stop), so a reused layer is caught by the call count.
-        with torch.no_grad(), Hooks(model, layer_name, select=select, call=call, replace=start_name) as probe:
+        # 1. The target: one full forward (no early stop), so a reused layer is caught by the call count. An
+        # error raised downstream of the layer (a head that rejects this input size, say) does not matter.
+        with torch.no_grad(), Hooks(
+            model, layer_name, select=select, call=call, replace=start_name, tolerate_downstream_errors=True
+        ) as probe:
             target = probe.run(x, model_kwargs)[layer_name]
             original = probe.replaced_output if start_name is not None else x.detach()
         assert original is not None
