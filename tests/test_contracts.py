@@ -7,6 +7,10 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
+
+import reprinvert as ri
+
 from conftest import (
     Raiser,
     SmallCNN,
@@ -16,11 +20,10 @@ from conftest import (
     assert_untouched,
     hooks_left,
     tensor_state,
+)
+from conftest import (
     tensor_state as _ts,  # noqa: F401
 )
-from torch import nn
-
-import reprinvert as ri
 
 
 def prepared_cnn() -> SmallCNN:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import Shared, SmallCNN, TokenModel, TupleOut
 from torch import nn
 
 import reprinvert as ri
+
+from conftest import Shared, SmallCNN, TokenModel, TupleOut
 
 
 @pytest.fixture
@@ -16,7 +17,8 @@ def x() -> torch.Tensor:
 
 
 def test_unknown_layer(cnn: SmallCNN, x: torch.Tensor) -> None:
-    with pytest.raises(ri.LayerNotFoundError, match=r"layer='conv' is not a layer of SmallCNN; closest: .*'conv1'.*list_layers"):
+    msg = r"layer='conv' is not a layer of SmallCNN; closest: .*'conv1'.*list_layers"
+    with pytest.raises(ri.LayerNotFoundError, match=msg):
         ri.invert(cnn, "conv", x)
 
 
@@ -42,7 +44,8 @@ def test_layer_run_twice() -> None:
 
 
 def test_tuple_output_without_selector() -> None:
-    with pytest.raises(ri.OutputSelectionError, match=r"layer 'lstm' returned tuple\(.*\) with 3 tensors; say which one"):
+    msg = r"layer 'lstm' returned tuple\(.*\) with 3 tensors; say which one"
+    with pytest.raises(ri.OutputSelectionError, match=msg):
         ri.invert(TupleOut(), "lstm", torch.rand(2, 4, 3))
     res = ri.invert(TupleOut(), "lstm", torch.rand(2, 4, 3), select=0, steps=3)
     assert res.target.shape == (2, 4, 5)

@@ -4,11 +4,12 @@ import warnings
 
 import pytest
 import torch
-from conftest import SmallCNN
 from torch import nn
 
 import reprinvert as ri
 from reprinvert.regularizers import GaussianBlur, Jitter, TotalVariation
+
+from conftest import SmallCNN
 
 
 def orthogonal_linear(n: int, dtype: torch.dtype = torch.float32) -> nn.Sequential:
@@ -138,7 +139,7 @@ def test_init_options(init: str) -> None:
     elif init == "zeros":
         assert float(z.abs().max()) < 1e-6
     elif init == "uniform":
-        assert 0 <= float(z.min()) and float(z.max()) <= 1 and abs(float(z.mean()) - 0.5) < 0.05
+        assert float(z.min()) >= 0 and float(z.max()) <= 1 and abs(float(z.mean()) - 0.5) < 0.05
     else:
         assert abs(float(z.std()) - 1) < 0.05
 
@@ -188,7 +189,8 @@ def test_nan_mid_optimization_stops_and_keeps_best_finite() -> None:
             return y * float("nan") if self.calls > 4 else y
 
     model = Explodes()
-    with pytest.warns(ri.NonFiniteWarning, match=r"non-finite loss at step 3 for sample\(s\) \[0, 1\]; kept the best finite iterate"):
+    msg = r"non-finite loss at step 3 for sample\(s\) \[0, 1\]; kept the best finite iterate"
+    with pytest.warns(ri.NonFiniteWarning, match=msg):
         res = ri.invert(model, "", torch.rand(2, 3), steps=20, track_best=False)
     assert res.steps_run == 3 and res.stopped is not None
     assert bool(torch.isfinite(res.input).all())

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SmallCNN, Snapshot, assert_untouched
 from torch import nn
 
 import reprinvert as ri
+
+from conftest import SmallCNN, Snapshot, assert_untouched
 
 
 def nested() -> nn.Module:
@@ -53,15 +54,16 @@ def test_resolve_by_module_object_and_wrapper() -> None:
 
 
 def test_unknown_layer_lists_closest_and_points_at_list_layers() -> None:
-    with pytest.raises(ri.LayerNotFoundError, match=r"'conv3' is not a layer of SmallCNN; closest: 'conv2', 'conv1'; see reprinvert.list_layers"):
+    msg = r"'conv3' is not a layer of SmallCNN; closest: 'conv2', 'conv1'; see reprinvert.list_layers"
+    with pytest.raises(ri.LayerNotFoundError, match=msg):
         ri.resolve_layer(SmallCNN(), "conv3")
     with pytest.raises(ri.LayerNotFoundError, match=r"layer=7: index out of range .* 3 top-level children"):
         ri.resolve_layer(nested(), 7)
-    with pytest.raises(ri.LayerNotFoundError, match="not a submodule"):
+    with pytest.raises(ri.LayerNotFoundError, match=r"not a submodule"):
         ri.resolve_layer(nested(), nn.ReLU())
-    with pytest.raises(TypeError, match="layer must be a str, int or nn.Module"):
+    with pytest.raises(TypeError, match=r"layer must be a str, int or nn\.Module"):
         ri.resolve_layer(nested(), 1.5)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
         ri.list_layers(lambda x: x)  # type: ignore[arg-type]
 
 

@@ -4,13 +4,14 @@ import math
 
 import pytest
 import torch
-from conftest import SmallCNN, Snapshot, assert_untouched
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 import reprinvert as ri
 from reprinvert import metrics
+
+from conftest import SmallCNN, Snapshot, assert_untouched
 
 
 def test_hand_computed_values_float64() -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import Signal1D, TokenModel
 from torch import nn
 
 import reprinvert as ri
 from reprinvert.regularizers import GaussianBlur, TotalVariation
+
+from conftest import Signal1D, TokenModel
 
 
 def test_1d_signal_model_inverts_first_layer() -> None:

@@ -27,7 +27,7 @@ def make_generator(
                 f"create it with torch.Generator(device={str(device)!r})"
             )
         return generator
-    if seed is not None and not isinstance(seed, int) or isinstance(seed, bool):
+    if (seed is not None and not isinstance(seed, int)) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int or None, got {seed!r} ({type(seed).__name__})")
     g = torch.Generator(device=device)
     g.manual_seed(0 if seed is None else int(seed))

@@ -30,7 +30,7 @@ from .layers import LayerSpec, _layer_names, resolve_layer
 
 __all__ = ["Captured", "Selector", "capture", "describe_structure", "represent", "select_output"]
 
-Selector = Union[None, int, str, tuple[Union[int, str], ...], Callable[[Any], torch.Tensor]]
+Selector = Union[None, int, str, tuple[int | str, ...], Callable[[Any], torch.Tensor]]
 """Which tensor of a module's output to take.
 
 ``None``: the only tensor in the output (an error lists the structure when there are several); an ``int`` or
@@ -120,7 +120,7 @@ def select_output(output: Any, select: Selector = None, *, layer: str = "?") -> 
         value = output
         for key in select if isinstance(select, tuple) else (select,):
             try:
-                if isinstance(value, Mapping) or isinstance(value, (tuple, list)):
+                if isinstance(value, (Mapping, tuple, list)):
                     value = value[key]  # type: ignore[index]
                 elif isinstance(key, str):
                     value = getattr(value, key)

@@ -259,7 +259,7 @@ def invert(
         torch.Size([1, 3, 16, 16])
     """
     started = time.perf_counter()
-    overrides = {
+    overrides: dict[str, Any] = {
         k: v
         for k, v in dict(steps=steps, optimizer=optimizer, lr=lr, loss=loss, clamp=clamp).items()
         if v is not None
@@ -273,7 +273,7 @@ def invert(
     base = get_recipe(recipe)
     if "steps" in overrides and base.drops and steps != base.steps:
         # Keep a stepped schedule at the same fractions of the run.
-        overrides["drops"] = tuple(int(round(d * steps / base.steps)) for d in base.drops)  # type: ignore[operator]
+        overrides["drops"] = tuple(round(d * overrides["steps"] / base.steps) for d in base.drops)
     rcp = base.replace(**overrides) if overrides else base
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -467,8 +467,8 @@ def _optimise(
                 lbfgs.param_groups[0]["lr"] = lr_i
                 evaluated: list[torch.Tensor] = []
 
-                def closure() -> torch.Tensor:
-                    total = objective(t, i if not evaluated else None)
+                def closure(t: float = t, i: int = i, evaluated: list[torch.Tensor] = evaluated) -> torch.Tensor:
+                    total = objective(t, i if not evaluated else None)  # history records the first evaluation
                     evaluated.append(total.detach())
                     (grad,) = torch.autograd.grad(total.sum(), z)
                     z.grad = grad

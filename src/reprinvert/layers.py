@@ -266,9 +266,10 @@ def describe(model: nn.Module, x: Any, *, model_kwargs: dict[str, Any] | None = 
     rows = []
     for name in order + [n for n, _ in named if n not in first_output]:
         out = first_output.get(name)
-        is_tensor = isinstance(out, torch.Tensor)
-        shape = tuple(out.shape) if is_tensor else None
-        numel = (int(out[0].numel()) if out.dim() > 0 else 1) if is_tensor else None
+        shape = numel = None
+        if isinstance(out, torch.Tensor):
+            shape = tuple(out.shape)
+            numel = int(out[0].numel()) if out.dim() > 0 else 1
         rows.append(
             LayerInfo(
                 name=name,
