@@ -12,6 +12,9 @@ import pytest
 import torch
 from torch import nn
 
+# Test models are tiny: one thread avoids oversubscribing the 2-core CI machine and keeps timings stable.
+torch.set_num_threads(1)
+
 HOOK_DICTS = (
     "_forward_hooks",
     "_forward_hooks_with_kwargs",

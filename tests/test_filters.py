@@ -1,4 +1,4 @@
-"""Tests of the private Gaussian blur against hand-written references (torchvision's algorithm, spelled out)."""
+"""Tests of the private Gaussian blur against hand-written references (torchvision's algorithm)."""
 
 from __future__ import annotations
 
@@ -138,7 +138,9 @@ def test_blur_batch_equals_slices(batch: int, channels: int, spatial: list[int],
     for b in range(batch):
         torch.testing.assert_close(out[b : b + 1], gaussian_blur(x[b : b + 1], 3, sigma), rtol=0, atol=1e-15)
     for c in range(channels):
-        torch.testing.assert_close(out[:, c : c + 1], gaussian_blur(x[:, c : c + 1], 3, sigma), rtol=0, atol=1e-15)
+        torch.testing.assert_close(
+            out[:, c : c + 1], gaussian_blur(x[:, c : c + 1], 3, sigma), rtol=0, atol=1e-15
+        )
 
 
 @pytest.mark.parametrize("shape", [(4,), (2, 4), (1, 1, 2, 4, 4)])
