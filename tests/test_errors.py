@@ -93,3 +93,22 @@ def test_other_argument_errors(cnn: SmallCNN, x: torch.Tensor) -> None:
         ri.invert(cnn, "conv1", x, steps=1, sigma=-1)
     with pytest.raises(ri.LayerCallError, match=r"start layer 'head' ran 0 times"):
         ri.invert(cnn, "conv1", x, start="head", steps=1)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_compiled_model_runs_eagerly_and_script_is_refused() -> None:
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2))
+    x = torch.rand(2, 3)
+    compiled = torch.compile(model)
+    res = ri.invert(compiled, "0", x, steps=3, seed=0)
+    assert res.layer == "0"
+    assert torch.equal(res.input, ri.invert(model, "0", x, steps=3, seed=0).input)
+    assert torch.equal(ri.represent(compiled, "_orig_mod.1", x), ri.represent(model, "1", x))
+    with pytest.raises(TypeError, match=r"model is a TorchScript module .* Pass the original nn.Module"):
+        ri.invert(torch.jit.script(model), "0", x)
+
+
+def test_input_on_another_device_than_the_model() -> None:
+    model = nn.Linear(3, 3, device="meta")
+    with pytest.raises(ValueError, match=r"x is on cpu, but the model's parameters are on meta; move one of them"):
+        ri.invert(model, "", torch.rand(2, 3))

@@ -26,7 +26,7 @@ from torch.utils.hooks import RemovableHandle
 
 from ._state import frozen
 from .errors import LayerCallError, OutputSelectionError
-from .layers import LayerSpec, _layer_names, resolve_layer
+from .layers import LayerSpec, _layer_names, resolve_layer, runnable
 
 __all__ = ["Captured", "Selector", "capture", "describe_structure", "represent", "select_output"]
 
@@ -189,6 +189,7 @@ class Hooks:
         replace: LayerSpec | None = None,
         tolerate_downstream_errors: bool = False,
     ) -> None:
+        model = runnable(model)
         specs = _layer_names(layers)
         if not specs:
             raise ValueError("layers is empty; pass at least one layer name (see reprinvert.list_layers(model))")

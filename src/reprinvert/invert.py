@@ -21,7 +21,7 @@ from ._rng import make_generator
 from ._state import frozen
 from .capture import Hooks, Selector
 from .errors import NonFiniteWarning
-from .layers import LayerSpec, resolve_layer
+from .layers import LayerSpec, resolve_layer, runnable
 from .metrics import DEFAULT_SIGMA, InversionMetrics, flatten_batch
 from .recipes import Init, Loss, Optimizer, Recipe
 from .recipes import get as get_recipe
@@ -275,11 +275,16 @@ def invert(
         # Keep a stepped schedule at the same fractions of the run.
         overrides["drops"] = tuple(round(d * overrides["steps"] / base.steps) for d in base.drops)
     rcp = base.replace(**overrides) if overrides else base
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    model = runnable(model)
     layer_name, _ = resolve_layer(model, layer)
     start_name = resolve_layer(model, start)[0] if start is not None else None
     x = _check_input(x, start_name)
+    device = next((p.device for p in model.parameters()), x.device)
+    if device != x.device:
+        raise ValueError(
+            f"x is on {x.device}, but the model's parameters are on {device}; move one of them, "
+            f"e.g. x.to({str(device)!r})"
+        )
     g = make_generator(seed, generator, x.device)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable (StepInfo -> bool | None), got {type(callback).__name__}")

@@ -153,6 +153,24 @@ def _check_model(model: Any) -> None:
         )
 
 
+def runnable(model: nn.Module) -> nn.Module:
+    """The module reprinvert runs and hooks: ``torch.compile`` wrappers are unwrapped, TorchScript is refused.
+
+    Compiled graphs may skip Python forward hooks silently, so a ``torch.compile``'d model is run eagerly
+    through its original module (``model._orig_mod``); the results are the same, only slower. TorchScript
+    (scripted or traced) modules do not run Python hooks reliably and are refused.
+    """
+    _check_model(model)
+    while type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        model = model._orig_mod  # type: ignore[assignment]
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError(
+            f"model is a TorchScript module ({type(model).__name__}); scripted and traced modules do not run "
+            "Python forward hooks, so layers cannot be captured. Pass the original nn.Module instead"
+        )
+    return model
+
+
 @dataclass(frozen=True)
 class LayerInfo:
     """One row of :func:`describe`.
@@ -237,7 +255,7 @@ def describe(model: nn.Module, x: Any, *, model_kwargs: dict[str, Any] | None = 
     """
     from .capture import describe_structure, run_model  # capture imports layers; import lazily
 
-    _check_model(model)
+    model = runnable(model)
     named = list(model.named_modules())
     calls: dict[str, int] = {name: 0 for name, _ in named}
     first_output: dict[str, Any] = {}
