@@ -163,3 +163,25 @@ def test_parameters_grad_never_touched_even_if_none() -> None:
     model = SmallCNN()
     ri.invert(model, "head", torch.rand(1, 3, 8, 8), steps=3)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_two_threads_inverting_one_model() -> None:
+    import threading
+
+    model = prepared_cnn()
+    snap = Snapshot.of(model)
+    xs = [torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)]
+    alone = [ri.invert(model, "conv2", x, steps=5).input for x in xs]
+    results: dict[int, torch.Tensor] = {}
+
+    def work(i: int) -> None:
+        results[i] = ri.invert(model, "conv2", xs[i], steps=5).input
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert_untouched(snap, model)
+    for i in range(2):
+        assert torch.equal(results[i], alone[i])

@@ -6,6 +6,8 @@ blanket ``train()``), every parameter's ``requires_grad`` and every buffer's val
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,6 +15,19 @@ import torch
 from torch import nn
 
 __all__ = ["frozen"]
+
+# One re-entrant lock per model: two threads working on the same model would otherwise each snapshot the state
+# the other had temporarily set, and restore it.
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(model: nn.Module) -> threading.RLock:
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
 
 
 @contextmanager
@@ -30,6 +45,11 @@ def frozen(model: nn.Module, *, train: bool = False, freeze_parameters: bool = T
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    with _lock_for(model):
+        yield from _frozen(model, train=train, freeze_parameters=freeze_parameters)
+
+
+def _frozen(model: nn.Module, *, train: bool, freeze_parameters: bool) -> Iterator[nn.Module]:
     flags = [(m, m.training) for m in model.modules()]
     params = list(model.parameters())
     requires = [p.requires_grad for p in params]
