@@ -15,7 +15,7 @@ Example:
 
 from __future__ import annotations
 
-from . import corruptions, metrics, recipes, regularizers
+from . import corruptions, data, metrics, recipes, regularizers
 from .capture import Captured, capture, represent
 from .errors import (
     LayerCallError,
@@ -51,6 +51,7 @@ __all__ = [
     "capture",
     "copy_tendency",
     "corruptions",
+    "data",
     "describe",
     "evaluate",
     "invert",

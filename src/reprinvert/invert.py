@@ -512,7 +512,7 @@ def _optimise(
             steps_run = i + 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(total.mean()):.4g}", refresh=False)
+                bar.set_postfix(loss=f"{float(total.detach().mean()):.4g}", refresh=False)
             if callback is not None and callback(
                 StepInfo(step=i, steps=steps, loss=total.detach(), input=z.detach(), lr=lr_i)
             ):
