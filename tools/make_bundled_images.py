@@ -31,7 +31,7 @@ def main() -> None:
         w, h = img.size
         s = min(w, h)
         img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-        img.resize((SIZE, SIZE), Image.LANCZOS).save(OUT / f"{name}.png", optimize=True)
+        img.resize((SIZE, SIZE), Image.Resampling.LANCZOS).save(OUT / f"{name}.png", optimize=True)
         lines.append(f"- `{name}.png`: {source}")
     (OUT / "README.md").write_text("\n".join(lines) + "\n")
 

@@ -45,11 +45,11 @@ def _fit(img: Image.Image, size: Size) -> Image.Image:
         w, h = img.size
         s = min(w, h)
         img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-        return img.resize((size, size), Image.LANCZOS)
+        return img.resize((size, size), Image.Resampling.LANCZOS)
     h, w = size
     if h < 1 or w < 1:
         raise ValueError(f"size={size}: expected positive height and width")
-    return img.resize((w, h), Image.LANCZOS)
+    return img.resize((w, h), Image.Resampling.LANCZOS)
 
 
 def _to_tensor(img: Image.Image) -> torch.Tensor:
@@ -238,7 +238,7 @@ def make_grid(
         if row_labels:
             draw.text((2, y + ch // 2 - 5), str(row_labels[i]), fill=(0, 0, 0))
         for j in range(k):
-            cell = _to_pil(grid[i, j]).convert("RGB").resize((cw, ch), Image.NEAREST)
+            cell = _to_pil(grid[i, j]).convert("RGB").resize((cw, ch), Image.Resampling.NEAREST)
             canvas.paste(cell, (left + padding + j * (cw + padding), y))
     if column_labels:
         for j, label in enumerate(column_labels):
