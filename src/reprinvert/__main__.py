@@ -1,7 +1,8 @@
-"""``python -m reprinvert``: the command line."""
+"""``python -m reprinvert``: the same as the ``reprinvert`` command."""
 
 import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

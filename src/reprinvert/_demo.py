@@ -1,13 +1,16 @@
 """Private: the built-in demo behind ``reprinvert demo``.
 
-Inverts each stage of a small convolutional network (random weights from a fixed seed: the demo shows what an
-*untrained* architecture keeps, not what training teaches it) for a bundled real photo, and writes a PNG grid
-and a JSON of metrics.
+Inverts the output of each stage of a small convolutional network for a bundled real photo and writes a PNG
+grid and a JSON file of metrics. The network is **untrained**: its weights are random (drawn from a fixed
+seed), so the demo shows what the architecture alone keeps of the input (its strides and widths), not what
+training would teach it to keep.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 import platform
 import time
 from pathlib import Path
@@ -20,34 +23,69 @@ from . import __version__
 from .data import sample_image, save_grid
 from .invert import invert
 
+__all__ = ["LAYERS", "DemoCNN", "run_demo"]
+
+LAYERS = ("stage1", "stage2", "stage3", "stage4")
+UNTRAINED_NOTE = (
+    "DemoCNN is untrained: its weights are random (Kaiming-normal convolutions drawn from the seed; BatchNorm "
+    "at its initial statistics, effectively the identity in eval mode). The inversions show what the architecture "
+    "keeps of the input, not what a trained network would keep."
+)
+
 
 class DemoCNN(nn.Module):
-    """Four stages of [conv3x3 -> BatchNorm -> ReLU], channels 16-32-64-64, stride 2 in stages 2-4.
+    """A small untrained CNN: four stages, then global average pooling and a linear head.
 
-    Weights are drawn from ``seed`` inside ``torch.random.fork_rng``, so the global RNG is untouched.
+    ``stage{i}`` = Conv3x3 (no bias) -> BatchNorm -> ReLU with 16, 32, 64, 64 channels; the convolutions of
+    stages 2-4 have stride 2, so an input ``(B, 3, H, W)`` gives ``(B, 16, H, W)``, ``(B, 32, H/2, W/2)``,
+    ``(B, 64, H/4, W/4)``, ``(B, 64, H/8, W/8)`` and logits ``(B, 10)``.
+
+    Weights are drawn from a private ``torch.Generator`` seeded with ``seed`` (modules are built with
+    ``torch.nn.utils.skip_init``), so building the model never touches torch's global RNG.
     """
 
     def __init__(self, *, seed: int = 0) -> None:
         super().__init__()
+        g = torch.Generator().manual_seed(seed)
         widths = (3, 16, 32, 64, 64)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            for i in range(4):
-                stage = nn.Sequential(
-                    nn.Conv2d(widths[i], widths[i + 1], 3, stride=1 if i == 0 else 2, padding=1, bias=False),
-                    nn.BatchNorm2d(widths[i + 1]),
-                    nn.ReLU(inplace=True),
-                )
-                self.add_module(f"stage{i + 1}", stage)
-            self.head = nn.Linear(64, 10)
+        for i in range(4):
+            conv = nn.utils.skip_init(
+                nn.Conv2d, widths[i], widths[i + 1], 3, stride=1 if i == 0 else 2, padding=1, bias=False
+            )
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu", generator=g)
+            self.add_module(f"stage{i + 1}", nn.Sequential(conv, nn.BatchNorm2d(widths[i + 1]), nn.ReLU()))
+        self.head = nn.utils.skip_init(nn.Linear, widths[-1], 10)
+        nn.init.normal_(self.head.weight, std=widths[-1] ** -0.5, generator=g)
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i in range(4):
-            x = getattr(self, f"stage{i + 1}")(x)
-        return self.head(x.mean((2, 3)))
+        """``(B, 3, H, W)`` -> logits ``(B, 10)``."""
+        for name in LAYERS:
+            x = getattr(self, name)(x)
+        return self.head(x.mean(dim=(2, 3)))
 
 
-LAYERS = ("stage1", "stage2", "stage3", "stage4")
+_COLUMNS = (  # (key in metrics.json, table header)
+    ("embedding_distance", "m_g"),
+    ("reference_distance", "m_r"),
+    ("input_distance", "m_i"),
+    ("perturbation_distance", "||x'-x||"),
+    ("normalized_feature_error", "nfe"),
+    ("psnr", "psnr dB"),
+)
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = f"{'layer':7s} {'shape':>12s} {'size/input':>10s} " + " ".join(f"{h:>9s}" for _, h in _COLUMNS)
+    lines = [head + f" {'represents':>10s} {'seconds':>7s}"]
+    for row in rows:
+        shape = "x".join(str(v) for v in row["representation_shape"][1:])
+        values = " ".join(f"{row[k]:9.4g}" for k, _ in _COLUMNS)
+        lines.append(
+            f"{row['layer']:7s} {shape:>12s} {row['size_ratio']:10.3g} {values} "
+            f"{'yes' if row['represents'] else 'no':>10s} {row['seconds']:7.1f}"
+        )
+    return "\n".join(lines)
 
 
 def run_demo(
@@ -57,43 +95,107 @@ def run_demo(
     size: int = 64,
     seed: int = 0,
     image: str = "astronaut",
+    progress: bool = True,
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """Invert every stage of :class:`DemoCNN` for a bundled photo; write ``grid.png`` and ``metrics.json``.
+    """Invert every stage of an untrained :class:`DemoCNN` for a bundled photo; write a grid and metrics.
+
+    Each stage's output is inverted with ``reprinvert.invert(model, layer, x, steps=steps, seed=seed,
+    clamp=(0, 1))`` (the default recipe). Writes into ``out``:
+
+    * ``grid.png``: the original, then each stage's inversion, labelled (3x nearest-neighbour upscaling);
+    * ``metrics.json``: per layer m_g, m_r, m_i, ||x'-x||, the normalized feature error, PSNR and whether the
+      layer represents the image (m_g < m_r), plus the recipe, steps, seed, image and versions.
+
+    Args:
+        out: output folder (created if missing).
+        steps: optimisation steps per layer.
+        size: the photo is centre-cropped and resized to ``size x size``.
+        seed: seed of the model's weights and of every inversion.
+        image: a bundled photo (see :func:`reprinvert.data.sample_names`).
+        progress: print a line per layer and show a tqdm bar while it runs (the bar only if tqdm is installed).
+        quiet: print nothing at all (overrides ``progress``).
 
     Returns:
         The dictionary written to ``metrics.json``.
+
+    Raises:
+        ValueError: a non-positive ``steps`` or ``size``, or an unknown ``image``.
     """
-    say = (lambda *a: None) if quiet else print
+    for arg, value in (("steps", steps), ("size", size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{arg}={value!r}: expected a positive int")
+
+    def say(*args: Any, **kwargs: Any) -> None:
+        if not quiet:
+            print(*args, **kwargs)
+
+    progress = progress and not quiet
+    bar = progress and importlib.util.find_spec("tqdm") is not None
     out = Path(out)
     x = sample_image(image, size=size)
+    try:  # fail before the long work, not after it
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create the output folder '{out}': {exc.strerror or exc}") from None
     model = DemoCNN(seed=seed).eval()
-    say(f"reprinvert demo: inverting {len(LAYERS)} layers of an untrained 4-stage CNN (seed {seed}) "
-        f"for the bundled image {image!r} at {size}x{size}, {steps} steps each")
+    started = time.perf_counter()
+    say(
+        f"reprinvert demo: inverting {len(LAYERS)} layers of DemoCNN, an UNTRAINED 4-stage CNN (random weights, "
+        f"seed {seed}), for the bundled photo {image!r} at {size}x{size}, {steps} steps per layer"
+    )
     rows: list[dict[str, Any]] = []
-    images = [x]
-    for layer in LAYERS:
-        t0 = time.perf_counter()
-        res = invert(model, layer, x, steps=steps, seed=seed, clamp=(0.0, 1.0), progress=not quiet)
-        s = res.metrics.summary()
-        rows.append({"layer": layer, "output_shape": list(res.target.shape), "seconds": time.perf_counter() - t0,
-                     **{k: s[k] for k in ("embedding_distance", "reference_distance", "input_distance",
-                                          "perturbation_distance", "normalized_feature_error", "psnr")},
-                     "represents": bool(res.metrics.represents.all())})
-        images.append(res.input)
-        say(f"  {layer:7s} {rows[-1]['seconds']:6.1f}s  {res.metrics}")
-    out.mkdir(parents=True, exist_ok=True)
-    grid = save_grid(images, out / "grid.png", scale=3, column_labels=["input", *LAYERS])
-    result = {
-        "model": "DemoCNN (untrained, random weights from the seed)",
+    columns = [x]
+    recipe: dict[str, Any] = {}
+    for n, layer in enumerate(LAYERS, 1):
+        if progress:
+            say(f"[{n}/{len(LAYERS)}] {layer} ...", flush=True)
+        res = invert(model, layer, x, steps=steps, seed=seed, clamp=(0.0, 1.0), progress=bar)
+        summary = res.metrics.summary()
+        rows.append(
+            {
+                "layer": layer,
+                "representation_shape": list(res.target.shape),
+                "size_ratio": res.target.numel() / x.numel(),
+                **{key: summary[key] for key, _ in _COLUMNS},
+                "represents": bool(res.metrics.represents.all()),
+                "seconds": res.seconds,
+            }
+        )
+        columns.append(res.input)
+        recipe = res.recipe.to_dict()
+        if progress:
+            say(f"      {res.metrics}  ({res.seconds:.1f} s)", flush=True)
+    labels = ["original", *(f"{r['layer']} ({'x'.join(map(str, r['representation_shape'][1:]))})" for r in rows)]
+    grid = save_grid(columns, out / "grid.png", column_labels=labels, scale=3)
+    result: dict[str, Any] = {
+        "model": "DemoCNN (untrained: random weights from the seed)",
+        "note": UNTRAINED_NOTE,
         "image": image,
         "size": size,
         "steps": steps,
         "seed": seed,
-        "recipe": res.recipe.to_dict(),
         "layers": rows,
+        "recipe": recipe,
+        "seconds": time.perf_counter() - started,
         "versions": {"reprinvert": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
-    (out / "metrics.json").write_text(json.dumps(result, indent=2))
-    say(f"wrote {grid} and {out / 'metrics.json'}")
+    _check_finite(result)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    say("")
+    say(_table(rows))
+    say(
+        "m_g: ||rep(x) - rep(x_g)||, m_r: ||rep(x) - rep(x')|| for x' = x + N(0, (1/25)^2), m_i: ||x_g - x||; "
+        "a layer represents x when m_g < m_r."
+    )
+    say("the model is untrained (random weights): this shows what the architecture keeps, not what training keeps")
+    say(f"wrote {grid.name} and metrics.json to {out.resolve()}")
     return result
+
+
+def _check_finite(result: dict[str, Any]) -> None:
+    """Replace non-finite floats (JSON has no NaN) by None, so metrics.json stays valid JSON."""
+    for row in result["layers"]:
+        for key, value in row.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                row[key] = None

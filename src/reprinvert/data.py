@@ -1,9 +1,18 @@
 """Images in and out: files and folders through Pillow, bundled real photos, synthetic images, PNG grids.
 
-Every tensor is float32 in [0, 1], laid out ``(B, C, H, W)``.
+Every tensor here is float32 in [0, 1], laid out ``(B, C, H, W)`` with C = 3 (RGB) or 1 (grey).
 
-The bundled photos (``sample_image``) are public-domain / CC0 pictures from scikit-image's sample data, stored
-at 128x128 inside the package (sources in ``reprinvert/_data/README.md``), so they work offline.
+The bundled photos (:func:`sample_image`) are four public-domain / CC0 pictures from scikit-image's sample
+data (astronaut, chelsea, coffee, rocket), stored at 96x96 inside the package so they work offline; sources
+and licences are in ``reprinvert/_data/README.md``.
+
+Example:
+    >>> import reprinvert as ri
+    >>> x = ri.data.sample_image("astronaut", size=32)
+    >>> x.shape, x.dtype
+    (torch.Size([1, 3, 32, 32]), torch.float32)
+    >>> ri.data.synthetic_images(2, size=8, seed=1).shape
+    torch.Size([2, 3, 8, 8])
 """
 
 from __future__ import annotations
@@ -12,10 +21,11 @@ import importlib.resources
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from ._rng import make_generator
 
@@ -32,131 +42,250 @@ __all__ = [
     "synthetic_images",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+#: File name endings :func:`load_images` treats as images when it reads a folder (compared in lower case).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
 Size = int | tuple[int, int] | None
+_MODES = ("RGB", "L")
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+_RESAMPLE: Any = getattr(Image, "Resampling", Image)  # Pillow >= 9.1 moved the filter names
+_Font = ImageFont.ImageFont | ImageFont.FreeTypeFont
 
 
-def _fit(img: Image.Image, size: Size) -> Image.Image:
+# ---------------------------------------------------------------------------------------------- reading
+def _check_size(size: object) -> tuple[int, int] | None:
+    """``None``, an int or an ``(H, W)`` pair of positive ints -> ``None`` or ``(H, W)``."""
     if size is None:
+        return None
+    if isinstance(size, int) and not isinstance(size, bool):
+        if size >= 1:
+            return size, size
+    elif (
+        isinstance(size, (tuple, list))
+        and len(size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size)
+    ):
+        return int(size[0]), int(size[1])
+    raise ValueError(f"size={size!r}: expected None, a positive int (a square) or a (height, width) pair")
+
+
+def _check_mode(mode: object) -> str:
+    if mode not in _MODES:
+        raise ValueError(f"mode={mode!r}: expected one of {list(_MODES)} (RGB: 3 channels, L: grey, 1 channel)")
+    return str(mode)
+
+
+def _fit(img: Image.Image, hw: tuple[int, int] | None) -> Image.Image:
+    """Centre-crop ``img`` to the aspect ratio of ``hw`` = (H, W), then resize to it with LANCZOS."""
+    if hw is None:
         return img
-    if isinstance(size, int):
-        if size < 1:
-            raise ValueError(f"size={size}: expected a positive int or an (H, W) pair")
-        w, h = img.size
-        s = min(w, h)
-        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-        return img.resize((size, size), Image.Resampling.LANCZOS)
-    h, w = size
-    if h < 1 or w < 1:
-        raise ValueError(f"size={size}: expected positive height and width")
-    return img.resize((w, h), Image.Resampling.LANCZOS)
+    h, w = hw
+    iw, ih = img.size
+    if (iw, ih) == (w, h):
+        return img
+    # the largest centred box of aspect w:h inside the image
+    if iw * h > ih * w:  # image is wider than the target
+        cw, ch = max(1, round(ih * w / h)), ih
+    else:
+        cw, ch = iw, max(1, round(iw * h / w))
+    left, top = (iw - cw) // 2, (ih - ch) // 2
+    return img.crop((left, top, left + cw, top + ch)).resize((w, h), _RESAMPLE.LANCZOS)
 
 
-def _to_tensor(img: Image.Image) -> torch.Tensor:
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0)
+def _to_array(img: Image.Image, mode: str) -> np.ndarray:
+    """A Pillow image -> float32 ``(H, W, C)`` in [0, 1], 16-bit grey scaled by 65535 rather than clipped."""
+    if img.mode in _SIXTEEN_BIT:
+        arr = np.asarray(img, dtype=np.float32)[:, :, None] / 65535.0
+        return np.repeat(arr, 3, axis=2) if mode == "RGB" else arr
+    arr = np.asarray(img.convert(mode), dtype=np.float32) / 255.0
+    return arr[:, :, None] if arr.ndim == 2 else arr
 
 
 def load_image(path: str | Path, *, size: Size = None, mode: str = "RGB") -> torch.Tensor:
-    """Read one image file.
+    """Read one image file into a tensor.
 
     Args:
-        path: an image file Pillow can read (PNG, JPEG, ...).
-        size: ``None`` keeps the size; an int centre-crops to a square and resizes to ``size x size``; a pair
-            ``(H, W)`` resizes to that shape.
-        mode: Pillow mode, ``"RGB"`` (3 channels) or ``"L"`` (grey, 1 channel).
+        path: a file Pillow can read (PNG, JPEG, BMP, GIF (first frame), TIFF, WebP, ...). The EXIF
+            orientation of photos is applied.
+        size: ``None`` keeps the file's size; an int ``s`` centre-crops to a square and resizes to ``s x s``;
+            a pair ``(H, W)`` centre-crops to the aspect ratio ``W:H`` and resizes to ``H x W``. Resizing uses
+            Pillow's LANCZOS filter.
+        mode: ``"RGB"`` (3 channels) or ``"L"`` (grey, 1 channel).
 
     Returns:
         Tensor ``(1, C, H, W)``, float32 in [0, 1].
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is not a readable image.
+        FileNotFoundError: nothing exists at ``path``.
+        ValueError: ``path`` is a folder or not a readable image (the message starts
+            ``cannot read image '<path>'``), or ``size`` / ``mode`` are invalid.
+
+    Example:
+        >>> import tempfile, pathlib, torch, reprinvert as ri
+        >>> p = ri.data.save_image(torch.rand(3, 8, 8), pathlib.Path(tempfile.mkdtemp()) / "a.png")
+        >>> ri.data.load_image(p, size=4).shape
+        torch.Size([1, 3, 4, 4])
     """
+    hw = _check_size(size)
+    mode = _check_mode(mode)
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"no image file at {str(p)!r}" + (" (it is a folder)" if p.is_dir() else ""))
+    if not p.exists():
+        raise FileNotFoundError(f"no image file at '{p}' (resolved to '{p.resolve()}')")
+    if p.is_dir():
+        raise ValueError(f"cannot read image '{p}': it is a folder; use load_images() to read a folder of images")
     try:
-        with Image.open(p) as img:
-            img = img.convert(mode)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"cannot read image {str(p)!r}: {exc}") from None
-    return _to_tensor(_fit(img, size))
+        with Image.open(p) as opened:
+            opened.load()
+            img = ImageOps.exif_transpose(opened) or opened
+            arr = _to_array(_fit(img, hw), mode)
+    except UnidentifiedImageError:
+        raise ValueError(f"cannot read image '{p}': not an image format Pillow recognises") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"cannot read image '{p}': {exc}") from None
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
-def load_images(paths: str | Path | Sequence[str | Path], *, size: Size = 64, mode: str = "RGB") -> torch.Tensor:
-    """Read several images (a folder, or a list of files and folders) into one batch of a common size.
+def load_images(
+    paths_or_folder: str | Path | Sequence[str | Path], *, size: Size = None, mode: str = "RGB"
+) -> torch.Tensor:
+    """Read several images into one batch.
 
     Args:
-        paths: a folder (every file with an image extension, sorted by name), a file, or a list of them.
-        size: common size (see :func:`load_image`); must not be None for images of different sizes.
+        paths_or_folder: a folder (every file in it whose name ends in one of :data:`IMAGE_EXTENSIONS`, sorted
+            by name; subfolders are not searched), one image file, or a list of files and folders.
+        size: as in :func:`load_image`. Required when the images differ in size.
         mode: ``"RGB"`` or ``"L"``.
 
     Returns:
-        Tensor ``(B, C, H, W)``.
+        Tensor ``(B, C, H, W)``, float32 in [0, 1], in the order of ``paths_or_folder`` (folders sorted).
+
+    Raises:
+        FileNotFoundError: a path does not exist, or a folder holds no image files.
+        ValueError: an unreadable file, images of different sizes without ``size``, or an empty list.
+
+    Example:
+        >>> import tempfile, pathlib, torch, reprinvert as ri
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> for i in range(3):
+        ...     _ = ri.data.save_image(torch.rand(3, 8, 6), d / f"{i}.png")
+        >>> ri.data.load_images(d, size=4).shape
+        torch.Size([3, 3, 4, 4])
     """
-    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    hw = _check_size(size)
+    mode = _check_mode(mode)
+    items = [paths_or_folder] if isinstance(paths_or_folder, (str, Path)) else list(paths_or_folder)
+    if not items:
+        raise ValueError("paths_or_folder is an empty list; pass an image file, a folder or a list of them")
     files: list[Path] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
             if not found:
-                raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder {str(p)!r}")
-            files += found
+                raise FileNotFoundError(
+                    f"no image files in folder '{p}' (looked for names ending in {', '.join(IMAGE_EXTENSIONS)})"
+                )
+            files.extend(found)
         else:
             files.append(p)
-    if not files:
-        raise ValueError("paths is empty; pass an image file or a folder of images")
-    images = [load_image(f, size=size, mode=mode) for f in files]
-    shapes = {tuple(t.shape) for t in images}
+    images = [load_image(f, size=hw, mode=mode) for f in files]
+    shapes = {tuple(t.shape[2:]) for t in images}
     if len(shapes) > 1:
-        raise ValueError(f"images have different sizes {sorted(shapes)}; pass size= to resize them to one size")
+        raise ValueError(
+            f"the {len(images)} images have different sizes (H, W) {sorted(shapes)}; "
+            "pass size= (an int or (H, W)) to bring them to one size"
+        )
     return torch.cat(images)
 
 
+# ---------------------------------------------------------------------------------------------- writing
+def _to_pil(t: torch.Tensor) -> Image.Image:
+    """``(C, H, W)`` with C in (1, 3), any float range -> 8-bit Pillow image (clamped to [0, 1]; NaN -> 0)."""
+    t = torch.nan_to_num(t.detach().cpu().float(), nan=0.0).clamp(0, 1)
+    arr = (t * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(np.ascontiguousarray(arr[:, :, 0] if arr.shape[2] == 1 else arr))
+
+
 def save_image(image: torch.Tensor, path: str | Path) -> Path:
-    """Write ``(C, H, W)`` or ``(1, C, H, W)`` values in [0, 1] (clamped) as an 8-bit PNG/JPEG; returns the path."""
-    t = image.detach().cpu()
+    """Write one image as an 8-bit file (PNG, or any format Pillow infers from the name).
+
+    Args:
+        image: ``(C, H, W)`` or ``(1, C, H, W)`` with C = 1 or 3; values are clamped to [0, 1] (NaN -> 0).
+        path: where to write; missing parent folders are created.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: wrong shape, or the file cannot be written (unknown extension, ...).
+
+    Example:
+        >>> import tempfile, pathlib, torch, reprinvert as ri
+        >>> ri.data.save_image(torch.rand(1, 3, 4, 4), pathlib.Path(tempfile.mkdtemp()) / "x.png").name
+        'x.png'
+    """
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"image must be a torch.Tensor, got {type(image).__name__}")
+    t = image
     if t.dim() == 4:
         if t.shape[0] != 1:
-            raise ValueError(f"save_image takes one image, got a batch of shape {tuple(t.shape)}; use save_grid")
+            raise ValueError(
+                f"save_image writes one image, got a batch of shape {tuple(t.shape)}; "
+                "index it (image[i]) or use save_grid() for many"
+            )
         t = t[0]
     if t.dim() != 3 or t.shape[0] not in (1, 3):
-        raise ValueError(f"image must be (C, H, W) with C = 1 or 3, got shape {tuple(t.shape)}")
+        raise ValueError(f"image must be (C, H, W) or (1, C, H, W) with C = 1 or 3, got shape {tuple(image.shape)}")
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    _to_pil(t).save(p)
+    try:
+        _to_pil(t).save(p)
+    except (ValueError, OSError, KeyError) as exc:
+        raise ValueError(f"cannot write image '{p}': {exc}") from None
     return p
 
 
-def _to_pil(t: torch.Tensor) -> Image.Image:
-    arr = (t.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr, mode="L" if arr.shape[2] == 1 else "RGB")
+# ---------------------------------------------------------------------------------------------- bundled
+def _data_dir() -> Any:  # importlib.resources.abc.Traversable (Python >= 3.11 name)
+    return importlib.resources.files("reprinvert") / "_data"
 
 
 def sample_names() -> list[str]:
-    """Names of the bundled photos."""
-    folder = importlib.resources.files("reprinvert") / "_data"
-    return sorted(f.name[:-4] for f in folder.iterdir() if f.name.endswith(".png"))
+    """Names of the bundled photos, sorted: ``['astronaut', 'chelsea', 'coffee', 'rocket']``."""
+    return sorted(f.name[: -len(".png")] for f in _data_dir().iterdir() if f.name.endswith(".png"))
 
 
 def sample_image(name: str = "astronaut", *, size: Size = 64) -> torch.Tensor:
-    """A bundled real photo as ``(1, 3, H, W)`` in [0, 1] (see :func:`sample_names`)."""
+    """A bundled public-domain / CC0 photo (stored at 96x96) as a tensor.
+
+    Args:
+        name: one of :func:`sample_names`.
+        size: as in :func:`load_image`; ``None`` gives the stored 96x96. Sizes above 96 are upsampled.
+
+    Returns:
+        Tensor ``(1, 3, H, W)``, float32 in [0, 1].
+
+    Raises:
+        ValueError: unknown ``name`` (the message lists the available names).
+
+    Example:
+        >>> import reprinvert as ri
+        >>> ri.data.sample_image("coffee", size=(24, 32)).shape
+        torch.Size([1, 3, 24, 32])
+    """
     names = sample_names()
     if name not in names:
-        raise ValueError(f"image={name!r} is not a bundled image; available: {names}")
-    with importlib.resources.as_file(importlib.resources.files("reprinvert") / "_data" / f"{name}.png") as p:
+        raise ValueError(f"image={name!r} is not a bundled image; available: {', '.join(names)}")
+    with importlib.resources.as_file(_data_dir() / f"{name}.png") as p:
         return load_image(p, size=size)
 
 
 def sample_images(*, size: Size = 64) -> torch.Tensor:
-    """All bundled photos as one batch ``(B, 3, H, W)``."""
+    """All bundled photos as one batch ``(B, 3, H, W)``, in the order of :func:`sample_names`."""
     return torch.cat([sample_image(n, size=size) for n in sample_names()])
 
 
+# ---------------------------------------------------------------------------------------------- synthetic
 def synthetic_images(
     n: int,
     *,
@@ -165,28 +294,91 @@ def synthetic_images(
     seed: int | None = 0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Smooth random images (sums of random low-frequency sinusoids), ``(n, C, size, size)`` in [0, 1].
+    """Smooth random images: each channel a sum of six random plane waves of 0.5 to 4.5 cycles per image.
 
-    Deterministic for a seed; torch's global RNG is not used.
+    Each channel of each image is rescaled to span exactly [0, 1]. Randomness comes only from ``seed`` (or
+    ``generator``); torch's global RNG is not touched.
+
+    Args:
+        n: number of images.
+        size: height and width.
+        channels: channels per image.
+        seed: seed of a private generator (pass ``seed=None`` with ``generator``).
+        generator: a CPU ``torch.Generator`` to draw from instead.
+
+    Returns:
+        Tensor ``(n, channels, size, size)``, float32 in [0, 1].
+
+    Example:
+        >>> import torch, reprinvert as ri
+        >>> torch.equal(ri.data.synthetic_images(2, seed=1), ri.data.synthetic_images(2, seed=1))
+        True
     """
-    if n < 1 or size < 1 or channels < 1:
-        raise ValueError(f"n={n}, size={size}, channels={channels}: expected positive ints")
+    for arg, value in (("n", n), ("size", size), ("channels", channels)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{arg}={value!r}: expected a positive int")
     g = make_generator(seed, generator, "cpu")
-    coords = torch.linspace(0, 1, size)
+    coords = torch.linspace(0, 1, size, dtype=torch.float64)
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
     waves = 6
-    freq = torch.rand(n, channels, waves, 2, generator=g) * 4 + 0.5
-    phase = torch.rand(n, channels, waves, generator=g) * 2 * math.pi
-    amp = torch.rand(n, channels, waves, generator=g)
-    arg = (freq[..., 0, None, None] * xx + freq[..., 1, None, None] * yy) * 2 * math.pi + phase[..., None, None]
-    img = (amp[..., None, None] * torch.sin(arg)).sum(2)
+    freq = torch.rand(n, channels, waves, 2, generator=g, dtype=torch.float64) * 4 + 0.5
+    sign = torch.where(torch.rand(n, channels, waves, 2, generator=g) < 0.5, -1.0, 1.0).double()
+    phase = torch.rand(n, channels, waves, generator=g, dtype=torch.float64) * 2 * math.pi
+    amp = torch.rand(n, channels, waves, generator=g, dtype=torch.float64)
+    fx, fy = (freq * sign).unbind(-1)
+    angle = (fx[..., None, None] * xx + fy[..., None, None] * yy) * 2 * math.pi + phase[..., None, None]
+    img = (amp[..., None, None] * torch.sin(angle)).sum(2)
     lo = img.amin(dim=(-2, -1), keepdim=True)
     hi = img.amax(dim=(-2, -1), keepdim=True)
-    return ((img - lo) / (hi - lo).clamp_min(1e-8)).float()
+    return ((img - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1).float()
+
+
+# ---------------------------------------------------------------------------------------------- grids
+def _as_columns(images: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+    """A (R, K, C, H, W) tensor or a list of K columns (R or 1, C, H, W) / (C, H, W) -> (R, K, 3|1, H, W)."""
+    if isinstance(images, torch.Tensor):
+        if images.dim() != 5:
+            raise ValueError(
+                f"images as one tensor must be (R, K, C, H, W) (rows, columns, ...), got shape {tuple(images.shape)}"
+                "; pass a list of (B, C, H, W) columns instead"
+            )
+        grid = images.detach().cpu().float()
+    else:
+        cols = list(images)
+        if not cols:
+            raise ValueError("images is empty; pass a list of (B, C, H, W) tensors, one per column")
+        cols = [c.detach().cpu().float() for c in cols]
+        cols = [c.unsqueeze(0) if c.dim() == 3 else c for c in cols]
+        shapes = [tuple(c.shape) for c in cols]
+        if any(c.dim() != 4 for c in cols):
+            raise ValueError(f"every column must be (B, C, H, W) or (C, H, W), got shapes {shapes}")
+        rows = max(c.shape[0] for c in cols)
+        if any(c.shape[0] not in (1, rows) for c in cols) or len({c.shape[2:] for c in cols}) > 1:
+            raise ValueError(
+                f"every column must hold the same number of images (or 1, repeated down the rows) of one height and "
+                f"width, got shapes {shapes}"
+            )
+        chans = {c.shape[1] for c in cols}
+        if chans - {1, 3} or (len(chans) > 1 and 1 not in chans):
+            raise ValueError(f"images must have 1 or 3 channels, got shapes {shapes}")
+        c_out = max(chans)
+        grid = torch.stack([c.expand(rows, c_out, *c.shape[2:]) for c in cols], dim=1)
+    if grid.shape[2] not in (1, 3):
+        raise ValueError(f"images must have 1 or 3 channels, got shape {tuple(grid.shape)}")
+    return grid
+
+
+def _fit_text(draw: ImageDraw.ImageDraw, text: str, width: int, font: _Font) -> str:
+    """``text``, shortened with '..' until it fits in ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "..", font=font) > width:
+        text = text[:-1]
+    return text + ".." if text else ""
 
 
 def make_grid(
-    rows: Sequence[torch.Tensor] | torch.Tensor,
+    images: Sequence[torch.Tensor] | torch.Tensor,
     *,
     padding: int = 2,
     scale: int = 1,
@@ -194,69 +386,101 @@ def make_grid(
     row_labels: Sequence[str] | None = None,
     background: int = 255,
 ) -> Image.Image:
-    """Lay images out in a grid: one row per input, one column per image of that row.
+    """Lay images out in a grid: one row per input, one column per version of it.
+
+    The usual call is ``make_grid([x, inversion_1.input, inversion_2.input], ...)``: row i shows input i,
+    then its inversion at each layer. Values are clamped to [0, 1]; grey images are shown as grey.
 
     Args:
-        rows: a ``(R, K, C, H, W)`` tensor, or a list of K tensors each ``(R, C, H, W)`` (column by column:
-            e.g. ``[x, inversion_layer1, inversion_layer2]``).
-        padding: pixels between cells.
-        scale: nearest-neighbour upscaling of each cell.
-        column_labels: a title above each column.
-        row_labels: a label left of each row.
-        background: grey level of the padding.
+        images: a list of K columns, each ``(R, C, H, W)`` (a column with one image, ``(1, C, H, W)`` or
+            ``(C, H, W)``, is repeated down all R rows), or a tensor ``(R, K, C, H, W)``.
+        padding: pixels between cells and around the border.
+        scale: nearest-neighbour upscaling factor of each cell (pixels stay sharp).
+        column_labels: K titles drawn above the columns (Pillow's default font; shortened to fit).
+        row_labels: R labels drawn left of the rows.
+        background: grey level 0-255 of the padding.
 
     Returns:
-        A ``PIL.Image``.
+        An RGB ``PIL.Image`` of width ``left + K * (W * scale + padding) + padding`` and height
+        ``top + R * (H * scale + padding) + padding``, where ``left`` / ``top`` are 0 without labels.
+
+    Raises:
+        ValueError: inconsistent shapes or label counts, or a bad ``padding`` / ``scale``.
+
+    Example:
+        >>> import torch, reprinvert as ri
+        >>> ri.data.make_grid([torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)], padding=1, scale=2).size
+        (35, 35)
     """
-    if isinstance(rows, torch.Tensor):
-        if rows.dim() != 5:
-            raise ValueError(f"rows must be (R, K, C, H, W), got shape {tuple(rows.shape)}")
-        grid = rows
-    else:
-        cols = [c.detach().cpu().float() for c in rows]
-        if not cols:
-            raise ValueError("rows is empty")
-        if any(c.shape != cols[0].shape for c in cols):
-            raise ValueError(f"every column must have one shape, got {[tuple(c.shape) for c in cols]}")
-        grid = torch.stack(cols, dim=1)
-    grid = grid.detach().cpu().float()
-    r, k, c, h, w = grid.shape
-    if c not in (1, 3):
-        raise ValueError(f"images must have 1 or 3 channels, got {c}")
+    if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
+        raise ValueError(f"padding={padding!r}: expected an int >= 0")
+    if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
+        raise ValueError(f"scale={scale!r}: expected a positive int")
+    grid = _as_columns(images)
+    r, k, _, h, w = grid.shape
     if column_labels is not None and len(column_labels) != k:
         raise ValueError(f"column_labels has {len(column_labels)} labels for {k} columns")
     if row_labels is not None and len(row_labels) != r:
         raise ValueError(f"row_labels has {len(row_labels)} labels for {r} rows")
+    font = ImageFont.load_default()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     ch, cw = h * scale, w * scale
-    top = 14 if column_labels else 0
-    left = 8 + 7 * max(len(s) for s in row_labels) if row_labels else 0
-    canvas = Image.new("RGB", (left + k * cw + (k + 1) * padding, top + r * ch + (r + 1) * padding),
-                       (background,) * 3)
+    text_h = math.ceil(probe.textbbox((0, 0), "Hgy", font=font)[3]) + 2
+    top = text_h + 2 if column_labels else 0
+    left = int(max(probe.textlength(str(s), font=font) for s in row_labels)) + 6 if row_labels else 0
+    size = (left + k * (cw + padding) + padding, top + r * (ch + padding) + padding)
+    canvas = Image.new("RGB", size, (background,) * 3)
     draw = ImageDraw.Draw(canvas)
     for i in range(r):
         y = top + padding + i * (ch + padding)
         if row_labels:
-            draw.text((2, y + ch // 2 - 5), str(row_labels[i]), fill=(0, 0, 0))
+            draw.text((3, y + max(0, (ch - text_h) // 2)), str(row_labels[i]), fill=(0, 0, 0), font=font)
         for j in range(k):
-            cell = _to_pil(grid[i, j]).convert("RGB").resize((cw, ch), Image.Resampling.NEAREST)
+            cell = _to_pil(grid[i, j]).convert("RGB")
+            if scale != 1:
+                cell = cell.resize((cw, ch), _RESAMPLE.NEAREST)
             canvas.paste(cell, (left + padding + j * (cw + padding), y))
-    if column_labels:
-        for j, label in enumerate(column_labels):
-            draw.text((left + padding + j * (cw + padding) + 1, 1), str(label)[: max(1, cw // 6)], fill=(0, 0, 0))
+    for j, label in enumerate(column_labels or ()):
+        text = _fit_text(draw, str(label), cw + padding, font)
+        x = left + padding + j * (cw + padding) + max(0, (cw - int(draw.textlength(text, font=font))) // 2)
+        draw.text((x, 1), text, fill=(0, 0, 0), font=font)
     return canvas
 
 
 def save_grid(
-    rows: Sequence[torch.Tensor] | torch.Tensor,
+    images: Sequence[torch.Tensor] | torch.Tensor,
     path: str | Path,
     *,
-    scale: int = 2,
-    padding: int = 2,
     column_labels: Sequence[str] | None = None,
     row_labels: Sequence[str] | None = None,
+    scale: int = 4,
+    padding: int = 2,
 ) -> Path:
-    """Write :func:`make_grid` as a PNG; returns the path."""
+    """Write :func:`make_grid` as a PNG (rows: inputs; columns: e.g. the original, then each inversion).
+
+    Args:
+        images: as in :func:`make_grid`.
+        path: the file to write; missing parent folders are created.
+        column_labels: titles above the columns.
+        row_labels: labels left of the rows.
+        scale: nearest-neighbour upscaling of each cell.
+        padding: pixels between cells.
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> import tempfile, pathlib, torch, reprinvert as ri
+        >>> x = ri.data.sample_image(size=16)
+        >>> p = ri.data.save_grid([x, 1 - x], pathlib.Path(tempfile.mkdtemp()) / "g.png", column_labels=["x", "1-x"])
+        >>> p.suffix
+        '.png'
+    """
     p = Path(path)
+    img = make_grid(images, padding=padding, scale=scale, column_labels=column_labels, row_labels=row_labels)
     p.parent.mkdir(parents=True, exist_ok=True)
-    make_grid(rows, padding=padding, scale=scale, column_labels=column_labels, row_labels=row_labels).save(p)
+    try:
+        img.save(p)
+    except (ValueError, OSError, KeyError) as exc:
+        raise ValueError(f"cannot write image '{p}': {exc}") from None
     return p
