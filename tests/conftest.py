@@ -222,3 +222,12 @@ def cnn() -> SmallCNN:
 def images() -> torch.Tensor:
     g = torch.Generator().manual_seed(1)
     return torch.rand(2, 3, 8, 8, generator=g)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the reliability suite's ledger (tests/reliability) when it ran."""
+    import sys
+
+    support = sys.modules.get("reliability_support")
+    if support is not None:
+        support.write_summary(terminalreporter.write_line)

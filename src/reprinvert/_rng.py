@@ -16,6 +16,11 @@ def make_generator(
         ValueError: if both are given, or the generator lives on another device type than ``device``.
     """
     device = torch.device(device)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}: {generator!r}; "
+            "or pass seed=<int>"
+        )
     if generator is not None:
         if seed is not None:
             raise ValueError(

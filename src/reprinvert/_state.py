@@ -1,7 +1,7 @@
 """Private: put a model into the state an inversion needs, and restore it exactly afterwards.
 
 The caller's model comes back as it was: every module's ``training`` flag (restored one by one, never by a
-blanket ``train()``), every parameter's ``requires_grad`` and every buffer's values.
+blanket ``train()``), every parameter's ``requires_grad`` and every buffer's values; the global RNG state too.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def frozen(model: nn.Module, *, train: bool = False, freeze_parameters: bool = T
             flow only to the input, which is both faster and guarantees no parameter's ``.grad`` changes.
 
     Buffers (BatchNorm statistics and the like) are snapshotted and written back on exit if anything changed
-    them, so even a train-mode forward leaves no trace.
+    or rebound them, so even a train-mode forward leaves no trace.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -53,7 +53,13 @@ def _frozen(model: nn.Module, *, train: bool, freeze_parameters: bool) -> Iterat
     flags = [(m, m.training) for m in model.modules()]
     params = list(model.parameters())
     requires = [p.requires_grad for p in params]
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    # Each buffer by owner and name, so a forward that rebinds one (``self.count = self.count + 1``) is undone too.
+    buffers = [
+        (m, name, b, b.detach().clone()) for m in model.modules() for name, b in m._buffers.items() if b is not None
+    ]
+    # A model may draw from the global RNG (dropout with train=True, a VAE's sampling): give it back as it was.
+    rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     try:
         if not train:
             for m, _ in flags:
@@ -63,12 +69,19 @@ def _frozen(model: nn.Module, *, train: bool, freeze_parameters: bool) -> Iterat
                 p.requires_grad_(False)
         yield model
     finally:
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
         for m, flag in flags:
             m.training = flag
         for p, req in zip(params, requires):
             if p.requires_grad != req:
                 p.requires_grad_(req)
         with torch.no_grad():
-            for b, saved in buffers:
-                if b.shape != saved.shape or not torch.equal(b, saved):
+            for m, name, b, saved in buffers:
+                if m._buffers.get(name) is not b:
+                    m._buffers[name] = b
+                if b.shape != saved.shape or b.dtype != saved.dtype or b.is_inference():
                     b.data = saved
+                elif not torch.equal(b, saved):
+                    b.copy_(saved)  # in place: the buffer stays the same (non-inference) tensor

@@ -15,6 +15,7 @@ run inside it; :func:`represent` is the one-call form. Both keep reprinvert's co
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -141,10 +142,40 @@ def select_output(output: Any, select: Selector = None, *, layer: str = "?") -> 
 
 def run_model(model: nn.Module, x: Any, model_kwargs: Mapping[str, Any] | None = None) -> Any:
     """Call ``model(x, **model_kwargs)``; a tuple ``x`` is unpacked into positional arguments."""
+    if model_kwargs is not None and not isinstance(model_kwargs, Mapping):
+        raise TypeError(
+            f"model_kwargs must be a dict of keyword arguments for the forward call, got "
+            f"{type(model_kwargs).__name__}: {model_kwargs!r}; e.g. model_kwargs={{'mask': mask}}"
+        )
     kwargs = dict(model_kwargs or {})
     if isinstance(x, tuple):
         return model(*x, **kwargs)
     return model(x, **kwargs)
+
+
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The floating dtype of the model's first floating parameter or buffer (None when it has none)."""
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
+def private_input(x: Any, dtype: torch.dtype | None) -> Any:
+    """A copy of ``x`` (a tensor or a tuple of arguments) that the model may modify in place.
+
+    Floating tensors are converted to ``dtype`` (the model's floating dtype), so a float32 input reaches a
+    half-precision model as half; other tensors are cloned; anything else is passed as it is. The caller's
+    tensors are never handed to the model: a first in-place operation (``ReLU(inplace=True)``) would change them.
+    """
+    if isinstance(x, tuple):
+        return tuple(private_input(a, dtype) for a in x)
+    if not isinstance(x, torch.Tensor):
+        return x
+    x = x.detach()
+    if dtype is not None and x.is_floating_point() and x.dtype != dtype:
+        return x.to(dtype)
+    return x.clone()
 
 
 class _Target:
@@ -198,6 +229,7 @@ class Hooks:
         self.by_spec: dict[Any, _Target] = {}
         for spec in specs:
             name, module = resolve_layer(model, spec)
+            _check_hookable(name, module, "layer")
             c = _per_layer(call, spec, name)
             if c is not None and (isinstance(c, bool) or not isinstance(c, int) or c < 0):
                 raise ValueError(f"call={c!r} for layer {name!r}: expected a non-negative int (0 = first call)")
@@ -215,10 +247,12 @@ class Hooks:
         self.replace_name: str | None = None
         self.replace_module: nn.Module | None = None
         if replace is not None:
-            self.replace_name, self.replace_module = resolve_layer(model, replace)
+            self.replace_name, self.replace_module = resolve_layer(model, replace, argument="start")
+            _check_hookable(self.replace_name, self.replace_module, "start")
         self.replacement: torch.Tensor | None = None
         self.replace_count = 0
         self.replaced_output: torch.Tensor | None = None
+        self._replaced_live: tuple[torch.Tensor, int] | None = None
         self._remaining = 0
         self._thread: int | None = None
         self._handles: list[RemovableHandle] = []
@@ -271,6 +305,7 @@ class Hooks:
         original = select_output(output, None, layer=self.replace_name or "?")
         if self.replacement is None:
             self.replaced_output = original.detach().clone()
+            self._replaced_live = (original, original._version)
             return None
         if self.replacement.shape != original.shape:
             raise ValueError(
@@ -279,6 +314,11 @@ class Hooks:
                 "inversion started with"
             )
         return self.replacement
+
+    @property
+    def replaced_modified(self) -> bool:
+        """Whether the model changed the start layer's output in place after it was produced (last forward)."""
+        return self._replaced_live is not None and self._replaced_live[0]._version != self._replaced_live[1]
 
     # -- one forward -----------------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -329,6 +369,15 @@ class Hooks:
                 "a start layer must run exactly once"
             )
         return {t.name: t.value for t in self.targets if t.value is not None}
+
+
+def _check_hookable(name: str, module: nn.Module, argument: str) -> None:
+    if isinstance(module, torch.jit.ScriptModule):
+        raise TypeError(
+            f"{argument}={name!r} is a TorchScript module ({type(module).__name__}), which does not run Python "
+            "forward hooks, so its output cannot be captured; build that part of the model without "
+            "torch.jit.script / torch.jit.trace, or pick a plain nn.Module layer"
+        )
 
 
 class Captured(Mapping[str, torch.Tensor]):
@@ -442,7 +491,8 @@ def represent(
     """The detached representation of ``x`` at ``layer`` (a clone; the model is left exactly as it was).
 
     The model runs in eval mode (``train=True`` keeps its flags; buffers are restored either way) under
-    ``torch.no_grad()``, and the forward pass stops right after the layer.
+    ``torch.no_grad()``, and the forward pass stops right after the layer. It receives a copy of ``x`` (so an
+    in-place first operation cannot change the caller's tensor), converted to the model's floating dtype.
 
     Args:
         model: any ``nn.Module``.
@@ -466,4 +516,4 @@ def represent(
     with frozen(model, train=train), torch.no_grad():
         hooks = Hooks(model, layer, select=select, call=call, stop=stop)
         with hooks:
-            return hooks.run(x, model_kwargs)[hooks.targets[0].name]
+            return hooks.run(private_input(x, model_dtype(hooks.model)), model_kwargs)[hooks.targets[0].name]

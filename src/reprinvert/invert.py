@@ -8,6 +8,7 @@ were (see ``docs/concepts.md``, "Contracts").
 
 from __future__ import annotations
 
+import numbers
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -19,8 +20,8 @@ from torch import nn
 
 from ._rng import make_generator
 from ._state import frozen
-from .capture import Hooks, Selector
-from .errors import NonFiniteWarning
+from .capture import Hooks, Selector, model_dtype, private_input
+from .errors import NonFiniteWarning, OutputSelectionError
 from .layers import LayerSpec, resolve_layer, runnable
 from .metrics import DEFAULT_SIGMA, InversionMetrics, flatten_batch
 from .recipes import Init, Loss, Optimizer, Recipe
@@ -164,15 +165,22 @@ def _initial(
 def _check_input(x: Any, start: str | None) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}; convert with torch.as_tensor(x)")
+    if x.layout != torch.strided:
+        raise TypeError(f"x has layout {x.layout}; reprinvert needs a dense tensor: pass x.to_dense()")
+    if x.is_meta:
+        raise ValueError(
+            "x is on the meta device, which holds shapes but no values; pass a tensor with data, e.g. on 'cpu'"
+        )
     if x.dim() == 0 or x.shape[0] == 0:
         raise ValueError(
             f"x has shape {tuple(x.shape)}: an empty batch; pass at least one sample, batch first, e.g. (1, C, H, W)"
         )
     if start is None and not (x.is_floating_point() or x.is_complex()):
+        hint = "x.float() / 255 for uint8 images" if x.dtype == torch.uint8 else "x.float()"
         raise TypeError(
             f"x has dtype {x.dtype}, which cannot be optimised by gradient descent; for token ids or other "
             "discrete inputs pass start=<name of the embedding layer> to invert in its output space, or convert "
-            "images with x.float() / 255"
+            f"images with {hint}"
         )
     if x.is_complex():
         raise TypeError(f"x has dtype {x.dtype}; complex inputs are not supported")
@@ -266,6 +274,18 @@ def invert(
     }
     if isinstance(init, str):
         overrides["init"] = init
+    elif init is not None and not isinstance(init, torch.Tensor):
+        raise TypeError(
+            f"init must be 'seed', 'zeros', 'uniform', 'normal' or a tensor of the input's shape, got "
+            f"{type(init).__name__}: {init!r}"
+        )
+    for flag_name, flag in (("train", train), ("track_best", track_best)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{flag_name} must be True or False, got {type(flag).__name__}: {flag!r}")
+    if not _is_number(sigma) or not sigma >= 0:
+        raise ValueError(f"sigma={sigma!r}: expected a non-negative standard deviation (default 1/25)")
+    if not _is_number(data_range) or not data_range > 0:
+        raise ValueError(f"data_range={data_range!r}: expected a positive number (1.0 for images in [0, 1])")
     if regularizers is not None:
         overrides["regularizers"] = tuple(regularizers)
     if "steps" in overrides and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
@@ -277,7 +297,7 @@ def invert(
     rcp = base.replace(**overrides) if overrides else base
     model = runnable(model)
     layer_name, _ = resolve_layer(model, layer)
-    start_name = resolve_layer(model, start)[0] if start is not None else None
+    start_name = resolve_layer(model, start, argument="start")[0] if start is not None else None
     x = _check_input(x, start_name)
     device = next((p.device for p in model.parameters()), x.device)
     if device != x.device:
@@ -289,17 +309,24 @@ def invert(
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable (StepInfo -> bool | None), got {type(callback).__name__}")
 
-    with frozen(model, train=train):
+    # Inside an ambient torch.inference_mode() nothing could be differentiated: leave it for the inversion.
+    with torch.inference_mode(False), frozen(model, train=train):
         # 1. The target: one full forward (no early stop), so a reused layer is caught by the call count. An
         # error raised downstream of the layer (a head that rejects this input size, say) does not matter.
+        # The model gets a private copy of x, in its own floating dtype (a half model is fed half).
+        x_in = private_input(x, model_dtype(model))
         with torch.no_grad(), Hooks(
             model, layer_name, select=select, call=call, replace=start_name, tolerate_downstream_errors=True
         ) as probe:
-            target = probe.run(x, model_kwargs)[layer_name]
+            version = x_in._version
+            target = probe.run(x_in, model_kwargs)[layer_name]
             original = probe.replaced_output if start_name is not None else x.detach()
+            # A model that changes what it is fed in place (a first ReLU(inplace=True)) gets a copy at each step.
+            copy_fed = x_in._version != version if start_name is None else probe.replaced_modified
         assert original is not None
+        # Half-precision inputs are optimised in float32 (float64 stays float64); the model is fed its dtype.
         work_dtype = torch.float64 if original.dtype == torch.float64 else torch.float32
-        feed_dtype = original.dtype
+        feed_dtype = x_in.dtype if start_name is None else original.dtype
         batch = original.shape[0]
         target_flat = flatten_batch(target.to(work_dtype), batch)
         target_sq = target_flat.pow(2).sum(1).clamp_min(torch.finfo(work_dtype).tiny)
@@ -310,14 +337,20 @@ def invert(
         with hooks, torch.enable_grad():
 
             def forward(z: torch.Tensor) -> torch.Tensor:
-                z = z.to(feed_dtype)
+                fed = z.to(feed_dtype)
+                if copy_fed and fed is z:
+                    fed = fed.clone()
                 if start_name is None:
-                    return hooks.run(z, model_kwargs)[layer_name]
-                hooks.replacement = z
-                try:
-                    return hooks.run(x, model_kwargs)[layer_name]
-                finally:
-                    hooks.replacement = None
+                    out = hooks.run(fed, model_kwargs)[layer_name]
+                else:
+                    hooks.replacement = fed
+                    try:
+                        out = hooks.run(x_in, model_kwargs)[layer_name]
+                    finally:
+                        hooks.replacement = None
+                if not out.requires_grad and torch.is_grad_enabled():
+                    raise _not_differentiable(layer_name, out, start_name)
+                return out
 
             best = None
             for restart in range(rcp.restarts):
@@ -335,8 +368,6 @@ def invert(
             # 2. Metrics: rep(x_g) and the reference rep(x') with x' = x + N(0, sigma^2).
             with torch.no_grad():
                 rep_g = forward(result_x).detach().clone()
-                if not sigma >= 0:
-                    raise ValueError(f"sigma={sigma!r}: expected a non-negative standard deviation (default 1/25)")
                 x_ref = original.to(work_dtype) + sigma * torch.randn(
                     original.shape, generator=g, device=original.device, dtype=work_dtype
                 )
@@ -365,6 +396,23 @@ def invert(
         seed=seed if generator is None else None,
         seconds=time.perf_counter() - started,
         original=original,
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _not_differentiable(layer: str, out: torch.Tensor, start: str | None) -> OutputSelectionError:
+    source = f"the output of start layer {start!r}" if start is not None else "the input"
+    why = (
+        f"its dtype is {out.dtype}" if not (out.is_floating_point() or out.is_complex())
+        else "the model detaches it or computes it under torch.no_grad()"
+    )
+    return OutputSelectionError(
+        f"layer {layer!r} returned a tensor that does not depend differentiably on {source} ({why}), so it "
+        "cannot be inverted by gradient descent; choose an earlier layer (reprinvert.describe(model, x) lists "
+        "them) or select= a floating-point tensor of its output"
     )
 
 

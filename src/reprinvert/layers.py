@@ -52,7 +52,7 @@ def list_layers(model: nn.Module, *, leaves_only: bool = False) -> list[str]:
     ]
 
 
-def resolve_layer(model: nn.Module, layer: LayerSpec) -> tuple[str, nn.Module]:
+def resolve_layer(model: nn.Module, layer: LayerSpec, *, argument: str = "layer") -> tuple[str, nn.Module]:
     """Turn a layer specification into ``(dotted_name, module)``.
 
     Args:
@@ -60,6 +60,7 @@ def resolve_layer(model: nn.Module, layer: LayerSpec) -> tuple[str, nn.Module]:
         layer: a dotted name (``"layer2.1"``, ``"features[3]"``, ``"module.layer2"``), an integer index into the
             model's top-level children (negative counts from the end), or a submodule object. The model itself
             (``""`` or ``model``) names its final output.
+        argument: the name of the caller's argument, used in error messages (``"start"`` for a start layer).
 
     Raises:
         LayerNotFoundError: the layer is not part of the model; the message lists the closest names.
@@ -67,13 +68,13 @@ def resolve_layer(model: nn.Module, layer: LayerSpec) -> tuple[str, nn.Module]:
     """
     _check_model(model)
     if isinstance(layer, bool):
-        raise TypeError(f"layer must be a str, int or nn.Module, got the bool {layer!r}")
+        raise TypeError(f"{argument} must be a str, int or nn.Module, got the bool {layer!r}")
     if isinstance(layer, nn.Module):
         for name, module in model.named_modules(remove_duplicate=False):
             if module is layer:
                 return name, module
         raise LayerNotFoundError(
-            f"layer: the module {type(layer).__name__} passed as layer is not a submodule of the model "
+            f"{argument}: the module {type(layer).__name__} passed as {argument} is not a submodule of the model "
             f"({type(model).__name__}); pass a module reachable from model.named_modules(), or its name "
             "from reprinvert.list_layers(model)"
         )
@@ -81,13 +82,16 @@ def resolve_layer(model: nn.Module, layer: LayerSpec) -> tuple[str, nn.Module]:
         children = list(model.named_children())
         if not -len(children) <= layer < len(children):
             raise LayerNotFoundError(
-                f"layer={layer}: index out of range for {type(model).__name__}, which has {len(children)} "
+                f"{argument}={layer}: index out of range for {type(model).__name__}, which has {len(children)} "
                 f"top-level children (valid: {-len(children)}..{len(children) - 1}); use a dotted name from "
                 "reprinvert.list_layers(model) for deeper layers"
             )
         return children[layer]
     if not isinstance(layer, str):
-        raise TypeError(f"layer must be a str, int or nn.Module, got {type(layer).__name__}: {layer!r}")
+        raise TypeError(
+            f"{argument} must be a str, int or nn.Module, got {type(layer).__name__}: {layer!r}; see "
+            "reprinvert.list_layers(model) for valid names"
+        )
 
     modules = dict(model.named_modules())
     name = _INDEX.sub(r".\1", layer.strip()).strip(".")
@@ -100,7 +104,7 @@ def resolve_layer(model: nn.Module, layer: LayerSpec) -> tuple[str, nn.Module]:
     close = difflib.get_close_matches(name, [n for n in modules if n], n=5, cutoff=0.5)
     hint = f"closest: {', '.join(repr(c) for c in close)}; " if close else ""
     raise LayerNotFoundError(
-        f"layer={layer!r} is not a layer of {type(model).__name__}; {hint}"
+        f"{argument}={layer!r} is not a layer of {type(model).__name__}; {hint}"
         "see reprinvert.list_layers(model) for every valid name"
     )
 
@@ -154,15 +158,23 @@ def _check_model(model: Any) -> None:
 
 
 def runnable(model: nn.Module) -> nn.Module:
-    """The module reprinvert runs and hooks: ``torch.compile`` wrappers are unwrapped, TorchScript is refused.
+    """The module reprinvert runs and hooks: wrappers are unwrapped, TorchScript is refused.
 
     Compiled graphs may skip Python forward hooks silently, so a ``torch.compile``'d model is run eagerly
-    through its original module (``model._orig_mod``); the results are the same, only slower. TorchScript
-    (scripted or traced) modules do not run Python hooks reliably and are refused.
+    through its original module (``model._orig_mod``); the results are the same, only slower. ``DataParallel``
+    and ``DistributedDataParallel`` run replicas in other threads (whose forwards a capture does not record),
+    so their ``.module`` is run directly, on its own device. TorchScript (scripted or traced) modules do not run
+    Python hooks reliably and are refused.
     """
     _check_model(model)
-    while type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
-        model = model._orig_mod  # type: ignore[assignment]
+    wrappers = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    while True:
+        if type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod  # type: ignore[assignment]
+        elif isinstance(model, wrappers) and isinstance(getattr(model, "module", None), nn.Module):
+            model = model.module
+        else:
+            break
     if isinstance(model, torch.jit.ScriptModule):
         raise TypeError(
             f"model is a TorchScript module ({type(model).__name__}); scripted and traced modules do not run "
@@ -253,7 +265,7 @@ def describe(model: nn.Module, x: Any, *, model_kwargs: dict[str, Any] | None = 
         >>> [(r.name, r.shape) for r in d]
         [('', (2, 3)), ('0', (2, 3)), ('1', (2, 3))]
     """
-    from .capture import describe_structure, run_model  # capture imports layers; import lazily
+    from .capture import describe_structure, model_dtype, private_input, run_model  # capture imports layers
 
     model = runnable(model)
     named = list(model.named_modules())
@@ -275,7 +287,7 @@ def describe(model: nn.Module, x: Any, *, model_kwargs: dict[str, Any] | None = 
         for name, module in named:
             handles.append(module.register_forward_hook(make_hook(name)))
         with frozen(model, train=False, freeze_parameters=False), torch.no_grad():
-            run_model(model, x, model_kwargs)
+            run_model(model, private_input(x, model_dtype(model)), model_kwargs)
     finally:
         for h in handles:
             h.remove()
@@ -306,4 +318,9 @@ def describe(model: nn.Module, x: Any, *, model_kwargs: dict[str, Any] | None = 
 def _layer_names(layers: Sequence[LayerSpec] | LayerSpec) -> list[LayerSpec]:
     if isinstance(layers, (str, int, nn.Module)):
         return [layers]
+    if not isinstance(layers, (list, tuple)):
+        raise TypeError(
+            f"layers must be a layer (str, int or nn.Module) or a list of them, got {type(layers).__name__}: "
+            f"{layers!r}; see reprinvert.list_layers(model) for valid names"
+        )
     return list(layers)

@@ -24,7 +24,7 @@ from torch import nn
 
 from ._rng import make_generator
 from ._state import frozen
-from .capture import Hooks, Selector, run_model
+from .capture import Hooks, Selector, model_dtype, private_input, run_model
 from .layers import LayerSpec
 
 __all__ = [
@@ -180,8 +180,9 @@ def reference_distance(
     """
     g = make_generator(seed, generator, x.device)
     with frozen(model), torch.no_grad(), Hooks(model, layer, select=select, call=call, stop=True) as hooks:
-        rep = hooks.run(x, model_kwargs)[hooks.targets[0].name]
-        rep_ref = hooks.run(_perturb(x, sigma, g), model_kwargs)[hooks.targets[0].name]
+        dtype = model_dtype(hooks.model)
+        rep = hooks.run(private_input(x, dtype), model_kwargs)[hooks.targets[0].name]
+        rep_ref = hooks.run(private_input(_perturb(x, sigma, g), dtype), model_kwargs)[hooks.targets[0].name]
     return _reduce(safe_norm(flatten_batch(rep, x.shape[0]) - flatten_batch(rep_ref, x.shape[0])), reduction)
 
 
@@ -295,7 +296,10 @@ def evaluate(
     x_ref = _perturb(x, sigma, g)
     with frozen(model), torch.no_grad(), Hooks(model, layer, select=select, call=call, stop=True) as hooks:
         name = hooks.targets[0].name
-        rep, rep_g, rep_ref = (hooks.run(t.to(x.dtype), model_kwargs)[name] for t in (x, x_g, x_ref))
+        dtype = model_dtype(hooks.model)
+        rep, rep_g, rep_ref = (
+            hooks.run(private_input(t.to(x.dtype), dtype), model_kwargs)[name] for t in (x, x_g, x_ref)
+        )
     return InversionMetrics.from_tensors(
         x=x, x_g=x_g, x_ref=x_ref, rep=rep, rep_g=rep_g, rep_ref=rep_ref, data_range=data_range
     )
@@ -369,10 +373,11 @@ def copy_tendency(
         x_tilde = _perturb(x, sigma, g)
     else:
         x_tilde = corrupt(x, g).detach()
+    dtype = model_dtype(autoencoder)
     with frozen(autoencoder):
-        with torch.no_grad():
-            out = run_model(autoencoder, x, model_kwargs)
-            out_tilde = run_model(autoencoder, x_tilde, model_kwargs)
+        with torch.no_grad():  # the model gets copies: an in-place first operation cannot change x
+            out = run_model(autoencoder, private_input(x, dtype), model_kwargs)
+            out_tilde = run_model(autoencoder, private_input(x_tilde, dtype), model_kwargs)
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             raise ValueError(
                 f"copy_tendency needs an autoencoder whose output has the input's shape {tuple(x.shape)}, got "
@@ -385,7 +390,7 @@ def copy_tendency(
         n = delta.shape[1]
         estimates = []
         with torch.enable_grad():
-            xg = x.clone().requires_grad_(True)
+            xg = private_input(x, dtype).requires_grad_(True)
             y = run_model(autoencoder, xg, model_kwargs)
             for k in range(probes):
                 v = torch.randint(0, 2, x.shape, generator=g, device=x.device).to(y.dtype) * 2 - 1
