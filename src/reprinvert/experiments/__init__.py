@@ -1,0 +1,133 @@
+"""The seed's experiments as functions that return numbers and write figures.
+
+Each experiment takes ``size="tiny" | "quick" | "full"`` (tiny: the test suite; quick: minutes on 2 CPU
+cores; full: the seed's settings, hours and a GPU), ``out=`` (figures and ``result.json`` go into
+``out/<name>/``), ``seed=`` and ``progress=``, and returns a frozen dataclass of numbers.
+
+========================  ==========================================================================
+name                      question
+========================  ==========================================================================
+``copy``                  does an overcomplete autoencoder trained to copy learn the identity?
+``denoise``               does a no-skip UNet trained only to copy remove noise it never saw?
+``unet-representation``   does training make the no-skip UNet's last layer represent x more cleanly?
+``depth``                 how does representation accuracy change with depth, trained vs untrained?
+``width``                 do fully connected layers narrower than the input lose it?
+``corruption-distance``   is a perfect copier's denoising loss exactly the corruption distance?
+========================  ==========================================================================
+
+Example:
+    >>> from reprinvert import experiments
+    >>> r = experiments.corruption_distance_check(size="tiny", progress=False)
+    >>> r.max_abs_difference
+    0.0
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ._autoencoders import (
+    COPY_SIZES,
+    DENOISE_SIZES,
+    CopyConfig,
+    CopyResult,
+    CorruptionDistanceResult,
+    DenoiseConfig,
+    DenoiseResult,
+    ModelCopy,
+    UNetRepresentationResult,
+    _train_unets,
+    copy,
+    corruption_distance_check,
+    denoise,
+    unet_representation,
+)
+from ._common import Reporter
+from ._studies import (
+    DEPTH_SIZES,
+    WIDTH_SIZES,
+    DepthConfig,
+    DepthResult,
+    WidthConfig,
+    WidthNet,
+    WidthResult,
+    depth,
+    width,
+)
+
+__all__ = [
+    "COPY_SIZES",
+    "DENOISE_SIZES",
+    "DEPTH_SIZES",
+    "EXPERIMENTS",
+    "WIDTH_SIZES",
+    "CopyConfig",
+    "CopyResult",
+    "CorruptionDistanceResult",
+    "DenoiseConfig",
+    "DenoiseResult",
+    "DepthConfig",
+    "DepthResult",
+    "ModelCopy",
+    "UNetRepresentationResult",
+    "WidthConfig",
+    "WidthNet",
+    "WidthResult",
+    "copy",
+    "corruption_distance_check",
+    "denoise",
+    "depth",
+    "run",
+    "run_all",
+    "unet_representation",
+    "width",
+]
+
+#: Every experiment by its command-line name.
+EXPERIMENTS: dict[str, Callable[..., Any]] = {
+    "copy": copy,
+    "denoise": denoise,
+    "unet-representation": unet_representation,
+    "depth": depth,
+    "width": width,
+    "corruption-distance": corruption_distance_check,
+}
+
+
+def run(name: str, *, size: str = "quick", out: str | Path | None = None, seed: int = 0,
+        progress: bool = True) -> Any:
+    """Run one experiment by name (see :data:`EXPERIMENTS`); returns its result dataclass."""
+    key = name.replace("_", "-").lower()
+    if key not in EXPERIMENTS:
+        raise ValueError(f"experiment {name!r} is unknown; available: {', '.join(EXPERIMENTS)} (or 'all')")
+    return EXPERIMENTS[key](size=size, out=out, seed=seed, progress=progress)
+
+
+def run_all(*, size: str = "quick", out: str | Path | None = None, seed: int = 0,
+            progress: bool = True) -> dict[str, Any]:
+    """Run every experiment in order; the UNets trained for ``denoise`` are reused by ``unet-representation``.
+
+    Returns:
+        ``{name: result}`` plus ``"seconds"``: ``{name: wall time}`` of each, and ``"total_seconds"``.
+    """
+    say = Reporter("all", progress)
+    results: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    trained: dict[str, Any] | None = None
+    for name, fn in EXPERIMENTS.items():
+        t0 = time.perf_counter()
+        if name in ("denoise", "unet-representation"):
+            if trained is None:
+                cfg = DENOISE_SIZES[size]
+                trained = _train_unets(cfg, seed, progress, Reporter(name, progress))
+            results[name] = fn(size=size, out=out, seed=seed, progress=progress, trained=trained)
+        else:
+            results[name] = fn(size=size, out=out, seed=seed, progress=progress)
+        seconds[name] = time.perf_counter() - t0
+        say(f"{name} done in {seconds[name]:.1f} s")
+    results["seconds"] = seconds
+    results["total_seconds"] = say.elapsed()
+    return results

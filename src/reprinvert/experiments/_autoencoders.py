@@ -1,0 +1,588 @@
+"""The seed's autoencoder experiments: copy, denoise, unet-representation, corruption-distance."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import corruptions
+from ..data import save_grid
+from ..invert import invert
+from ..metrics import copy_tendency, corruption_distance, denoising_gain
+from ..models import MLPAutoencoder, UNet, count_parameters
+from ..train import evaluate_loss, train
+from ._common import HELD_OUT, TRAIN_PHOTOS, Reporter, check_size, eval_images, mean, out_dir, train_images, write_json
+
+__all__ = [
+    "CopyConfig",
+    "CopyResult",
+    "CorruptionDistanceResult",
+    "DenoiseConfig",
+    "DenoiseResult",
+    "ModelCopy",
+    "UNetRepresentationConfig",
+    "UNetRepresentationResult",
+    "copy",
+    "corruption_distance_check",
+    "denoise",
+    "unet_representation",
+]
+
+
+def _noise(alpha: float) -> Any:
+    def corrupt(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return corruptions.noise_mix(x, alpha=alpha, generator=g)
+
+    return corrupt
+
+
+# ---------------------------------------------------------------------------------------------- copy
+@dataclass(frozen=True)
+class CopyConfig:
+    """Sizes of the copy experiment.
+
+    Attributes:
+        image: height and width of the training and test images (the seed: 32, CIFAR-10-sized).
+        mlp: keyword arguments of :class:`~reprinvert.models.MLPAutoencoder` (``in_features`` is set from
+            ``image``); the seed's overcomplete 3072 -> 4000 x 6 -> 3072 at full size.
+        unet: keyword arguments of the with-skip :class:`~reprinvert.models.UNet` contrast.
+        train_count: training patches cut from the bundled photos (the held-out photo is never used).
+        epochs, batch_size, lr: Adam training to copy (the seed used lr 1e-4).
+        alpha: the noise mix x~ = alpha x + (1 - alpha) eps, eps ~ N(0.7, 0.2^2) (the seed: 0.3).
+        test_count: held-out test images.
+        probes: Hutchinson probes of the Jacobian trace.
+    """
+
+    image: int
+    mlp: dict[str, Any]
+    unet: dict[str, Any]
+    train_count: int
+    epochs: int
+    batch_size: int
+    lr: float
+    alpha: float = 0.3
+    test_count: int = 8
+    probes: int = 8
+
+
+COPY_SIZES = {
+    "tiny": CopyConfig(
+        image=8, mlp=dict(hidden=(256, 256), norm="batch"), unet=dict(base=4, depth=2),
+        train_count=64, epochs=1, batch_size=32, lr=1e-3, test_count=2, probes=2,
+    ),
+    "quick": CopyConfig(
+        image=16, mlp=dict(hidden=(1024,) * 4, norm="batch"), unet=dict(base=16, depth=2),
+        train_count=4096, epochs=6, batch_size=64, lr=1e-3,
+    ),
+    "full": CopyConfig(
+        image=32, mlp=dict(hidden=(4000,) * 6, norm="batch"), unet=dict(base=64, depth=4),
+        train_count=50000, epochs=100, batch_size=128, lr=1e-4, test_count=64, probes=32,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelCopy:
+    """How one model treats the seed's noise mix, means over the held-out test images.
+
+    Attributes:
+        copy_tendency: <O(x~) - O(x), x~ - x> / ||x~ - x||^2 (1: copies the noise, 0: ignores it).
+        jacobian_trace: tr(J)/n at x, Hutchinson estimate (the infinitesimal copy tendency).
+        output_to_input: ||O(x~) - x~||.
+        output_to_clean: ||O(x~) - x||.
+        corrupted_to_clean: ||x~ - x||.
+        denoising_gain: ||x~ - x||^2 / ||O(x~) - x||^2 (> 1: the output is cleaner than its input).
+        copy_mse: mean squared error of O(x) against clean x (how well it learned to copy).
+        parameters: parameter count.
+        train_loss: final training loss (None for the identity).
+    """
+
+    copy_tendency: float
+    jacobian_trace: float
+    output_to_input: float
+    output_to_clean: float
+    corrupted_to_clean: float
+    denoising_gain: float
+    copy_mse: float
+    parameters: int
+    train_loss: float | None
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """The copy experiment: an overcomplete MLP autoencoder trained only to copy, against contrasts.
+
+    Attributes:
+        models: ``{"identity": ..., "mlp": ..., "unet_skip": ...}``.
+        alpha: the noise mix's weight of the clean image.
+        size: the size name (or "custom").
+        seconds: wall time.
+        figures: files written.
+        notes: remarks (e.g. settings that differ from the seed's).
+    """
+
+    models: dict[str, ModelCopy]
+    alpha: float
+    size: str
+    seconds: float
+    figures: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+def _measure_copy(model: nn.Module, x: torch.Tensor, *, alpha: float, probes: int, seed: int,
+                  train_loss: float | None) -> tuple[ModelCopy, torch.Tensor, torch.Tensor]:
+    ct = copy_tendency(model, x, corrupt=_noise(alpha), probes=probes, seed=seed)
+    x_tilde = corruptions.noise_mix(x, alpha=alpha, generator=torch.Generator().manual_seed(seed))
+    # copy_tendency draws the corruption from the same seed first, so x_tilde is the same corrupted batch
+    with torch.no_grad():
+        was = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            out_tilde = model(x_tilde)
+            out_clean = model(x)
+        finally:
+            for m, flag in was:
+                m.training = flag
+    stats = ModelCopy(
+        copy_tendency=mean(ct.finite),
+        jacobian_trace=mean(ct.jacobian_trace),
+        output_to_input=mean(ct.output_to_input),
+        output_to_clean=mean(ct.output_to_clean),
+        corrupted_to_clean=mean(torch.linalg.vector_norm((x_tilde - x).flatten(1).double(), dim=1)),
+        denoising_gain=mean(denoising_gain(out_tilde.double(), x_tilde.double(), x.double())),
+        copy_mse=float(F.mse_loss(out_clean.double(), x.double())),
+        parameters=count_parameters(model),
+        train_loss=train_loss,
+    )
+    return stats, x_tilde, out_tilde
+
+
+def copy(
+    *, size: str | CopyConfig = "quick", out: str | Path | None = None, seed: int = 0, progress: bool = True
+) -> CopyResult:
+    """Does an overcomplete autoencoder trained only to copy learn the identity? (The seed: no.)
+
+    Trains :class:`~reprinvert.models.MLPAutoencoder` (overcomplete: every hidden width exceeds the input) and a
+    with-skip :class:`~reprinvert.models.UNet` to copy patches of the bundled photos, then feeds held-out
+    images (the photo ``rocket``, never trained on) mixed with the seed's noise and reports for each model and
+    for the identity map: copy tendency (finite and Jacobian trace), ||O(x~) - x~|| against ||O(x~) - x||, and
+    the denoising gain. Writes ``copy/grid.png`` and ``copy/result.json`` under ``out``.
+
+    Args:
+        size: ``"tiny"`` (tests), ``"quick"`` (minutes on 2 CPU cores), ``"full"`` (the seed's sizes) or a
+            :class:`CopyConfig`.
+        out: output folder (``out/copy/``); None writes nothing.
+        seed: seed of weights, data, training and noise.
+        progress: print progress lines.
+
+    Returns:
+        A :class:`CopyResult`.
+    """
+    cfg: CopyConfig = check_size(size, COPY_SIZES)
+    say = Reporter("copy", progress)
+    folder = out_dir(out, "copy")
+    n = 3 * cfg.image * cfg.image
+    data = train_images(size=cfg.image, count=cfg.train_count, seed=seed)
+    x = eval_images(size=cfg.image, count=cfg.test_count, seed=seed)
+    mlp = MLPAutoencoder(in_features=n, seed=seed, **cfg.mlp)
+    unet = UNet(skip="concat", seed=seed, **cfg.unet)
+    say(f"training MLPAutoencoder ({count_parameters(mlp):,} parameters, {n} -> {cfg.mlp['hidden']} -> {n}) "
+        f"to copy {cfg.train_count} patches of {', '.join(TRAIN_PHOTOS)}")
+    tr_mlp = train(mlp, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, progress=progress)
+    say(f"training with-skip UNet ({count_parameters(unet):,} parameters) to copy")
+    tr_unet = train(unet, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed,
+                    progress=progress)
+    models: dict[str, ModelCopy] = {}
+    outputs = {}
+    for name, model, tr in (("identity", nn.Identity(), None), ("mlp", mlp, tr_mlp), ("unet_skip", unet, tr_unet)):
+        stats, x_tilde, out_tilde = _measure_copy(
+            model, x, alpha=cfg.alpha, probes=cfg.probes, seed=seed, train_loss=None if tr is None else tr.final_loss
+        )
+        models[name] = stats
+        outputs[name] = out_tilde
+        say(f"{name:9s} copy tendency {stats.copy_tendency:.3f} (tr J/n {stats.jacobian_trace:.3f}), "
+            f"||O(x~)-x~|| {stats.output_to_input:.3f} vs ||O(x~)-x|| {stats.output_to_clean:.3f}, "
+            f"gain {stats.denoising_gain:.3f}")
+    figures: list[str] = []
+    if folder is not None:
+        k = min(6, x.shape[0])
+        grid = save_grid(
+            [x[:k], x_tilde[:k], outputs["mlp"][:k], outputs["unet_skip"][:k]],
+            folder / "grid.png",
+            column_labels=["x", f"x~ (a={cfg.alpha})", "MLP(x~)", "UNet-skip(x~)"],
+            scale=max(1, 96 // cfg.image),
+        )
+        figures.append(str(grid))
+    notes = [f"test images: the held-out bundled photo {HELD_OUT!r} (whole, then patches); training: patches of "
+             f"{', '.join(TRAIN_PHOTOS)}"]
+    if cfg.lr != 1e-4:
+        notes.append(f"lr {cfg.lr} (the seed used 1e-4) so that the short run converges")
+    result = CopyResult(
+        models=models, alpha=cfg.alpha, size=size if isinstance(size, str) else "custom",
+        seconds=say.elapsed(), figures=tuple(figures), notes=tuple(notes),
+    )
+    if folder is not None:
+        write_json(folder / "result.json", result, extra={"config": dataclasses.asdict(cfg), "seed": seed})
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- denoise
+@dataclass(frozen=True)
+class DenoiseConfig:
+    """Sizes of the denoise and unet-representation experiments.
+
+    Attributes:
+        image: image height and width (the seed: 64x64 LSUN churches, and 512x512).
+        unet: keyword arguments of both UNets (``skip`` is set per model).
+        train_count, epochs, batch_size, lr: training to copy (Adam, MSE).
+        alphas: noise-mix levels (1 = clean).
+        blur_sigma: standard deviation of the Gaussian blur corruption.
+        test_count: held-out test images.
+        inversion_steps: steps of the last-layer inversions (unet-representation).
+        recipe: inversion recipe name.
+    """
+
+    image: int
+    unet: dict[str, Any]
+    train_count: int
+    epochs: int
+    batch_size: int
+    lr: float
+    alphas: tuple[float, ...] = (1.0, 0.5, 0.3, 0.1)
+    blur_sigma: float = 1.5
+    test_count: int = 8
+    inversion_steps: int = 300
+    recipe: str = "default"
+
+
+DENOISE_SIZES = {
+    "tiny": DenoiseConfig(image=8, unet=dict(base=4, depth=2), train_count=32, epochs=1, batch_size=16, lr=1e-3,
+                          test_count=2, inversion_steps=10),
+    "quick": DenoiseConfig(image=32, unet=dict(base=16, depth=3), train_count=1536, epochs=4, batch_size=32,
+                           lr=1e-3, inversion_steps=300),
+    "full": DenoiseConfig(image=64, unet=dict(base=64, depth=4), train_count=50000, epochs=50, batch_size=32,
+                          lr=1e-4, test_count=32, inversion_steps=220, recipe="badger"),
+}
+
+
+@dataclass(frozen=True)
+class DenoiseResult:
+    """The denoise experiment.
+
+    Attributes:
+        levels: the corruption of each column: ``"alpha=1"`` .. ``"alpha=0.1"``, ``"blur"``.
+        corruption_distance: mean ||x~ - x||^2 per level (a perfect copier's loss).
+        gain_no_skip, gain_skip: mean denoising gain ||x~ - x||^2 / ||O(x~) - x||^2 per level (0 at alpha=1,
+            where x~ = x).
+        error_no_skip, error_skip: mean ||O(x~) - x||^2 per level.
+        train_loss_no_skip, train_loss_skip: final copy (training) loss.
+        val_loss_no_skip, val_loss_skip: copy loss on the held-out images.
+        parameters: parameters of each UNet (equal for "none" and "concat").
+        size, seconds, figures, notes: as in :class:`CopyResult`.
+    """
+
+    levels: tuple[str, ...]
+    corruption_distance: tuple[float, ...]
+    gain_no_skip: tuple[float, ...]
+    gain_skip: tuple[float, ...]
+    error_no_skip: tuple[float, ...]
+    error_skip: tuple[float, ...]
+    train_loss_no_skip: float
+    train_loss_skip: float
+    val_loss_no_skip: float
+    val_loss_skip: float
+    parameters: int
+    size: str
+    seconds: float
+    figures: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+def _corrupt_levels(x: torch.Tensor, cfg: DenoiseConfig, seed: int) -> tuple[list[str], list[torch.Tensor]]:
+    names, xs = [], []
+    for a in cfg.alphas:
+        names.append(f"alpha={a:g}")
+        xs.append(corruptions.noise_mix(x, alpha=a, seed=seed + 1))
+    names.append(f"blur s={cfg.blur_sigma:g}")
+    xs.append(corruptions.blur(x, sigma=cfg.blur_sigma))
+    return names, xs
+
+
+def _train_unets(cfg: DenoiseConfig, seed: int, progress: bool, say: Reporter) -> dict[str, Any]:
+    data = train_images(size=cfg.image, count=cfg.train_count, seed=seed)
+    x = eval_images(size=cfg.image, count=cfg.test_count, seed=seed)
+    trained: dict[str, Any] = {"config": cfg, "seed": seed}
+    for skip in ("none", "concat"):
+        model = UNet(skip=skip, seed=seed, **cfg.unet)
+        say(f"training UNet skip={skip!r} ({count_parameters(model):,} parameters) to copy {cfg.train_count} "
+            f"{cfg.image}x{cfg.image} patches")
+        tr = train(model, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed,
+                   progress=progress)
+        trained[skip] = (model, tr.final_loss, evaluate_loss(model, x))
+    return trained
+
+
+def denoise(
+    *, size: str | DenoiseConfig = "quick", out: str | Path | None = None, seed: int = 0, progress: bool = True,
+    trained: dict[str, Any] | None = None,
+) -> DenoiseResult:
+    """Does a no-skip UNet trained only to copy denoise? (The seed: yes; with skips it copies the noise.)
+
+    Trains a :class:`~reprinvert.models.UNet` with ``skip="none"`` and the same-size one with ``skip="concat"``
+    to copy patches of the bundled photos (no corruption in training), then feeds held-out images corrupted by
+    the seed's noise mix at each alpha and by a Gaussian blur, and reports the denoising gain per level. Writes
+    ``denoise/grid.png`` and ``denoise/result.json``.
+
+    Args:
+        size: ``"tiny"``, ``"quick"``, ``"full"`` or a :class:`DenoiseConfig`.
+        out: output folder; None writes nothing.
+        seed: seed of weights, data, training and noise.
+        progress: print progress lines.
+        trained: reuse UNets trained by an earlier call at the same size and seed (``run_all`` does).
+
+    Returns:
+        A :class:`DenoiseResult`.
+    """
+    cfg: DenoiseConfig = check_size(size, DENOISE_SIZES)
+    say = Reporter("denoise", progress)
+    folder = out_dir(out, "denoise")
+    if trained is None or trained.get("config") != cfg or trained.get("seed") != seed:
+        trained = _train_unets(cfg, seed, progress, say)
+    x = eval_images(size=cfg.image, count=cfg.test_count, seed=seed)
+    levels, xs = _corrupt_levels(x, cfg, seed)
+    rows: dict[str, list[torch.Tensor]] = {"none": [], "concat": []}
+    stats: dict[str, dict[str, list[float]]] = {"none": {"gain": [], "err": []}, "concat": {"gain": [], "err": []}}
+    dist = []
+    for x_tilde in xs:
+        dist.append(mean(corruption_distance(x_tilde.double(), x.double())))
+        for skip in ("none", "concat"):
+            model = trained[skip][0]
+            with torch.no_grad():
+                flags = [(m, m.training) for m in model.modules()]
+                model.eval()
+                try:
+                    o = model(x_tilde)
+                finally:
+                    for m, flag in flags:
+                        m.training = flag
+            rows[skip].append(o)
+            stats[skip]["gain"].append(mean(denoising_gain(o.double(), x_tilde.double(), x.double())))
+            stats[skip]["err"].append(mean(corruption_distance(o.double(), x.double())))
+    for i, name in enumerate(levels):
+        say(f"{name:12s} ||x~-x||^2 {dist[i]:8.3f}  gain no-skip {stats['none']['gain'][i]:6.3f}  "
+            f"skip {stats['concat']['gain'][i]:6.3f}")
+    figures: list[str] = []
+    if folder is not None:
+        k = 0  # the whole held-out photo
+        cols = [torch.stack([xt[k], rows["none"][i][k], rows["concat"][i][k]]) for i, xt in enumerate(xs)]
+        figures.append(str(save_grid(
+            cols, folder / "grid.png", column_labels=levels, row_labels=["x~", "no-skip(x~)", "skip(x~)"],
+            scale=max(1, 128 // cfg.image),
+        )))
+    notes = [f"alpha=1 is the clean input: x~ = x, so the gain is 0 by definition; read error_* there. "
+             f"Test images: the held-out photo {HELD_OUT!r}."]
+    if cfg.lr != 1e-4:
+        notes.append(f"lr {cfg.lr} (the seed used 1e-4) so that the short run converges")
+    result = DenoiseResult(
+        levels=tuple(levels), corruption_distance=tuple(dist),
+        gain_no_skip=tuple(stats["none"]["gain"]), gain_skip=tuple(stats["concat"]["gain"]),
+        error_no_skip=tuple(stats["none"]["err"]), error_skip=tuple(stats["concat"]["err"]),
+        train_loss_no_skip=trained["none"][1], train_loss_skip=trained["concat"][1],
+        val_loss_no_skip=trained["none"][2], val_loss_skip=trained["concat"][2],
+        parameters=count_parameters(trained["none"][0]), size=size if isinstance(size, str) else "custom",
+        seconds=say.elapsed(), figures=tuple(figures), notes=tuple(notes),
+    )
+    if folder is not None:
+        write_json(folder / "result.json", result, extra={"config": dataclasses.asdict(cfg), "seed": seed})
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- unet-representation
+UNetRepresentationConfig = DenoiseConfig
+
+
+@dataclass(frozen=True)
+class UNetRepresentationResult:
+    """The last layer (``outc``) of the no-skip UNet inverted, trained against untrained, for one input.
+
+    Attributes:
+        input_distance: ``{"trained": m_i, "untrained": m_i}``, m_i = ||x_g - x||.
+        embedding_distance: m_g per model.
+        reference_distance: m_r per model (x' = x + N(0, (1/25)^2)).
+        ratio: m_g / m_r per model (< 1: the layer represents x).
+        psnr: of x_g against x, dB, per model.
+        perturbation_distance: ||x' - x||, the input-space yardstick for m_i.
+        steps, recipe: of the inversions.
+        size, seconds, figures, notes: as in :class:`CopyResult`.
+    """
+
+    input_distance: dict[str, float]
+    embedding_distance: dict[str, float]
+    reference_distance: dict[str, float]
+    ratio: dict[str, float]
+    psnr: dict[str, float]
+    perturbation_distance: float
+    steps: int
+    recipe: str
+    size: str
+    seconds: float
+    figures: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+def unet_representation(
+    *, size: str | DenoiseConfig = "quick", out: str | Path | None = None, seed: int = 0, progress: bool = True,
+    trained: dict[str, Any] | None = None,
+) -> UNetRepresentationResult:
+    """Does training make the no-skip UNet's last layer represent the input more cleanly? (The seed: yes.)
+
+    Inverts the output layer ``outc`` of the trained no-skip UNet (trained to copy as in :func:`denoise`) and
+    of the same UNet at its initial weights, for the same held-out image, starting from the same N(0.7, 0.05^2)
+    noise. Writes ``unet-representation/grid.png`` and ``result.json``.
+
+    Args:
+        size: ``"tiny"``, ``"quick"``, ``"full"`` or a :class:`DenoiseConfig`.
+        out: output folder; None writes nothing.
+        seed: seed of weights, data, training and the inversions.
+        progress: print progress lines.
+        trained: reuse the UNets trained by :func:`denoise` at the same size and seed.
+
+    Returns:
+        A :class:`UNetRepresentationResult`.
+    """
+    from ..recipes import badger
+    from ..recipes import get as get_recipe
+
+    cfg: DenoiseConfig = check_size(size, DENOISE_SIZES)
+    say = Reporter("unet-representation", progress)
+    folder = out_dir(out, "unet-representation")
+    if trained is None or trained.get("config") != cfg or trained.get("seed") != seed:
+        trained = _train_unets(cfg, seed, progress, say)
+    x = eval_images(size=cfg.image, count=1, seed=seed)
+    recipe = badger("unet") if cfg.recipe == "badger" else get_recipe(cfg.recipe)
+    models = {"trained": trained["none"][0], "untrained": UNet(skip="none", seed=seed, **cfg.unet)}
+    fields: dict[str, dict[str, float]] = {k: {} for k in ("m_i", "m_g", "m_r", "ratio", "psnr")}
+    inputs = [x]
+    pert = 0.0
+    for name, model in models.items():
+        res = invert(model, "outc", x, recipe=recipe, steps=cfg.inversion_steps, seed=seed)
+        s = res.metrics.summary()
+        fields["m_i"][name] = s["input_distance"]
+        fields["m_g"][name] = s["embedding_distance"]
+        fields["m_r"][name] = s["reference_distance"]
+        fields["ratio"][name] = s["embedding_distance"] / s["reference_distance"] if s["reference_distance"] else float(
+            "inf")
+        fields["psnr"][name] = s["psnr"]
+        pert = s["perturbation_distance"]
+        inputs.append(res.input)
+        say(f"{name:9s} {res.metrics}")
+    figures: list[str] = []
+    if folder is not None:
+        figures.append(str(save_grid(
+            inputs, folder / "grid.png", column_labels=["x", "trained outc", "untrained outc"],
+            scale=max(1, 128 // cfg.image),
+        )))
+    result = UNetRepresentationResult(
+        input_distance=fields["m_i"], embedding_distance=fields["m_g"], reference_distance=fields["m_r"],
+        ratio=fields["ratio"], psnr=fields["psnr"], perturbation_distance=pert, steps=cfg.inversion_steps,
+        recipe=recipe.name, size=size if isinstance(size, str) else "custom", seconds=say.elapsed(),
+        figures=tuple(figures),
+        notes=(f"input: the held-out photo {HELD_OUT!r} at {cfg.image}x{cfg.image}; both inversions start from "
+               "the same seeded noise",),
+    )
+    if folder is not None:
+        write_json(folder / "result.json", result, extra={"config": dataclasses.asdict(cfg), "seed": seed})
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- corruption distance
+@dataclass(frozen=True)
+class CorruptionDistanceResult:
+    """A perfect copier's denoising loss against the corruption distance, per corruption.
+
+    Attributes:
+        corruptions: names of the corruptions.
+        copier_loss: mean sum of squares ||O(x~) - x||^2 with O the identity, float64.
+        corruption_distance: mean ||x~ - x||^2 (:func:`reprinvert.metrics.corruption_distance`), float64.
+        max_abs_difference: over every sample and corruption.
+        copier_gain: mean denoising gain of the identity per corruption (exactly 1).
+        size, seconds, figures, notes: as in :class:`CopyResult`.
+    """
+
+    corruptions: tuple[str, ...]
+    copier_loss: tuple[float, ...]
+    corruption_distance: tuple[float, ...]
+    max_abs_difference: float
+    copier_gain: tuple[float, ...]
+    size: str
+    seconds: float
+    figures: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+def corruption_distance_check(
+    *, size: str = "quick", out: str | Path | None = None, seed: int = 0, progress: bool = True
+) -> CorruptionDistanceResult:
+    """Check numerically that a perfect copier's denoising loss L = ||O(x~) - x||^2 equals ||x~ - x||^2.
+
+    O is the identity map (an ``nn.Identity`` run as a model). For several corruptions (the seed's noise mix at
+    alpha 0.5, 0.3 and 0.1, Gaussian noise, salt and pepper, masking, blur) of held-out images, in float64, the
+    loss (computed with ``torch.nn.functional.mse_loss(reduction="none")`` summed per sample) and
+    :func:`reprinvert.metrics.corruption_distance` are compared. Writes ``corruption-distance/grid.png`` and
+    ``result.json``.
+
+    Args:
+        size: ``"tiny"`` (2 images of 8x8), ``"quick"`` (16 of 32x32) or ``"full"`` (64 of 64x64).
+        out, seed, progress: as in :func:`copy`.
+    """
+    sizes = {"tiny": (2, 8), "quick": (16, 32), "full": (64, 64)}
+    if size not in sizes:
+        raise ValueError(f"size={size!r}: expected one of {list(sizes)}")
+    count, px = sizes[size]
+    say = Reporter("corruption-distance", progress)
+    folder = out_dir(out, "corruption-distance")
+    x = eval_images(size=px, count=count, seed=seed).double()
+    table = {
+        "noise_mix a=0.5": corruptions.noise_mix(x, alpha=0.5, seed=seed),
+        "noise_mix a=0.3": corruptions.noise_mix(x, alpha=0.3, seed=seed),
+        "noise_mix a=0.1": corruptions.noise_mix(x, alpha=0.1, seed=seed),
+        "gaussian s=0.1": corruptions.gaussian(x, sigma=0.1, seed=seed),
+        "salt_and_pepper p=0.1": corruptions.salt_and_pepper(x, p=0.1, seed=seed),
+        "mask p=0.25": corruptions.mask(x, p=0.25, seed=seed),
+        "blur s=1.5": corruptions.blur(x, sigma=1.5),
+    }
+    copier = nn.Identity()
+    losses, dists, gains = [], [], []
+    worst = 0.0
+    for name, x_tilde in table.items():
+        with torch.no_grad():
+            o = copier(x_tilde)
+        loss = F.mse_loss(o, x, reduction="none").flatten(1).sum(1)
+        dist = corruption_distance(x_tilde, x)
+        worst = max(worst, float((loss - dist).abs().max()))
+        losses.append(mean(loss))
+        dists.append(mean(dist))
+        gains.append(mean(denoising_gain(o, x_tilde, x)))
+        say(f"{name:22s} copier loss {losses[-1]:.6f} = corruption distance {dists[-1]:.6f}")
+    figures: list[str] = []
+    if folder is not None:
+        figures.append(str(save_grid(
+            [x[:4], *(t[:4] for t in table.values())], folder / "grid.png",
+            column_labels=["x", *table], scale=max(1, 96 // px),
+        )))
+    result = CorruptionDistanceResult(
+        corruptions=tuple(table), copier_loss=tuple(losses), corruption_distance=tuple(dists),
+        max_abs_difference=worst, copier_gain=tuple(gains), size=size, seconds=say.elapsed(),
+        figures=tuple(figures),
+        notes=("float64; the copier is nn.Identity; a model that copies perfectly cannot score below the "
+               "corruption distance on a denoising task, so it is the baseline any denoiser must beat",),
+    )
+    if folder is not None:
+        write_json(folder / "result.json", result, extra={"seed": seed})
+    return result

@@ -1,0 +1,112 @@
+"""Each experiment at a tiny size: what the mathematics guarantees is asserted; the rest is only reported."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from reprinvert import experiments as E
+from reprinvert import invert
+from reprinvert.cli import main
+from reprinvert.models import FCNet
+
+from conftest import Snapshot, assert_untouched
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_copy_identity_copies_exactly(tmp_path: Path) -> None:
+    r = E.copy(size="tiny", out=tmp_path, progress=False)
+    ident = r.models["identity"]
+    assert ident.copy_tendency == pytest.approx(1.0, abs=1e-12)
+    assert ident.jacobian_trace == pytest.approx(1.0, abs=1e-6)
+    assert ident.output_to_input == 0.0
+    assert ident.denoising_gain == pytest.approx(1.0, abs=1e-12)
+    assert ident.output_to_clean == pytest.approx(ident.corrupted_to_clean, rel=1e-6)
+    assert set(r.models) == {"identity", "mlp", "unet_skip"}
+    for stats in r.models.values():
+        assert all(math.isfinite(v) for v in (stats.copy_tendency, stats.jacobian_trace, stats.denoising_gain))
+    assert all(Path(f).is_file() for f in r.figures)
+    assert _json(tmp_path / "copy" / "result.json")["result"]["models"]["identity"]["copy_tendency"] == 1.0
+    with pytest.raises(ValueError, match="size='huge'"):
+        E.copy(size="huge", progress=False)
+
+
+def test_corruption_distance_is_a_perfect_copiers_loss(tmp_path: Path) -> None:
+    r = E.corruption_distance_check(size="tiny", out=tmp_path, progress=False)
+    assert r.max_abs_difference <= 1e-12
+    assert r.copier_loss == pytest.approx(r.corruption_distance, rel=1e-13)
+    assert all(g == pytest.approx(1.0, abs=1e-12) for g in r.copier_gain)
+    assert (tmp_path / "corruption-distance" / "grid.png").is_file()
+
+
+def test_denoise_and_unet_representation_tiny(tmp_path: Path) -> None:
+    cfg = E.DENOISE_SIZES["tiny"]
+    from reprinvert.experiments._autoencoders import _train_unets
+    from reprinvert.experiments._common import Reporter
+
+    trained = _train_unets(cfg, 0, False, Reporter("t", False))
+    snap = Snapshot.of(trained["none"][0])
+    d = E.denoise(size="tiny", out=tmp_path, progress=False, trained=trained)
+    u = E.unet_representation(size="tiny", out=tmp_path, progress=False, trained=trained)
+    assert_untouched(snap, trained["none"][0])  # evaluation and inversion leave the trained model as it was
+    # alpha = 1 is the clean input: no corruption, so the corruption distance and the gain are 0
+    assert d.levels[0] == "alpha=1" and d.corruption_distance[0] == 0.0 and d.gain_no_skip[0] == 0.0
+    assert len(d.gain_skip) == len(d.levels) == len(cfg.alphas) + 1
+    # the noise mix's corruption distance grows as alpha falls
+    assert list(d.corruption_distance[:4]) == sorted(d.corruption_distance[:4])
+    assert set(u.input_distance) == {"trained", "untrained"}
+    assert all(math.isfinite(v) for v in u.embedding_distance.values())
+    for name in ("denoise", "unet-representation"):
+        assert (tmp_path / name / "grid.png").is_file() and (tmp_path / name / "result.json").is_file()
+
+
+def test_depth_tiny(tmp_path: Path) -> None:
+    r = E.depth(size="tiny", out=tmp_path, progress=False)
+    assert r.layers == ("stages.0", "stages.1")
+    assert all(len(v) == 2 for v in r.input_distance.values())
+    assert 0.0 <= r.accuracy <= 1.0
+    assert (tmp_path / "depth" / "grid.png").is_file()
+
+
+def test_width_tiny_orthogonal_net_amplifies_nothing(tmp_path: Path) -> None:
+    r = E.width(size="tiny", out=tmp_path, progress=False)
+    assert r.orthogonal_amplification == pytest.approx(1.0, abs=1e-9)
+    assert r.linear_condition >= 1.0
+    assert len(r.nets) == 5 and all(len(n.steps) == len(n.input_distance) for n in r.nets)
+    assert (tmp_path / "width" / "grid.png").is_file()
+
+
+def test_orthogonal_linear_net_inverts() -> None:
+    """W^T W = I: the representation W x determines x, and gradient descent recovers it."""
+    net = FCNet(in_features=48, widths=(64, 64), activation="linear", init="orthogonal", seed=1)
+    x = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    snap = Snapshot.of(net)
+    res = invert(net, "layers.1", x, steps=300, seed=0)
+    assert_untouched(snap, net)
+    assert float(res.metrics.input_distance[0]) < 1e-2 * float(x.norm())
+
+
+def test_cli_experiment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["experiment", "corruption-distance", "--out", str(tmp_path), "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+    assert _json(tmp_path / "corruption-distance" / "result.json")["result"]["max_abs_difference"] <= 1e-12
+    assert main(["experiment", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown; available: copy" in capsys.readouterr().err
+    assert main(["experiment", "copy", "--quick", "--full"]) == 2
+    with pytest.raises(ValueError, match="'nope' is unknown"):
+        E.run("nope")
+
+
+@pytest.mark.slow
+def test_run_all_tiny(tmp_path: Path) -> None:
+    results = E.run_all(size="tiny", out=tmp_path, progress=False)
+    assert set(E.EXPERIMENTS) <= set(results)
+    for name in E.EXPERIMENTS:
+        assert (tmp_path / name / "result.json").is_file()

@@ -1,0 +1,133 @@
+"""The training loop and the dataset helpers it feeds on (npy, CIFAR-10 batches, patch datasets)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import reprinvert as ri
+from reprinvert import data
+from reprinvert.models import ConvAutoencoder, ConvClassifier
+from reprinvert.train import TrainResult, load_weights, save_weights, train
+
+
+def _images(n: int = 16, size: int = 8) -> torch.Tensor:
+    return ri.data.synthetic_images(n, size=size, seed=3)
+
+
+def test_train_lowers_the_copy_loss_and_records_history() -> None:
+    model = ConvAutoencoder(channels=(8, 16))
+    x = _images(32)
+    with torch.no_grad():
+        before = float(((model(x) - x) ** 2).mean())
+    result = train(model, x, epochs=15, batch_size=8, lr=3e-3, progress=False, val=x[:4])
+    assert isinstance(result, TrainResult)
+    assert len(result.history) == 15 and result.steps == 15 * 4
+    assert result.history[-1].val_loss is not None
+    assert result.final_loss < before / 2
+
+
+def test_train_is_deterministic_and_leaves_global_rng_and_flags_alone() -> None:
+    x = _images()
+    models = [ConvAutoencoder(channels=(4, 8), seed=1) for _ in range(2)]
+    models[0].eval()
+    flags = [m.training for m in models[0].modules()]
+    state = torch.get_rng_state()
+    calls: list[int] = []
+
+    def corrupt(b: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        calls.append(b.shape[0])
+        return ri.corruptions.noise_mix(b, alpha=0.5, generator=g)
+
+    for m in models:
+        train(m, x, epochs=2, batch_size=5, corrupt=corrupt, progress=False, seed=7)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert [m.training for m in models[0].modules()] == flags
+    assert all(torch.equal(p, q) for p, q in zip(models[0].parameters(), models[1].parameters()))
+    assert calls[:4] == [5, 5, 5, 1]  # the last, smaller batch is used too
+
+
+def test_train_classifier_with_targets_and_max_steps() -> None:
+    model = ConvClassifier(widths=(4,), strides=(1,), classes=3)
+    x = _images(12)
+    y = torch.arange(12) % 3
+    result = train(model, x, targets=y, loss="cross_entropy", epochs=5, batch_size=4, max_steps=7, progress=False)
+    assert result.steps == 7
+
+
+def test_train_errors() -> None:
+    model = ConvAutoencoder(channels=(4,))
+    with pytest.raises(ValueError, match="epochs=0"):
+        train(model, _images(), epochs=0, progress=False)
+    with pytest.raises(ValueError, match="needs targets"):
+        train(model, _images(), loss="cross_entropy", progress=False)
+    with pytest.raises(ValueError, match="targets has 3 samples"):
+        train(model, _images(), targets=torch.zeros(3), progress=False)
+
+
+def test_save_and_load_weights_round_trip(tmp_path: Path) -> None:
+    a, b = ConvAutoencoder(channels=(4,), seed=1), ConvAutoencoder(channels=(4,), seed=2)
+    p = save_weights(a, tmp_path / "w" / "a.pt")
+    load_weights(b, p)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    with pytest.raises(FileNotFoundError):
+        load_weights(b, tmp_path / "missing.pt")
+
+
+# ---------------------------------------------------------------------------------------------- data
+def test_load_npy_layouts(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    nhwc = rng.integers(0, 256, (5, 6, 7, 3), dtype=np.uint8)
+    np.save(tmp_path / "a.npy", nhwc)
+    t = data.load_npy(tmp_path / "a.npy")
+    assert t.shape == (5, 3, 6, 7) and t.dtype == torch.float32
+    assert torch.equal(t, torch.from_numpy(nhwc).permute(0, 3, 1, 2).float() / 255)
+    assert data.load_npy(tmp_path / "a.npy", limit=2).shape == (2, 3, 6, 7)
+    nchw = rng.random((2, 3, 4, 4)).astype(np.float32)
+    np.save(tmp_path / "b.npy", nchw)
+    assert torch.equal(data.load_npy(tmp_path / "b.npy", layout="nchw"), torch.from_numpy(nchw))
+    np.save(tmp_path / "c.npy", rng.random((2, 4, 4)) * 5)
+    with pytest.raises(ValueError, match="must be finite and lie in"):
+        data.load_npy(tmp_path / "c.npy")
+    with pytest.raises(FileNotFoundError):
+        data.load_npy(tmp_path / "none.npy")
+
+
+def test_load_cifar10_batches(tmp_path: Path) -> None:
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (3, 3072), dtype=np.uint8), b"labels": [1, 2, 3]}
+        (root / name).write_bytes(pickle.dumps(batch))
+    x, y = data.load_cifar10(tmp_path, split="train")
+    assert x.shape == (15, 3, 32, 32) and y.tolist() == [1, 2, 3] * 5
+    x, y = data.load_cifar10(root, split="test", limit=2)
+    assert x.shape == (2, 3, 32, 32) and float(x.max()) <= 1
+    with pytest.raises(FileNotFoundError, match="downloads nothing"):
+        data.load_cifar10(tmp_path / "nowhere")
+
+
+def test_patch_dataset_cuts_real_crops() -> None:
+    img = torch.arange(2 * 3 * 10 * 12, dtype=torch.float32).reshape(2, 3, 10, 12) / 1000
+    patches = data.patch_dataset(img, size=4, count=20, flip=False, seed=1)
+    assert patches.shape == (20, 3, 4, 4)
+    assert torch.equal(patches, data.patch_dataset(img, size=4, count=20, flip=False, seed=1))
+    for p in patches:  # each patch is a crop of one image
+        found = any(
+            torch.equal(img[k, :, i : i + 4, j : j + 4], p) for k in range(2) for i in range(7) for j in range(9)
+        )
+        assert found
+    with pytest.raises(ValueError, match="smaller than size"):
+        data.patch_dataset(img, size=8, scales=(0.5,))
+
+
+def test_bundled_patches_are_in_range_and_skimage_is_optional() -> None:
+    p = data.bundled_patches(size=16, count=12, seed=2)
+    assert p.shape == (12, 3, 16, 16) and float(p.min()) >= 0 and float(p.max()) <= 1
+    pytest.importorskip("skimage")
+    assert data.skimage_images(["astronaut"], size=8).shape == (1, 3, 8, 8)
