@@ -13,7 +13,7 @@ PUBLIC = {
     "LayerNotFoundError", "NonFiniteWarning", "OutputSelectionError", "Recipe", "ReprinvertError",
     "ReprinvertWarning", "StepInfo", "__version__", "capture", "copy_tendency", "corruptions", "data", "describe",
     "evaluate", "invert", "list_layers", "metrics", "nearest_tokens", "recipes", "regularizers", "represent",
-    "resolve_layer",
+    "resolve_layer", "Provenance", "Sweep", "SweepRow", "report", "sweep", "experiments", "models", "train",
 }
 
 
@@ -25,7 +25,7 @@ def test_public_names_snapshot() -> None:
 
 def test_options_are_keyword_only() -> None:
     for fn, positional in ((ri.invert, 3), (ri.represent, 3), (ri.describe, 2), (ri.capture, 2),
-                           (ri.evaluate, 4), (ri.copy_tendency, 2), (ri.list_layers, 1)):
+                           (ri.evaluate, 4), (ri.copy_tendency, 2), (ri.list_layers, 1), (ri.sweep, 2)):
         params = list(inspect.signature(fn).parameters.values())
         assert all(p.kind == p.POSITIONAL_OR_KEYWORD for p in params[:positional]), fn.__name__
         assert all(p.kind == p.KEYWORD_ONLY for p in params[positional:]), fn.__name__

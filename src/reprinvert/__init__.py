@@ -15,7 +15,8 @@ Example:
 
 from __future__ import annotations
 
-from . import corruptions, data, metrics, recipes, regularizers
+from . import corruptions, data, experiments, metrics, models, recipes, regularizers, report, train
+from ._version import __version__
 from .capture import Captured, capture, represent
 from .errors import (
     LayerCallError,
@@ -29,8 +30,7 @@ from .invert import History, Inversion, StepInfo, invert, nearest_tokens
 from .layers import Description, LayerInfo, describe, list_layers, resolve_layer
 from .metrics import InversionMetrics, copy_tendency, evaluate
 from .recipes import Recipe
-
-__version__ = "0.1.0"
+from .sweep import Provenance, Sweep, SweepRow, sweep
 
 __all__ = [
     "Captured",
@@ -43,10 +43,13 @@ __all__ = [
     "LayerNotFoundError",
     "NonFiniteWarning",
     "OutputSelectionError",
+    "Provenance",
     "Recipe",
     "ReprinvertError",
     "ReprinvertWarning",
     "StepInfo",
+    "Sweep",
+    "SweepRow",
     "__version__",
     "capture",
     "copy_tendency",
@@ -54,12 +57,17 @@ __all__ = [
     "data",
     "describe",
     "evaluate",
+    "experiments",
     "invert",
     "list_layers",
     "metrics",
+    "models",
     "nearest_tokens",
     "recipes",
     "regularizers",
+    "report",
     "represent",
     "resolve_layer",
+    "sweep",
+    "train",
 ]

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
+from ._version import __version__
 from .data import sample_image, save_grid
 from .invert import invert
 

@@ -2,6 +2,12 @@
 
     reprinvert --version
     reprinvert demo [--out DIR] [--steps N] [--size PX] [--seed S] [--image NAME] [--quiet]
+    reprinvert layers MODEL_SPEC [--weights FILE] [--input-shape B,C,H,W] [--tokens]
+    reprinvert invert MODEL_SPEC IMAGES... --layer L [--weights FILE] [--size PX] [COMMON]
+    reprinvert sweep MODEL_SPEC IMAGES... [--layers top|leaves|all|A,B,...] [--every K] [COMMON]
+
+COMMON = [--out DIR] [--steps N] [--recipe NAME] [--seed S] [--device DEV] [--quiet]. MODEL_SPEC is
+``module:factory`` (a dotted module or a ``.py`` file, and a callable in it that takes no arguments).
 
 Every command has ``--help``. A user mistake (a bad argument, a bad path, an unknown name) prints one line
 ``reprinvert: error: <message>`` to stderr and gives exit status 2, never a traceback.
@@ -17,7 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from . import __version__
+from ._version import __version__
 from .errors import ReprinvertError
 
 __all__ = ["main"]
@@ -89,8 +95,291 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- models
+def _add_common_options(parser: argparse.ArgumentParser, *, out: str) -> None:
+    """The options every command that runs inversions shares: --out --steps --recipe --seed --device --quiet."""
+    from .recipes import available
+
+    parser.add_argument("--out", default=out, metavar="DIR", help="output folder (default: %(default)s)")
+    parser.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="optimisation steps per layer (default: the recipe's; 300 for 'default')",
+    )
+    parser.add_argument(
+        "--recipe",
+        type=_recipe_name,
+        default="default",
+        metavar="NAME",
+        help=f"optimisation recipe: {', '.join(available())} (default: %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of every inversion (default: 0)")
+    parser.add_argument(
+        "--device", default="cpu", metavar="DEV", help="where to run: cpu, cuda, cuda:1, mps (default: %(default)s)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="print nothing (no table, no progress)")
+
+
+def _recipe_name(text: str) -> str:
+    from .recipes import available
+
+    key = text.replace("_", "-").lower()
+    if key not in available():
+        raise argparse.ArgumentTypeError(f"unknown recipe {text!r}; available: {', '.join(available())}")
+    return key
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model",
+        metavar="MODEL_SPEC",
+        help="the model as module:factory, e.g. mypackage.models:build or path/to/model.py:Net; the factory is "
+        "called with no arguments and must return a torch.nn.Module (modules in the current folder are importable)",
+    )
+    parser.add_argument(
+        "--weights",
+        metavar="FILE",
+        default=None,
+        help="a state dict to load: a torch.save file (read with torch.load(weights_only=True)) or a "
+        ".safetensors file (needs the safetensors package)",
+    )
+
+
+def _add_image_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "images", nargs="+", metavar="IMAGES", help="image files and/or folders of images (PNG, JPEG, ...)"
+    )
+    parser.add_argument(
+        "--size",
+        type=_positive_int,
+        default=None,
+        metavar="PX",
+        help="centre-crop and resize every image to PX x PX (default: keep the files' size, which must agree)",
+    )
+    parser.add_argument("--grey", action="store_true", help="read images as one grey channel instead of RGB")
+    parser.add_argument(
+        "--no-clamp", action="store_true", help="do not keep the reconstruction in [0, 1] after each step"
+    )
+
+
+def _load_model(args: argparse.Namespace) -> Any:
+    from ._modelspec import load_model, parse_device
+
+    device = parse_device(args.device) if hasattr(args, "device") else None
+    model = load_model(args.model, weights=args.weights)
+    return model.to(device) if device is not None else model
+
+
+def _load_inputs(args: argparse.Namespace, model: Any) -> Any:
+    from .data import load_images
+
+    x = load_images(args.images, size=args.size, mode="L" if args.grey else "RGB")
+    return x.to(next((p.device for p in model.parameters()), x.device))
+
+
+def _model_failed(exc: BaseException, what: str) -> ValueError:
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return ValueError(f"the model failed on {what}: {type(exc).__name__}: {text}")
+
+
+def _add_layers(sub: _Subparsers) -> None:
+    parser = sub.add_parser(
+        "layers",
+        help="list the layers of a model with their output shapes (the names other commands accept)",
+        description="Run the model once on a zero input of --input-shape and print every module: its dotted "
+        "name (what --layer / --layers accept), type, output shape, elements per sample, how often it ran and "
+        "its parameters.",
+    )
+    _add_model_options(parser)
+    parser.add_argument(
+        "--input-shape",
+        type=_shape,
+        default=(1, 3, 32, 32),
+        metavar="B,C,H,W",
+        help="shape of the dry-run input, batch first (default: 1,3,32,32)",
+    )
+    parser.add_argument(
+        "--tokens", action="store_true", help="feed integer token ids (zeros, dtype long) instead of floats"
+    )
+    parser.add_argument(
+        "--device", default="cpu", metavar="DEV", help="where to run: cpu, cuda, cuda:1, mps (default: %(default)s)"
+    )
+    parser.set_defaults(run=_run_layers)
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    parts = [v.strip() for v in text.replace("x", ",").split(",")]
+    shape = tuple(int(v) for v in parts) if all(v.isdigit() for v in parts) else ()
+    if not shape or any(v < 1 for v in shape):
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers separated by commas, e.g. 1,3,32,32; got {text!r}"
+        )
+    return shape
+
+
+def _run_layers(args: argparse.Namespace) -> int:
+    import torch
+
+    from .layers import describe
+
+    model = _load_model(args)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    dtype = torch.long if args.tokens else torch.float32
+    x = torch.zeros(args.input_shape, dtype=dtype, device=device)
+    try:
+        desc = describe(model, x)
+    except (RuntimeError, TypeError, IndexError) as exc:
+        raise _model_failed(
+            exc, f"an input of shape {list(args.input_shape)} (set --input-shape, or --tokens)"
+        ) from None
+    print(desc)
+    return 0
+
+
+def _add_invert(sub: _Subparsers) -> None:
+    parser = sub.add_parser(
+        "invert",
+        help="invert one layer of a model for your images; write a grid, tables and an HTML report",
+        description="Invert the representation of --layer for each image: search by gradient descent for an input "
+        "the model maps to the same representation. Writes grid.png, metrics.csv, samples.csv, metrics.json, "
+        "report.html (and plot.png with matplotlib) into --out and prints the metrics.",
+    )
+    _add_model_options(parser)
+    _add_image_options(parser)
+    parser.add_argument(
+        "--layer", required=True, metavar="L", help="the layer to invert (a name from 'reprinvert layers')"
+    )
+    _add_common_options(parser, out="reprinvert-invert")
+    parser.set_defaults(run=_run_invert)
+
+
+def _add_sweep(sub: _Subparsers) -> None:
+    parser = sub.add_parser(
+        "sweep",
+        help="invert many layers of a model for your images; write a grid, a plot, tables and an HTML report",
+        description="Invert each chosen layer for the images with the same recipe and seed. Writes grid.png "
+        "(rows: images; columns: the original, then each layer), metrics.csv, samples.csv, metrics.json, "
+        "report.html (and plot.png, the metrics against depth, with matplotlib) into --out.",
+    )
+    _add_model_options(parser)
+    _add_image_options(parser)
+    parser.add_argument(
+        "--layers",
+        default="top",
+        metavar="SPEC",
+        help="'top' (the model's top-level children), 'leaves' (modules without children), 'all', or "
+        "comma-separated names from 'reprinvert layers' (default: %(default)s)",
+    )
+    parser.add_argument("--every", type=_positive_int, default=None, metavar="K", help="keep every K-th layer")
+    _add_common_options(parser, out="reprinvert-sweep")
+    parser.set_defaults(run=_run_sweep)
+
+
+def _run_invert(args: argparse.Namespace) -> int:
+    return _run_inversions(args, [args.layer], None)
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    spec = args.layers.strip()
+    layers = spec if spec in ("top", "leaves", "all") else [s.strip() for s in spec.split(",") if s.strip()]
+    if not layers:
+        raise ValueError(f"--layers {args.layers!r}: expected top, leaves, all or comma-separated layer names")
+    return _run_inversions(args, layers, args.every)
+
+
+def _run_inversions(args: argparse.Namespace, layers: Any, every: int | None) -> int:
+    import difflib
+    from pathlib import Path
+
+    from .errors import LayerNotFoundError
+    from .layers import list_layers, resolve_layer
+    from .report import write_report
+    from .sweep import sweep
+
+    model = _load_model(args)
+    x = _load_inputs(args, model)
+    if not isinstance(layers, str):
+        for layer in layers:
+            try:
+                resolve_layer(model, layer)
+            except LayerNotFoundError:
+                close = difflib.get_close_matches(layer, list_layers(model), n=5, cutoff=0.5)
+                hint = f"closest: {', '.join(close)}; " if close else ""
+                raise LayerNotFoundError(
+                    f"layer {layer!r} is not a layer of {type(model).__name__}; {hint}"
+                    f"list every layer with: reprinvert layers {args.model}"
+                ) from None
+    out = Path(args.out)
+    try:  # fail before the long work, not after it
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create the output folder '{out}': {exc.strerror or exc}") from None
+    try:
+        result = sweep(
+            model, x, layers=layers, every=every, recipe=args.recipe, steps=args.steps, seed=args.seed,
+            clamp=None if args.no_clamp else (0.0, 1.0), progress=not args.quiet,
+        )
+    except (RuntimeError, TypeError, IndexError) as exc:
+        raise _model_failed(exc, f"the images (a batch of shape {list(x.shape)}; see --size and --grey)") from None
+    paths = write_report(result, out, title=f"reprinvert {args.command}: {args.model}")
+    if not args.quiet:
+        print(result)
+        print("m_g: ||rep(x) - rep(x_g)||, m_r: ||rep(x) - rep(x')|| for x' = x + N(0, (1/25)^2), m_i: ||x_g - x||; "
+              "a layer represents x when m_g < m_r.")
+        print(f"wrote {', '.join(p.name for p in paths.values())} to {out.resolve()}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- experiment
+def _add_experiment(sub: _Subparsers) -> None:
+    parser = sub.add_parser(
+        "experiment",
+        help="reproduce one of the seed's experiments (or all) as numbers and figures",
+        description="Run a seed experiment: copy, denoise, unet-representation, depth, width, "
+        "corruption-distance, or all. Writes PNG figures and result.json into --out/<name>/ and prints the "
+        "numbers. --quick (default) runs in minutes on 2 CPU cores; --full uses the seed's sizes (hours, a GPU).",
+    )
+    parser.add_argument("name", metavar="NAME", help="experiment name, or 'all'")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", dest="size", action="store_const", const="quick", help="CPU-sized (default)")
+    group.add_argument("--full", dest="size", action="store_const", const="full", help="the seed's sizes")
+    parser.set_defaults(size="quick")
+    parser.add_argument(
+        "--out", default="reprinvert-experiments", metavar="DIR", help="output folder (default: %(default)s)"
+    )
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of everything (default: 0)")
+    parser.add_argument("--quiet", action="store_true", help="print nothing")
+    parser.set_defaults(run=_run_experiment)
+
+
+def _run_experiment(args: argparse.Namespace) -> int:
+    from .experiments import EXPERIMENTS, run, run_all
+
+    name = args.name.replace("_", "-").lower()
+    if name != "all" and name not in EXPERIMENTS:
+        raise ValueError(f"experiment {args.name!r} is unknown; available: {', '.join(EXPERIMENTS)}, all")
+    progress = not args.quiet
+    if name == "all":
+        results = run_all(size=args.size, out=args.out, seed=args.seed, progress=progress)
+        if progress:
+            for key, sec in results["seconds"].items():
+                print(f"{key:22s} {sec:8.1f} s")
+            print(f"{'total':22s} {results['total_seconds']:8.1f} s; wrote {args.out}/<name>/")
+    else:
+        run(name, size=args.size, out=args.out, seed=args.seed, progress=progress)
+        if progress:
+            print(f"wrote {args.out}/{name}/")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- main
-_COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (_add_demo,)
+_COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (
+    _add_demo, _add_layers, _add_invert, _add_sweep, _add_experiment
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..data import bundled_patches, sample_image
 
 __all__ = [

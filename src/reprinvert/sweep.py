@@ -1,0 +1,495 @@
+"""Invert many layers of one model for one batch of inputs, and tabulate how much of the input each keeps.
+
+:func:`sweep` chooses the layers (the model's top-level stages by default, every leaf module, an explicit
+list, or every k-th of any of these), runs :func:`reprinvert.invert` on each with the same recipe and seed,
+and returns a frozen :class:`Sweep`: one :class:`SweepRow` of batch-mean metrics per layer, the inversions
+themselves, timings and :class:`Provenance` (versions, recipe, seed, device). :mod:`reprinvert.report` turns
+a sweep into a PNG grid, a metrics-vs-depth plot, CSV / JSON tables and a self-contained HTML page.
+
+Example:
+    >>> import torch, torch.nn as nn, reprinvert as ri
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, stride=2))
+    >>> result = ri.sweep(model, torch.rand(2, 3, 16, 16), steps=10, progress=False)
+    >>> result.layers
+    ('0', '1', '2')
+    >>> sorted(result.table()[0])[:4]
+    ['embedding_distance', 'index', 'input_distance', 'layer']
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import platform
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from .capture import Selector
+from .invert import Inversion, invert
+from .layers import LayerSpec, describe, resolve_layer, runnable
+from .metrics import DEFAULT_SIGMA
+from .recipes import Init, Loss, Optimizer, Recipe
+from .recipes import get as get_recipe
+from .regularizers import Regularizer
+
+__all__ = ["METRICS", "LayerMode", "Provenance", "Sweep", "SweepRow", "sweep"]
+
+LayerMode = Literal["top", "leaves", "all"]
+"""Automatic layer choices of :func:`sweep`: top-level children, leaf modules, or every module."""
+
+#: The metric columns of a sweep table, in order: (field of :class:`SweepRow`, short label).
+METRICS: tuple[tuple[str, str], ...] = (
+    ("embedding_distance", "m_g"),
+    ("reference_distance", "m_r"),
+    ("input_distance", "m_i"),
+    ("perturbation_distance", "||x'-x||"),
+    ("normalized_feature_error", "nfe"),
+    ("psnr", "psnr dB"),
+)
+
+@dataclass(frozen=True)
+class Provenance:
+    """Everything needed to regenerate a sweep.
+
+    Attributes:
+        reprinvert: library version.
+        torch: torch version.
+        python: Python version.
+        model: the model's class name.
+        input_shape: shape of ``x``.
+        input_dtype: dtype of ``x`` (e.g. ``"torch.float32"``).
+        device: device of ``x`` and the model (e.g. ``"cpu"``).
+        recipe: the recipe with every override applied, as :meth:`Recipe.to_dict` gives it.
+        seed: the seed of every inversion.
+        steps: optimisation steps per layer.
+        options: the other options passed to :func:`reprinvert.invert` (JSON-ready ``repr`` where needed).
+        created: UTC time the sweep finished, ISO 8601.
+    """
+
+    reprinvert: str
+    torch: str
+    python: str
+    model: str
+    input_shape: tuple[int, ...]
+    input_dtype: str
+    device: str
+    recipe: dict[str, Any]
+    seed: int
+    steps: int
+    options: dict[str, Any]
+    created: str
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """One layer of a sweep: batch means of :class:`~reprinvert.metrics.InversionMetrics`.
+
+    Attributes:
+        layer: resolved dotted name.
+        index: position in the sweep (0 = first layer inverted, in the model's execution order when the
+            layers were chosen automatically, else in the order given).
+        type: the module's class name.
+        representation_shape: shape of rep(x) at this layer, batch included.
+        size_ratio: elements of the representation per sample / elements of the optimised input per sample.
+        embedding_distance: mean m_g = ||rep(x) - rep(x_g)||.
+        reference_distance: mean m_r = ||rep(x) - rep(x')||, x' = x + N(0, sigma^2).
+        input_distance: mean m_i = ||x_g - x||.
+        perturbation_distance: mean ||x' - x||.
+        normalized_feature_error: mean ||rep(x_g) - rep(x)||^2 / ||rep(x)||^2.
+        psnr: mean PSNR of x_g against x in dB.
+        represents: fraction of the inputs with m_g < m_r (1.0: the layer represents every input).
+        seconds: wall time of this layer's inversion.
+        steps_run: optimisation steps actually taken.
+        stopped: why the inversion ended early, or None.
+    """
+
+    layer: str
+    index: int
+    type: str
+    representation_shape: tuple[int, ...]
+    size_ratio: float
+    embedding_distance: float
+    reference_distance: float
+    input_distance: float
+    perturbation_distance: float
+    normalized_feature_error: float
+    psnr: float
+    represents: float
+    seconds: float
+    steps_run: int
+    stopped: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (shapes as lists, non-finite floats as None)."""
+        out = asdict(self)
+        out["representation_shape"] = list(self.representation_shape)
+        return {k: _finite(v) for k, v in out.items()}
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The result of :func:`sweep`.
+
+    Attributes:
+        rows: one :class:`SweepRow` per layer, in sweep order.
+        inversions: the :class:`~reprinvert.Inversion` of each layer (same order): reconstructions, per-sample
+            metrics, loss histories.
+        original: the input ``x`` (a detached copy).
+        provenance: versions, recipe, seed, device, options.
+        seconds: wall time of the whole sweep (layer choice included).
+    """
+
+    rows: tuple[SweepRow, ...]
+    inversions: tuple[Inversion, ...] = field(repr=False)
+    original: torch.Tensor = field(repr=False)
+    provenance: Provenance = field(repr=False)
+    seconds: float = 0.0
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The layer names, in sweep order."""
+        return tuple(r.layer for r in self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[SweepRow]:
+        return iter(self.rows)
+
+    def __getitem__(self, layer: str | int) -> Inversion:
+        """The inversion of a layer, by name or by position."""
+        if isinstance(layer, int) and not isinstance(layer, bool):
+            return self.inversions[layer]
+        for row, inv in zip(self.rows, self.inversions):
+            if row.layer == layer:
+                return inv
+        raise KeyError(f"layer {layer!r} is not part of this sweep; layers: {list(self.layers)}")
+
+    def reconstructions(self) -> list[torch.Tensor]:
+        """``[original, x_g at layer 1, x_g at layer 2, ...]``: the columns of a report grid, each ``(B, ...)``."""
+        originals = self.inversions[0].original if self.inversions else self.original
+        return [originals, *(inv.input for inv in self.inversions)]
+
+    def table(self, *, per_sample: bool = False) -> list[dict[str, Any]]:
+        """The metrics as JSON-ready rows.
+
+        Args:
+            per_sample: one row per (layer, input) with that input's metrics and ``represents`` as a bool,
+                instead of one row per layer with batch means.
+
+        Returns:
+            A list of dicts; non-finite values are None.
+        """
+        if not per_sample:
+            return [r.as_dict() for r in self.rows]
+        out = []
+        for row, inv in zip(self.rows, self.inversions):
+            for i, values in enumerate(inv.metrics.per_sample()):
+                out.append(
+                    {"layer": row.layer, "index": row.index, "sample": i, **{k: _finite(v) for k, v in values.items()}}
+                )
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the tensors, JSON-ready: provenance, per-layer rows and per-sample rows."""
+        prov = asdict(self.provenance)
+        prov["input_shape"] = list(self.provenance.input_shape)
+        return {
+            "provenance": prov,
+            "seconds": self.seconds,
+            "layers": self.table(),
+            "per_sample": self.table(per_sample=True),
+        }
+
+    def __str__(self) -> str:
+        head = ["layer", "shape", "size", *(label for _, label in METRICS), "represents", "s"]
+        body = []
+        for r in self.rows:
+            shape = "x".join(str(v) for v in r.representation_shape[1:]) or "-"
+            values = [_fmt(getattr(r, key)) for key, _ in METRICS]
+            body.append([r.layer, shape, _fmt(r.size_ratio), *values, f"{r.represents:.0%}", f"{r.seconds:.1f}"])
+        widths = [max(len(str(c)) for c in col) for col in zip(head, *body)]
+        lines = ["  ".join(str(c).rjust(w) if j else str(c).ljust(w) for j, (c, w) in enumerate(zip(row, widths)))
+                 for row in [head, *body]]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(line.rstrip() for line in lines)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _auto_layers(model: nn.Module, x: torch.Tensor, mode: str, start: str | None, model_kwargs: Any) -> list[str]:
+    """Layers that ran exactly once with a batch-first tensor output, in execution order."""
+    desc = describe(model, x, model_kwargs=dict(model_kwargs) if model_kwargs else None)
+    modules = dict(model.named_modules())
+    ran = [r for r in desc if r.name and r.calls == 1 and r.shape is not None and r.shape[:1] == (x.shape[0],)]
+    if start is not None:
+        names = [r.name for r in desc]
+        if start not in names:
+            return []
+        after = set(names[names.index(start) + 1 :])
+        ran = [r for r in ran if r.name in after and not r.name.startswith(start + ".")]
+    if mode == "all":
+        return [r.name for r in ran]
+    if mode == "leaves":
+        return [r.name for r in ran if next(iter(modules[r.name].children()), None) is None]
+    # "top": the top-level children; a model that is one wrapper around one container is looked through.
+    root, prefix = model, ""
+    while True:
+        children = list(root.named_children())
+        if len(children) != 1 or next(iter(children[0][1].children()), None) is None:
+            break
+        prefix, root = prefix + children[0][0] + ".", children[0][1]
+    top = {prefix + name for name, _ in root.named_children()}
+    return [r.name for r in ran if r.name in top]
+
+
+def _choose_layers(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: LayerMode | Sequence[LayerSpec] | LayerSpec | None,
+    every: int | None,
+    start: str | None,
+    model_kwargs: Any,
+) -> list[str]:
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise ValueError(f"every={every!r}: expected a positive int (invert every k-th layer) or None")
+    if layers is None or (isinstance(layers, str) and layers in ("top", "leaves", "all")):
+        mode = "top" if layers is None else str(layers)
+        names = _auto_layers(model, x, mode, start, model_kwargs)
+        if not names:
+            raise ValueError(
+                f"layers={layers!r}: no {mode!r} layer of {type(model).__name__} ran exactly once with a batch-first "
+                "tensor output" + (f" after start={start!r}" if start else "")
+                + "; pass the layers to invert explicitly, e.g. layers=reprinvert.list_layers(model)[:3]"
+            )
+    else:
+        specs = [layers] if isinstance(layers, (str, int, nn.Module)) else list(layers)
+        if not specs:
+            raise ValueError("layers is an empty list; pass None (the top-level layers), 'leaves', 'all' or names")
+        names = []
+        for spec in specs:
+            name = resolve_layer(model, spec)[0]
+            if name not in names:
+                names.append(name)
+    if every is not None:
+        if every > len(names):
+            raise ValueError(
+                f"every={every} is larger than the number of layers chosen ({len(names)}: {names}); "
+                f"use every <= {len(names)}"
+            )
+        names = names[every - 1 :: every]
+    return names
+
+
+class _LayerBar:
+    """An outer progress display across layers: tqdm when installed, else one line per layer on stderr."""
+
+    def __init__(self, names: Sequence[str], enabled: bool) -> None:
+        self.names = names
+        self.enabled = enabled
+        self.bar: Any = None
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                self.bar = None
+            else:
+                self.bar = tqdm(total=len(names), desc="sweep", unit="layer")
+
+    @property
+    def inner(self) -> bool:
+        return self.bar is not None
+
+    def start(self, k: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix_str(self.names[k], refresh=True)
+        else:
+            print(f"sweep [{k + 1}/{len(self.names)}] {self.names[k]} ...", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def sweep(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    layers: LayerMode | Sequence[LayerSpec] | LayerSpec | None = None,
+    every: int | None = None,
+    recipe: Recipe | str = "default",
+    steps: int | None = None,
+    seed: int = 0,
+    clamp: tuple[float, float] | None = None,
+    start: LayerSpec | None = None,
+    sigma: float = DEFAULT_SIGMA,
+    data_range: float = 1.0,
+    model_kwargs: Mapping[str, Any] | None = None,
+    optimizer: Optimizer | None = None,
+    lr: float | None = None,
+    loss: Loss | None = None,
+    init: Init | torch.Tensor | None = None,
+    regularizers: Sequence[Regularizer] | None = None,
+    select: Selector = None,
+    call: int | None = None,
+    track_best: bool = True,
+    train: bool = False,
+    progress: bool = True,
+) -> Sweep:
+    """Invert many layers of ``model`` for the inputs ``x`` and tabulate the metrics per layer.
+
+    Each layer is inverted independently by :func:`reprinvert.invert` with the same recipe, steps and seed, so
+    rows differ only by the layer. The model and ``x`` come back exactly as they were.
+
+    Args:
+        model: any ``nn.Module`` (run in eval mode; parameters, buffers, flags and hooks restored).
+        x: the inputs, batch first, e.g. ``(B, C, H, W)`` images in [0, 1] or ``(B, T)`` token ids with
+            ``start=``.
+        layers: which layers: ``None`` or ``"top"`` (the model's top-level children, looking through a single
+            wrapper container), ``"leaves"`` (every module without children), ``"all"`` (every module), a list
+            of layer specifications (names, indices, modules; see :func:`reprinvert.resolve_layer`) or one of
+            them. The automatic choices keep only modules that ran exactly once with a batch-first tensor
+            output, in execution order (and, with ``start=``, only those after the start layer).
+        every: keep every k-th of the chosen layers: the k-th, 2k-th, ... (1-based).
+        recipe: a :class:`~reprinvert.recipes.Recipe` or its name (see :func:`reprinvert.recipes.available`).
+        steps: optimisation steps per layer (default: the recipe's).
+        seed: seed of every inversion (initialisation and reference perturbation).
+        clamp: ``(low, high)`` bounds of the input after each step, e.g. ``(0, 1)`` for images.
+        start: as in :func:`reprinvert.invert` (token models: the embedding layer).
+        sigma: standard deviation of the reference perturbation x' = x + N(0, sigma^2).
+        data_range: range of the data, for PSNR.
+        model_kwargs: extra keyword arguments of the forward call.
+        optimizer: override the recipe's optimizer (``"gd"``, ``"sgd"``, ``"adam"``, ``"lbfgs"``).
+        lr: override the recipe's learning rate.
+        loss: override the recipe's loss (``"l1"``, ``"mse"``, ``"nmse"``, ``"cosine"``).
+        init: override the recipe's initialisation, or a tensor of the optimised tensor's shape.
+        regularizers: replace the recipe's regularizers.
+        select: which tensor of each layer's output (as in :func:`reprinvert.invert`).
+        call: which call of a reused module (as in :func:`reprinvert.invert`).
+        track_best: return, per sample, the iterate with the lowest loss instead of the last one.
+        train: keep the model's training flags instead of switching to eval mode (buffers are restored anyway).
+        progress: show progress across layers (tqdm bars when installed, else a line per layer on stderr).
+
+    Returns:
+        A :class:`Sweep`: ``.rows`` (the table), ``.inversions``, ``.provenance``, ``.seconds``; ``str()`` is a
+        readable table and :mod:`reprinvert.report` writes figures and files.
+
+    Raises:
+        LayerNotFoundError: a listed layer is not part of the model.
+        TypeError, ValueError: a bad argument (an empty layer list, ``every`` out of range, ...).
+
+    Example:
+        >>> import torch, torch.nn as nn, reprinvert as ri
+        >>> model = nn.Sequential(nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 2))
+        >>> result = ri.sweep(model, torch.rand(3, 6), layers=["0", "2"], steps=5, progress=False)
+        >>> [row.layer for row in result.rows], result.provenance.seed
+        (['0', '2'], 0)
+    """
+    started = time.perf_counter()
+    options: dict[str, Any] = dict(
+        optimizer=optimizer, lr=lr, loss=loss, init=init, regularizers=regularizers, select=select, call=call,
+        track_best=track_best, train=train,
+    )
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r} ({type(seed).__name__})")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}; convert with torch.as_tensor(x)")
+    if x.dim() == 0 or x.shape[0] == 0:
+        raise ValueError(f"x has shape {tuple(x.shape)}: an empty batch; pass at least one sample, batch first")
+    base = get_recipe(recipe)
+    model = runnable(model)
+    start_name = resolve_layer(model, start)[0] if start is not None else None
+    names = _choose_layers(model, x, layers, every, start_name, model_kwargs)
+    modules = dict(model.named_modules())
+
+    bar = _LayerBar(names, progress)
+    rows: list[SweepRow] = []
+    inversions: list[Inversion] = []
+    try:
+        for k, name in enumerate(names):
+            bar.start(k)
+            inv = invert(
+                model, name, x, recipe=base, steps=steps, seed=seed, clamp=clamp, start=start_name, sigma=sigma,
+                data_range=data_range, model_kwargs=model_kwargs, progress=bar.inner, **options,
+            )
+            s = inv.metrics.summary()
+            per_sample_in = inv.original[0].numel()
+            rows.append(
+                SweepRow(
+                    layer=inv.layer,
+                    index=k,
+                    type=type(modules[name]).__name__,
+                    representation_shape=tuple(inv.target.shape),
+                    size_ratio=(inv.target[0].numel() if inv.target.dim() else 1) / max(per_sample_in, 1),
+                    **{key: s[key] for key, _ in METRICS},
+                    represents=s["represents"],
+                    seconds=inv.seconds,
+                    steps_run=inv.steps_run,
+                    stopped=inv.stopped,
+                )
+            )
+            inversions.append(inv)
+            bar.done()
+    finally:
+        bar.close()
+    rcp = inversions[0].recipe
+    provenance = Provenance(
+        reprinvert=_version(),
+        torch=torch.__version__,
+        python=platform.python_version(),
+        model=type(model).__name__,
+        input_shape=tuple(x.shape),
+        input_dtype=str(x.dtype),
+        device=str(x.device),
+        recipe=rcp.to_dict(),
+        seed=seed,
+        steps=rcp.steps,
+        options={
+            "layers": layers if layers is None or isinstance(layers, str) else repr(layers),
+            "every": every,
+            "clamp": None if clamp is None else list(clamp),
+            "start": start_name,
+            "sigma": sigma,
+            "data_range": data_range,
+            **{
+                k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
+                for k, v in options.items()
+                if v is not None
+            },
+        },
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
+    return Sweep(
+        rows=tuple(rows),
+        inversions=tuple(inversions),
+        original=x.detach().clone(),
+        provenance=provenance,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _version() -> str:
+    from ._version import __version__
+
+    return __version__
+

@@ -1,0 +1,235 @@
+"""The `layers`, `invert` and `sweep` commands: help, outputs, weights, and one-line errors for user mistakes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import reprinvert as ri
+from reprinvert._modelspec import ModelSpecError, load_model
+from reprinvert.cli import main
+
+MODEL_SOURCE = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            g = torch.Generator().manual_seed(0)
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.act = nn.ReLU()
+            self.down = nn.Conv2d(4, 4, 3, stride=2, padding=1)
+            with torch.no_grad():
+                for p in self.parameters():
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+        def forward(self, x):
+            return self.down(self.act(self.conv(x)))
+
+    def build():
+        return Net()
+
+    def broken():
+        raise RuntimeError("factory exploded")
+
+    def not_a_model():
+        return 42
+    """
+)
+
+
+def _one_error_line(err: str) -> str:
+    assert err.startswith("reprinvert: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> str:
+    path = tmp_path / "net_model.py"
+    path.write_text(MODEL_SOURCE)
+    return f"{path}:build"
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "imgs"
+    for name in ("rocket", "coffee"):
+        ri.data.save_image(ri.data.sample_image(name, size=8), folder / f"{name}.png")
+    return folder
+
+
+@pytest.mark.parametrize("command", ["layers", "invert", "sweep"])
+def test_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    top = capsys.readouterr().out
+    assert all(name in top for name in ("demo", "layers", "invert", "sweep"))
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: reprinvert {command}") and "MODEL_SPEC" in out and "--weights" in out
+    if command != "layers":
+        for option in ("--out", "--steps", "--recipe", "--seed", "--device", "--quiet", "--size", "IMAGES"):
+            assert option in out, option
+        assert "badger, default, mahendran-vedaldi" in out
+    else:
+        assert "--input-shape" in out and "--tokens" in out
+
+
+def test_layers_table(spec: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["layers", spec, "--input-shape", "2,3,8,8"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Net on input [2, 3, 8, 8]")
+    assert "conv" in out and "Tensor[2, 4, 4, 4]" in out and "down" in out
+
+
+def test_layers_module_spec_from_current_folder(tmp_path: Path, monkeypatch, capsys) -> None:
+    name = f"cwd_model_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(MODEL_SOURCE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    assert main(["layers", f"{name}:Net", "--input-shape", "1,3,4,4"]) == 0
+    assert "Net on input [1, 3, 4, 4]" in capsys.readouterr().out
+    assert str(tmp_path) not in sys.path  # the current folder was only added for the import
+    sys.modules.pop(name, None)
+
+
+def test_sweep_writes_report(spec: str, image_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    argv = ["sweep", spec, str(image_dir), "--steps", "2", "--seed", "3", "--out", str(out), "--recipe", "badger"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "m_g" in printed and str(out.resolve()) in printed
+    for name in ("grid.png", "metrics.csv", "samples.csv", "metrics.json", "report.html"):
+        assert (out / name).is_file(), name
+    data = json.loads((out / "metrics.json").read_text())
+    assert [r["layer"] for r in data["layers"]] == ["conv", "act", "down"]
+    prov = data["provenance"]
+    assert (prov["seed"], prov["steps"], prov["recipe"]["name"]) == (3, 2, "badger-cnn")
+    assert prov["input_shape"] == [2, 3, 8, 8]
+    assert prov["options"]["clamp"] == [0.0, 1.0]
+    with Image.open(out / "grid.png") as grid:
+        assert grid.size[0] > 4 * 8
+
+
+def test_sweep_layer_options_and_quiet(spec: str, image_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "q"
+    argv = ["sweep", spec, str(image_dir / "rocket.png"), "--layers", "down, conv", "--steps", "1", "--quiet",
+            "--out", str(out), "--no-clamp"]
+    assert main(argv) == 0
+    assert capsys.readouterr() == ("", "")
+    data = json.loads((out / "metrics.json").read_text())
+    assert [r["layer"] for r in data["layers"]] == ["down", "conv"] and data["provenance"]["options"]["clamp"] is None
+    assert main(["sweep", spec, str(image_dir), "--layers", "all", "--every", "2", "--steps", "1", "--quiet",
+                 "--out", str(out), "--size", "4"]) == 0
+    data = json.loads((out / "metrics.json").read_text())
+    assert [r["layer"] for r in data["layers"]] == ["act"] and data["provenance"]["input_shape"] == [2, 3, 4, 4]
+
+
+def test_invert_one_layer(spec: str, image_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "inv"
+    assert main(["invert", spec, str(image_dir), "--layer", "act", "--steps", "2", "--out", str(out), "--quiet"]) == 0
+    data = json.loads((out / "metrics.json").read_text())
+    assert [r["layer"] for r in data["layers"]] == ["act"] and len(data["per_sample"]) == 2
+
+
+def test_weights_state_dict(spec: str, tmp_path: Path) -> None:
+    model = load_model(spec)
+    trained = {k: torch.full_like(v, 0.5) for k, v in model.state_dict().items()}
+    path = tmp_path / "w.pt"
+    torch.save(trained, path)
+    loaded = load_model(spec, weights=path)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in trained.items())
+    assert not loaded.training
+    torch.save({"state_dict": trained, "epoch": 3}, tmp_path / "ckpt.pt")
+    assert torch.equal(load_model(spec, weights=tmp_path / "ckpt.pt").conv.weight, trained["conv.weight"])
+
+
+def test_safetensors(spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(b"not really")
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    with pytest.raises(ModelSpecError, match=r"needs the safetensors package \(pip install safetensors\)"):
+        load_model(spec, weights=path)
+    monkeypatch.undo()
+    st = pytest.importorskip("safetensors.torch")
+    model = load_model(spec)
+    st.save_file({k: torch.ones_like(v) for k, v in model.state_dict().items()}, str(path))
+    assert torch.equal(load_model(spec, weights=path).down.bias, torch.ones(4))
+
+
+def _bad_weights(tmp_path: Path) -> dict[str, Path]:
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "shapes.pt")
+    torch.save({"conv.weight": torch.zeros(4, 3, 3, 3)}, tmp_path / "partial.pt")
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"\x00garbage")
+    return {n: tmp_path / f"{n}.pt" for n in ("shapes", "partial", "list", "garbage")}
+
+
+def test_user_mistakes_one_line(spec: str, image_dir: Path, tmp_path: Path, capsys) -> None:
+    path = spec.rsplit(":", 1)[0]
+    img = str(image_dir / "rocket.png")
+    bad_image = tmp_path / "bad.png"
+    bad_image.write_text("not an image")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    weights = _bad_weights(tmp_path)
+    out = ["--out", str(tmp_path / "o"), "--steps", "1", "--quiet"]
+    cases = [
+        (["sweep", spec, str(tmp_path / "missing.png"), *out], "no image file at"),
+        (["sweep", spec, str(empty), *out], "no image files in folder"),
+        (["sweep", spec, str(bad_image), *out], f"cannot read image '{bad_image}'"),
+        (["sweep", "no_colon_here", img, *out], "MODEL_SPEC 'no_colon_here': expected module:factory"),
+        (["sweep", "no_such_pkg_xyz.models:build", img, *out], "cannot import module 'no_such_pkg_xyz.models'"),
+        (["sweep", f"{path}:nothing", img, *out], "has no attribute 'nothing'; callables in it: Net, broken, build"),
+        (["sweep", f"{path}:broken", img, *out], "calling broken() raised RuntimeError: factory exploded"),
+        (["sweep", f"{path}:not_a_model", img, *out], "not_a_model() returned a int, not a torch.nn.Module"),
+        (["sweep", str(tmp_path / "nope.py") + ":build", img, *out], "no Python file at"),
+        (["invert", spec, img, "--layer", "dwn", *out], "layer 'dwn' is not a layer of Net; closest: down"),
+        (["sweep", spec, img, "--layers", "conv,zzz", *out], "layer 'zzz' is not a layer of Net"),
+        (["sweep", spec, img, "--every", "9", *out], "every=9 is larger than the number of layers"),
+        (["sweep", spec, img, "--weights", str(tmp_path / "w.pt"), *out], "--weights: no file at"),
+        (["sweep", spec, img, "--weights", str(weights["partial"]), *out], "does not fit Net: keys 3 missing"),
+        (["sweep", spec, img, "--weights", str(weights["shapes"]), *out], "does not fit Net: size mismatch for conv"),
+        (["sweep", spec, img, "--weights", str(weights["list"]), *out], "does not hold a state dict"),
+        (["sweep", spec, img, "--weights", str(weights["garbage"]), *out], "cannot read a state dict"),
+        (["sweep", spec, img, "--grey", *out], "the model failed on the images"),
+        (["sweep", spec, img, "--device", "tpu9", *out], "--device 'tpu9'"),
+        (["sweep", spec, img, "--recipe", "fancy", *out], "unknown recipe 'fancy'; available: badger"),
+        (["invert", spec, img, *out], "the following arguments are required: --layer"),
+        (["sweep", spec, *out], "the following arguments are required: IMAGES"),
+        (["layers", spec, "--input-shape", "1,x"], "expected positive integers separated by commas"),
+        (["layers", spec, "--input-shape", "1,5,8,8"], "the model failed on an input of shape [1, 5, 8, 8]"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["sweep", spec, img, "--device", "cuda", *out], "CUDA is not available on this machine"))
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = _one_error_line(capsys.readouterr().err)
+        assert message in err, (argv, err)
+
+
+def test_no_traceback_in_a_real_process(spec: str, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "reprinvert", "sweep", spec, str(tmp_path / "nothing.png")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert "no image file at" in _one_error_line(done.stderr)
+
+
+def test_model_instance_spec(tmp_path: Path) -> None:
+    (tmp_path / "inst.py").write_text("from torch import nn\nmodel = nn.Linear(2, 2).train()\n")
+    model = load_model(f"{tmp_path / 'inst.py'}:model")
+    assert isinstance(model, nn.Linear) and not model.training

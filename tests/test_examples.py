@@ -1,0 +1,38 @@
+"""Every script in examples/ runs in smoke mode and writes its figure."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SCRIPTS = sorted(p for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
+
+
+def test_gallery_is_complete() -> None:
+    names = {p.stem for p in SCRIPTS}
+    assert {
+        "quickstart", "layer_sweep", "trained_vs_untrained", "unet_denoising", "copy_test", "token_inversion",
+        "own_model",
+    } <= names
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def test_example_smoke(script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setattr(sys, "argv", [str(script), "--smoke", "--out", str(tmp_path)])
+    runpy.run_path(str(script), run_name="__main__")
+    figure = tmp_path / f"{script.stem}.png"
+    assert figure.is_file(), f"{script.name} did not write {figure.name}"
+    with Image.open(figure) as img:
+        img.verify()
+    assert f"wrote {figure}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def test_example_documents_itself(script: Path) -> None:
+    text = script.read_text()
+    assert text.startswith('"""') and "--smoke" in text and f"{script.stem}.png" in text
