@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from conftest import HOOK_DICTS, SmallCNN, Snapshot, TokenModel, tensor_state
+from conftest import HOOK_DICTS, Shared, SmallCNN, Snapshot, TokenModel, tensor_state
 
 # ----------------------------------------------------------------------------------------------------------------
 # Ledger
@@ -321,16 +321,7 @@ class DataclassNet(nn.Module):
         return self.head(self.encoder(x).pooled)
 
 
-class SharedNet(nn.Module):
-    """y = lin(tanh(lin(x))) — one linear(4->4) used twice."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lin = nn.Linear(4, 4)
-        self.act = nn.Tanh()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin(self.act(self.lin(x)))
+SharedNet = Shared  # y = lin(tanh(lin(x))): one linear(4->4) used twice
 
 
 class KwargsBlock(nn.Module):
