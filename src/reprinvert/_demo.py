@@ -22,6 +22,7 @@ from torch import nn
 from ._version import __version__
 from .data import sample_image, save_grid
 from .invert import invert
+from .sweep import METRICS
 
 __all__ = ["LAYERS", "DemoCNN", "run_demo"]
 
@@ -65,14 +66,7 @@ class DemoCNN(nn.Module):
         return self.head(x.mean(dim=(2, 3)))
 
 
-_COLUMNS = (  # (key in metrics.json, table header)
-    ("embedding_distance", "m_g"),
-    ("reference_distance", "m_r"),
-    ("input_distance", "m_i"),
-    ("perturbation_distance", "||x'-x||"),
-    ("normalized_feature_error", "nfe"),
-    ("psnr", "psnr dB"),
-)
+_COLUMNS = METRICS  # (key in metrics.json, table header)
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
