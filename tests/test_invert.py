@@ -26,25 +26,31 @@ def relative(res: ri.Inversion) -> float:
     return float(res.metrics.relative_input_distance.max())
 
 
+# The default recipe's L1 data term (chosen for speed to about 1e-2, see docs/recipes.md) plateaus near 2e-3
+# relative; exact recovery is a job for the squared error, which these known-answer tests ask for explicitly.
+EXACT = {"loss": "mse"}
+
+
 def test_identity_layer_inverts_exactly() -> None:
     model = nn.Sequential(nn.Identity(), nn.Linear(12, 3))
     x = torch.rand(3, 12)
-    res = ri.invert(model, "0", x, steps=300)
+    res = ri.invert(model, "0", x, steps=300, **EXACT)
     assert relative(res) < 1e-3
     assert bool(res.metrics.represents.all())
 
 
-def test_identity_on_images_with_default_recipe() -> None:
+def test_identity_on_images() -> None:
     model = nn.Sequential(nn.Identity(), nn.Conv2d(3, 2, 3))
     x = torch.rand(2, 3, 8, 8)
-    res = ri.invert(model, "0", x)
+    res = ri.invert(model, "0", x, **EXACT)
     assert relative(res) < 1e-3
+    assert relative(ri.invert(model, "0", x)) < 1e-2  # the default recipe: fast to about 1e-2
 
 
 def test_orthogonal_linear_inverts_exactly() -> None:
     model = orthogonal_linear(16)
     x = torch.rand(4, 16)
-    res = ri.invert(model, "0", x, steps=300)
+    res = ri.invert(model, "0", x, steps=300, **EXACT)
     assert relative(res) < 1e-3
     assert res.input.shape == x.shape and res.input.dtype == x.dtype
 
@@ -168,8 +174,8 @@ def test_best_iterate_tracking() -> None:
     x = torch.rand(1, 4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ri.NonFiniteWarning)
-        res = ri.invert(model, "0", x, steps=5, optimizer="gd", lr=1e3, init="zeros")
-        last = ri.invert(model, "0", x, steps=5, optimizer="gd", lr=1e3, init="zeros", track_best=False)
+        res = ri.invert(model, "0", x, steps=5, optimizer="gd", lr=1e3, init="zeros", loss="mse")
+        last = ri.invert(model, "0", x, steps=5, optimizer="gd", lr=1e3, init="zeros", loss="mse", track_best=False)
     assert int(res.best_step[0]) == 0 and float(res.input.abs().max()) == 0.0
     assert float(last.input.abs().max()) > 1.0
 

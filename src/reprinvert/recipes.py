@@ -196,8 +196,21 @@ def mahendran_vedaldi(*, steps: int = 2100, restarts: int = 1, **changes: Any) -
 
 
 def default(**changes: Any) -> Recipe:
-    """The measured default (see ``benchmarks/recipes.py`` and ``docs/recipes.md``)."""
-    recipe = Recipe(name="default", steps=300, optimizer="adam", lr=0.05, lr_end=0.0, loss="mse", init="seed")
+    """The measured default: Adam, learning rate 0.3 decaying linearly to 0 over 300 steps, L1 data term.
+
+    Chosen by ``benchmarks/recipes.py`` (table and command in ``docs/recipes.md``): of 29 candidates (Adam over
+    learning rates, schedules and losses, L-BFGS, plain gradient descent, :func:`badger`, :func:`mahendran_vedaldi`),
+    it reached the lowest relative input distance ||x_g - x|| / ||x|| in an equal wall-clock budget on five
+    untrained models (a CNN at a shallow and a middle layer, a ResNet block, a wide MLP on flat vectors, a 1-D conv
+    net on signals): geometric mean 0.0115, every case within the sigma = 1/25 reference scale. It has no
+    image-only regularizer, so it runs on images, signals and flat vectors alike. Adam is invariant to the scale of
+    the loss, so the un-normalised L1 sum needs no ``loss_scale``; the learning rate is in input units (tuned on
+    images in [0, 1] and signals in [-1, 1]): for inputs of a very different spread, scale ``lr`` with it.
+    Starting point: the seed's N(0.7, 0.05^2); no clamping.
+
+    Any field can be changed with keyword arguments, e.g. ``default(steps=1000)`` or ``default(clamp=(0, 1))``.
+    """
+    recipe = Recipe(name="default", steps=300, optimizer="adam", lr=0.3, lr_end=0.0, loss="l1", init="seed")
     return recipe.replace(**changes) if changes else recipe
 
 
