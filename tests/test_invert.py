@@ -231,3 +231,17 @@ def test_model_kwargs_and_tuple_inputs() -> None:
     m = TwoIn()
     res = ri.invert(m, "", torch.rand(2, 3), steps=3, model_kwargs={"scale": 2.0})
     assert torch.allclose(res.target, m(res.original, scale=2.0).detach())
+
+
+def test_lbfgs_makes_progress_when_gradients_are_tiny() -> None:
+    """y = 1e-3 * Q x with Q orthogonal, MSE loss: gradients are ~1e-9, below torch L-BFGS's absolute curvature
+    threshold (y.s <= 1e-10 skips the update), so the loss must be rescaled for L-BFGS to find a step size."""
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(256, 256, generator=g))
+    lin = nn.Linear(256, 256, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(q * 1e-3)
+    x = torch.rand(2, 256, generator=g)
+    res = ri.invert(nn.Sequential(lin), "0", x, optimizer="lbfgs", lr=1.0, steps=20, loss="mse")
+    assert relative(res) < 1e-3
+    assert res.history["data"][0].sum() > res.history["data"][-1].sum()  # history stays in the loss's own units

@@ -523,9 +523,14 @@ def _optimise(
                 def closure(t: float = t, i: int = i, evaluated: list[torch.Tensor] = evaluated) -> torch.Tensor:
                     total = objective(t, i if not evaluated else None)  # history records the first evaluation
                     evaluated.append(total.detach())
-                    (grad,) = torch.autograd.grad(total.sum(), z)
+                    if "lbfgs_scale" not in state:
+                        # torch's L-BFGS skips curvature pairs with y.s <= 1e-10 (an absolute threshold), so a
+                        # loss whose gradients are tiny never gets a step size; it optimises loss / initial loss.
+                        state["lbfgs_scale"] = 1.0 / total.detach().sum().clamp_min(torch.finfo(total.dtype).tiny)
+                    scaled = total.sum() * state["lbfgs_scale"]
+                    (grad,) = torch.autograd.grad(scaled, z)
                     z.grad = grad
-                    return total.sum()
+                    return scaled
 
                 current_x = z.detach().clone()
                 lbfgs.step(closure)
