@@ -361,7 +361,7 @@ def invert(
                 best = run if best is None else _merge(best, run)
             assert best is not None
             # After a NaN the final iterate is not usable: the best finite one is returned whatever track_best.
-            keep_best = track_best or (best.stopped is not None and best.stopped.startswith("non-finite"))
+            keep_best = track_best or best.nonfinite
             result_x = best.best_x if keep_best else best.final_x
             best_step = best.best_step if keep_best else torch.full((batch,), best.steps_run)
 
@@ -425,6 +425,7 @@ class _Run:
     history: History
     steps_run: int
     stopped: str | None
+    nonfinite: bool  # a NaN/Inf ended the run: its final iterate is unusable
 
 
 def _merge(a: _Run, b: _Run) -> _Run:
@@ -441,6 +442,7 @@ def _merge(a: _Run, b: _Run) -> _Run:
         history=history,
         steps_run=max(a.steps_run, b.steps_run),
         stopped=a.stopped or b.stopped,
+        nonfinite=a.nonfinite or b.nonfinite,
     )
 
 
@@ -485,6 +487,7 @@ def _optimise(
     )
     bar = _progress_bar(steps, progress, restart)
     stopped: str | None = None
+    nonfinite = False
     steps_run = 0
 
     def objective(t: float, record: int | None) -> torch.Tensor:
@@ -511,6 +514,14 @@ def _optimise(
                     row[k] = p
                 row[-1] = total
         return total
+
+    def keep_if_better(total: torch.Tensor, finite: torch.Tensor, x: torch.Tensor, step: int) -> torch.Tensor:
+        """Per sample, remember ``x`` and ``step`` where ``total`` is finite and lower than the best so far."""
+        with torch.no_grad():
+            improved = finite & (total < best_loss)
+            best_loss.copy_(torch.where(improved, total, best_loss))
+            best_step.masked_fill_(improved, step)
+            return torch.where(improved.view(mask_shape), x, best_x)
 
     try:
         for i in range(steps):
@@ -540,11 +551,7 @@ def _optimise(
                 (grad,) = torch.autograd.grad(total.sum(), z)
                 current_x = z.detach()
             finite = torch.isfinite(total)
-            with torch.no_grad():
-                improved = finite & (total < best_loss)
-                best_loss = torch.where(improved, total.detach(), best_loss)
-                best_step = torch.where(improved, torch.full_like(best_step, i), best_step)
-                best_x = torch.where(improved.view(mask_shape), current_x, best_x)
+            best_x = keep_if_better(total.detach(), finite, current_x, i)
             if not bool(finite.all()):
                 bad = (~finite).nonzero().flatten().tolist()
                 stopped = (
@@ -552,6 +559,7 @@ def _optimise(
                     "(lower the learning rate, or add clamp=(0, 1))"
                 )
                 warnings.warn(f"invert stopped early: {stopped}", NonFiniteWarning, stacklevel=3)
+                nonfinite = True
                 break
             with torch.no_grad():
                 if lbfgs is None:
@@ -571,14 +579,11 @@ def _optimise(
             ):
                 stopped = f"callback asked to stop after step {i}"
                 break
-        if stopped is None or stopped.startswith("callback"):
+        if not nonfinite:
             # The iterate after the last update has not been scored yet.
             with torch.no_grad():
                 total = objective(1.0, None)
-                improved = torch.isfinite(total) & (total < best_loss)
-                best_loss = torch.where(improved, total, best_loss)
-                best_step = torch.where(improved, torch.full_like(best_step, steps_run), best_step)
-                best_x = torch.where(improved.view(mask_shape), z.detach(), best_x)
+            best_x = keep_if_better(total, torch.isfinite(total), z.detach(), steps_run)
     finally:
         if bar is not None:
             bar.close()
@@ -591,6 +596,7 @@ def _optimise(
         history=History(terms={n: hist[k] for k, n in enumerate(names)}, lr=lrs[:steps_run].float()),
         steps_run=steps_run,
         stopped=stopped,
+        nonfinite=nonfinite,
     )
 
 
