@@ -245,3 +245,44 @@ def test_lbfgs_makes_progress_when_gradients_are_tiny() -> None:
     res = ri.invert(nn.Sequential(lin), "0", x, optimizer="lbfgs", lr=1.0, steps=20, loss="mse")
     assert relative(res) < 1e-3
     assert res.history["data"][0].sum() > res.history["data"][-1].sum()  # history stays in the loss's own units
+
+
+class _OneSampleGoesNaN(nn.Module):
+    """A linear map whose output for sample 0 (only) becomes NaN from the ``at``-th forward pass on."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.at = at
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        y = self.lin(x)
+        if self.calls >= self.at:
+            y = torch.cat([y[:1] * float("nan"), y[1:]])
+        return y
+
+
+@pytest.mark.parametrize("at", [3, 40, 70])
+def test_deferred_nonfinite_check_equals_a_check_every_step(at: int) -> None:
+    """Without a callback the loop looks for a non-finite loss only every few steps (no host sync per step); the
+    result must be exactly that of checking every step (a callback forces that): same stop step, message, best
+    iterate and history, and the other sample's best iterate frozen at the stop."""
+    x = torch.rand(2, 4, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    deferred_model = _OneSampleGoesNaN(at)
+    every_model = _OneSampleGoesNaN(at)
+    every_model.load_state_dict(deferred_model.state_dict())
+    # the probe forward counts as one call: the loss of step k comes from call k + 2 (after the target forward)
+    with pytest.warns(ri.NonFiniteWarning, match=rf"non-finite loss at step {at - 2} for sample\(s\) \[0\]"):
+        deferred = ri.invert(deferred_model, "", x, steps=100, loss="mse")
+    with pytest.warns(ri.NonFiniteWarning, match=rf"non-finite loss at step {at - 2} for sample\(s\) \[0\]"):
+        every = ri.invert(every_model, "", x, steps=100, loss="mse", callback=lambda info: None)
+    assert deferred.steps_run == every.steps_run == at - 2
+    assert deferred.stopped == every.stopped
+    assert torch.equal(deferred.input, every.input)
+    assert torch.equal(deferred.best_step, every.best_step) and int(deferred.best_step.max()) <= at - 2
+    for term in deferred.history.terms:
+        assert torch.equal(deferred.history[term], every.history[term])
+    assert bool(torch.isfinite(deferred.input).all())

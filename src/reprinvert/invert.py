@@ -416,6 +416,15 @@ def _not_differentiable(layer: str, out: torch.Tensor, start: str | None) -> Out
     )
 
 
+def _finite(total: torch.Tensor) -> torch.Tensor:
+    """0-d bool tensor: every value is finite (v - v == 0 is False for NaN and +-Inf; cheaper than isfinite)."""
+    return ((total - total) == 0).all()
+
+
+# Steps between the loop's checks for a non-finite loss (each check synchronises with the device).
+_CHECK_EVERY = 32
+
+
 @dataclass
 class _Run:
     best_x: torch.Tensor
@@ -477,6 +486,7 @@ def _optimise(
     best_x = z.detach().clone()
     best_loss = torch.full((batch,), float("inf"), dtype=dtype, device=device)
     best_step = torch.zeros(batch, dtype=torch.long, device=device)
+    all_finite = torch.ones((), dtype=torch.bool, device=device)  # no non-finite loss seen yet
     mask_shape = (-1,) + (1,) * (z.dim() - 1)
     state: dict[str, torch.Tensor] = {}  # momentum of "sgd"
     adam = torch.optim.Adam([z], lr=rcp.lr) if rcp.optimizer == "adam" else None
@@ -486,6 +496,7 @@ def _optimise(
         else None
     )
     bar = _progress_bar(steps, progress, restart)
+    check_every = 1 if (callback is not None or bar is not None) else _CHECK_EVERY
     stopped: str | None = None
     nonfinite = False
     steps_run = 0
@@ -515,13 +526,23 @@ def _optimise(
                 row[-1] = total
         return total
 
-    def keep_if_better(total: torch.Tensor, finite: torch.Tensor, x: torch.Tensor, step: int) -> torch.Tensor:
-        """Per sample, remember ``x`` and ``step`` where ``total`` is finite and lower than the best so far."""
+    def keep_if_better(total: torch.Tensor, x: torch.Tensor, step: int) -> torch.Tensor:
+        """Per sample, remember ``x`` and ``step`` where ``total`` is lower than the best so far.
+
+        Nothing is taken once any loss has been non-finite (``all_finite`` is False): NaN compares False, and
+        the flag also stops +-Inf and every later step. No host synchronisation.
+        """
         with torch.no_grad():
-            improved = finite & (total < best_loss)
+            improved = (total < best_loss) & all_finite
             best_loss.copy_(torch.where(improved, total, best_loss))
             best_step.masked_fill_(improved, step)
             return torch.where(improved.view(mask_shape), x, best_x)
+
+    def first_nonfinite(upto: int) -> tuple[int, list[int]]:
+        """The first recorded step < ``upto`` with a non-finite total loss, and its non-finite samples."""
+        bad = ~torch.isfinite(history[:upto, -1])
+        first = int(bad.any(1).nonzero()[0, 0])
+        return first, bad[first].nonzero().flatten().tolist()
 
     try:
         for i in range(steps):
@@ -550,16 +571,21 @@ def _optimise(
                 total = objective(t, i)
                 (grad,) = torch.autograd.grad(total.sum(), z)
                 current_x = z.detach()
-            finite = torch.isfinite(total)
-            best_x = keep_if_better(total.detach(), finite, current_x, i)
-            if not bool(finite.all()):
-                bad = (~finite).nonzero().flatten().tolist()
+            with torch.no_grad():
+                all_finite &= _finite(total)
+            best_x = keep_if_better(total.detach(), current_x, i)
+            # The only host synchronisation of the loop, every ``check_every`` steps (every step when a callback or
+            # progress bar reads the loss anyway). A non-finite loss found here ends the run as if it had stopped
+            # at that step: the best iterate was frozen there by ``all_finite``.
+            if ((i + 1) % check_every == 0 or i == steps - 1) and not bool(all_finite):
+                at, bad = first_nonfinite(i + 1)
                 stopped = (
-                    f"non-finite loss at step {i} for sample(s) {bad}; kept the best finite iterate "
+                    f"non-finite loss at step {at} for sample(s) {bad}; kept the best finite iterate "
                     "(lower the learning rate, or add clamp=(0, 1))"
                 )
                 warnings.warn(f"invert stopped early: {stopped}", NonFiniteWarning, stacklevel=3)
                 nonfinite = True
+                steps_run = at
                 break
             with torch.no_grad():
                 if lbfgs is None:
@@ -583,7 +609,8 @@ def _optimise(
             # The iterate after the last update has not been scored yet.
             with torch.no_grad():
                 total = objective(1.0, None)
-            best_x = keep_if_better(total, torch.isfinite(total), z.detach(), steps_run)
+                all_finite &= _finite(total)
+            best_x = keep_if_better(total, z.detach(), steps_run)
     finally:
         if bar is not None:
             bar.close()

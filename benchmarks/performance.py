@@ -1,0 +1,580 @@
+"""How much an inversion costs next to the model itself: overhead, truncation, sweeps and memory.
+
+Every figure is a ratio of two things timed side by side in one run (interleaved, median over repeats):
+
+overhead    ``reprinvert.invert`` (default recipe: Adam, L1, linear lr decay) against the floor: a minimal
+            hand-written loop on a truncated copy of the model (``nn.Sequential`` of the modules up to the target
+            layer) with the same optimizer, loss and schedule, parameters frozen, no hooks, no bookkeeping.
+            Per-step cost is the slope between runs of S and 3S steps, so the fixed costs of a call (the target
+            forward, the metrics) do not count; the end-to-end ratio at 3S steps is reported too.
+truncation  ``reprinvert.invert`` against the usual user loop: a forward hook on the target layer, the whole model
+            run every step, ``loss.backward()``. Two user loops: parameters frozen (the fair comparison of
+            truncation alone) and parameters left trainable (how such loops are usually written; the backward then
+            also computes every parameter's gradient). Reported next to the ideal speed-up: FLOPs of one user-loop
+            step / FLOPs of one truncated step (convolutions and matrix products, counted by
+            ``torch.utils.flop_counter``), and the measured floor (user loop / hand-written truncated loop).
+sweep       ``reprinvert.sweep`` over L layers against L separate ``invert`` calls, and a batched alternative
+            measured here (all L inversions as one batch of L x B inputs, one forward per step to the deepest
+            layer), with the FLOP ratio that explains it.
+memory      peak memory of an inversion against one forward and backward of the truncated model (CPU: peak
+            resident set size above the baseline in fresh subprocesses; CUDA: ``torch.cuda.max_memory_allocated``),
+            and the growth of memory between step 100 and step 1000 of one inversion.
+
+Models (untrained, seeded; eval mode): a residual CNN (ResNet-18 layout at width 16: stem, 4 stages of 2 basic
+blocks, 32x32 inputs, batch 4) with targets layer1.0 (shallow), layer2.1 (middle) and layer4.1 (deep); a small
+vision transformer (4x4 patches of 32x32 images = 64 tokens, width 128, 8 pre-norm encoder blocks, batch 4) with
+targets blocks.1, blocks.3 and blocks.7; and, for the overhead only, a tiny residual CNN (width 8, 2 blocks, 16x16,
+batch 2) whose step takes about a millisecond, where per-step bookkeeping would show.
+
+Usage:
+    python benchmarks/performance.py                 # everything (about 15 minutes on 1 CPU thread)
+    python benchmarks/performance.py --only overhead truncation
+    python benchmarks/performance.py --quick         # smoke run: tiny models, 1 repeat
+    python benchmarks/performance.py --device cuda   # on a GPU
+Writes benchmarks/results/performance.json (or --out).
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import json
+import os
+import subprocess
+import sys
+from collections import OrderedDict
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _timing
+
+import reprinvert as ri
+
+SECTIONS = ("overhead", "truncation", "sweep", "memory")
+
+
+# -- models -------------------------------------------------------------------------------------------------------
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += self.shortcut(x)
+        return self.relu(out)
+
+
+def resnet(width: int = 32, blocks: tuple[int, ...] = (2, 2, 2, 2), seed: int = 0) -> nn.Sequential:
+    """ResNet-18 layout (basic blocks) for small images, as one nested ``nn.Sequential``."""
+    torch.manual_seed(seed)
+    layers: OrderedDict[str, nn.Module] = OrderedDict(
+        stem=nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+    )
+    cin = width
+    for k, n in enumerate(blocks):
+        cout = width * 2**k
+        layers[f"layer{k + 1}"] = nn.Sequential(*(BasicBlock(cin if j == 0 else cout, cout, 2 if (k and j == 0) else 1)
+                                                  for j in range(n)))
+        cin = cout
+    layers["head"] = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 10))
+    model = nn.Sequential(layers)
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so eval mode is not the identity
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+class Tokens(nn.Module):
+    """(B, D, H, W) patch embeddings -> (B, H*W, D) tokens plus a learned position embedding."""
+
+    def __init__(self, tokens: int, dim: int) -> None:
+        super().__init__()
+        self.pos = nn.Parameter(0.02 * torch.randn(1, tokens, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(2).transpose(1, 2) + self.pos
+
+
+class MeanPool(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(1)
+
+
+def vit(image: int = 64, patch: int = 8, dim: int = 128, depth: int = 8, seed: int = 0) -> nn.Sequential:
+    """A small vision transformer as one nested ``nn.Sequential``."""
+    torch.manual_seed(seed)
+    tokens = (image // patch) ** 2
+    block = nn.TransformerEncoderLayer(dim, nhead=4, dim_feedforward=4 * dim, dropout=0.0, batch_first=True,
+                                       norm_first=True)
+    return nn.Sequential(OrderedDict(
+        patch=nn.Conv2d(3, dim, patch, patch),
+        tokens=Tokens(tokens, dim),
+        blocks=nn.Sequential(*(copy.deepcopy(block) for _ in range(depth))),
+        head=nn.Sequential(nn.LayerNorm(dim), MeanPool(), nn.Linear(dim, 10)),
+    )).eval()
+
+
+def truncated(model: nn.Sequential, layer: str) -> nn.Sequential:
+    """The modules of a nested ``nn.Sequential`` that run up to and including ``layer``, as a new Sequential."""
+    head, _, rest = layer.partition(".")
+    kept: list[nn.Module] = []
+    for name, child in model.named_children():
+        if name != head:
+            kept.append(child)
+            continue
+        kept.append(truncated(child, rest) if rest else child)  # type: ignore[arg-type]
+        return nn.Sequential(*kept)
+    raise KeyError(layer)
+
+
+def images(batch: int, size: int, device: torch.device, seed: int = 0) -> torch.Tensor:
+    """Bundled photos (resized), repeated to the batch size."""
+    photos = ri.data.sample_images(size=size)
+    return photos[torch.arange(batch) % photos.shape[0]].to(device)
+
+
+# -- the loops compared ---------------------------------------------------------------------------------------------
+def _lr(i: int, steps: int, lr: float = 0.3) -> float:
+    return lr * (1.0 - i / steps)  # the default recipe's linear schedule
+
+
+def _initial(x: torch.Tensor) -> torch.Tensor:
+    g = torch.Generator(device=x.device).manual_seed(0)
+    return 0.7 + 0.05 * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
+
+
+def floor_loop(trunc: nn.Module, x: torch.Tensor, steps: int) -> torch.Tensor:
+    """The floor: Adam on the input of the truncated model, L1 loss, no hooks, no bookkeeping."""
+    with torch.no_grad():
+        target = trunc(x.clone())
+    z = _initial(x).requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=0.3)
+    for i in range(steps):
+        opt.param_groups[0]["lr"] = _lr(i, steps)
+        loss = (trunc(z) - target).abs().sum()
+        (z.grad,) = torch.autograd.grad(loss, z)
+        opt.step()
+    return z.detach()
+
+
+def user_loop(model: nn.Module, layer: nn.Module, x: torch.Tensor, steps: int) -> torch.Tensor:
+    """The usual hand-written inversion: a forward hook on the layer, the whole model every step, backward()."""
+    store: dict[str, torch.Tensor] = {}
+    handle = layer.register_forward_hook(lambda m, i, o: store.__setitem__("out", o))
+    try:
+        with torch.no_grad():
+            model(x.clone())
+            target = store["out"].clone()
+        z = _initial(x).requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=0.3)
+        for i in range(steps):
+            opt.param_groups[0]["lr"] = _lr(i, steps)
+            opt.zero_grad()
+            model(z)
+            loss = (store["out"] - target).abs().sum()
+            loss.backward()
+            opt.step()
+    finally:
+        handle.remove()
+    return z.detach()
+
+
+def library(model: nn.Module, layer: str, x: torch.Tensor, steps: int) -> torch.Tensor:
+    return ri.invert(model, layer, x, steps=steps).input
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    out = copy.deepcopy(model).eval()
+    for p in out.parameters():
+        p.requires_grad_(False)
+    return out
+
+
+def step_flops(fn: Callable[[], Any]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def _one_step_truncated(trunc: nn.Module, x: torch.Tensor) -> None:
+    z = x.clone().requires_grad_(True)
+    trunc(z).abs().sum().backward()  # (FlopCounterMode's backward hooks do not support autograd.grad)
+
+
+def _one_step_full(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> None:
+    store: dict[str, torch.Tensor] = {}
+    handle = layer.register_forward_hook(lambda m, i, o: store.__setitem__("out", o))
+    try:
+        z = x.clone().requires_grad_(True)
+        model(z)
+        store["out"].abs().sum().backward()
+    finally:
+        handle.remove()
+
+
+def slope(times: dict[str, list[float]], short: str, long: str, extra_steps: int) -> float:
+    """Seconds per step from the medians at two step counts."""
+    return (_timing.median(times[long]) - _timing.median(times[short])) / extra_steps
+
+
+# -- cases ----------------------------------------------------------------------------------------------------------
+def tiny_case(device: torch.device) -> dict[str, Any]:
+    """A model so small that a step costs about a millisecond: the per-step bookkeeping shows here."""
+    return dict(model="resnet-tiny", net=resnet(width=8, blocks=(1, 1), seed=0).to(device), x=images(2, 16, device),
+                targets=["layer2.0"], labels=["deep"])
+
+
+def cases(quick: bool, device: torch.device) -> list[dict[str, Any]]:
+    if quick:
+        net = resnet(width=8, blocks=(1, 1), seed=0).to(device)
+        tiny_vit = vit(image=16, patch=4, dim=16, depth=2).to(device)
+        return [
+            dict(model="resnet", net=net, x=images(2, 16, device), targets=["layer1.0", "layer2.0"],
+                 labels=["shallow", "deep"]),
+            dict(model="vit", net=tiny_vit, x=images(2, 16, device), targets=["blocks.0", "blocks.1"],
+                 labels=["shallow", "deep"]),
+        ]
+    return [
+        dict(model="resnet18-w16", net=resnet(16).to(device), x=images(4, 32, device),
+             targets=["layer1.0", "layer2.1", "layer4.1"], labels=["shallow", "middle", "deep"]),
+        dict(model="vit-d128x8", net=vit(image=32, patch=4).to(device), x=images(4, 32, device),
+             targets=["blocks.1", "blocks.3", "blocks.7"], labels=["shallow", "middle", "deep"]),
+    ]
+
+
+def describe_case(case: dict[str, Any]) -> str:
+    n = sum(p.numel() for p in case["net"].parameters())
+    return f"{case['model']} ({n / 1e6:.2f} M parameters), input {tuple(case['x'].shape)}"
+
+
+# -- sections -------------------------------------------------------------------------------------------------------
+def run_overhead_and_truncation(args: Any, device: torch.device, want: set[str]) -> dict[str, Any]:
+    steps = 4 if args.quick else 10
+    repeats = args.repeats or (1 if args.quick else 5)
+    rows_o, rows_t, out = [], [], []
+    for case in [*cases(args.quick, device), *([] if args.quick else [tiny_case(device)])]:
+        net, x = case["net"], case["x"]
+        trainable = copy.deepcopy(net).eval()  # parameters left requires_grad=True, as users usually leave them
+        frozen = frozen_copy(net)
+        modules = dict(net.named_modules())
+        for layer, label in zip(case["targets"], case["labels"]):
+            trunc = frozen_copy(truncated(net, layer))
+            variants: dict[str, Callable[[], Any]] = {}
+            for s in (steps, 3 * steps):
+                variants[f"floor@{s}"] = partial(floor_loop, trunc, x, s)
+                variants[f"reprinvert@{s}"] = partial(library, net, layer, x, s)
+                if "truncation" in want:
+                    variants[f"hook-frozen@{s}"] = partial(user_loop, frozen, dict(frozen.named_modules())[layer], x, s)
+                    variants[f"hook-trainable@{s}"] = partial(
+                        user_loop, trainable, dict(trainable.named_modules())[layer], x, s)
+            print(f"timing {case['model']} {layer} ({len(variants)} variants x {repeats} repeats) ...", flush=True)
+            times = _timing.interleaved(variants, repeats=repeats, device=device)
+            per = {name: slope(times, f"{name}@{steps}", f"{name}@{3 * steps}", 2 * steps)
+                   for name in {k.split("@")[0] for k in variants}}
+            flops_full = step_flops(partial(_one_step_full, frozen, dict(frozen.named_modules())[layer], x))
+            flops_trunc = step_flops(partial(_one_step_truncated, trunc, x))
+            row: dict[str, Any] = {
+                "model": case["model"], "layer": layer, "depth": label, "module": type(modules[layer]).__name__,
+                "seconds_per_step": per,
+                "overhead": per["reprinvert"] / per["floor"],
+                "overhead_end_to_end": _timing.paired_ratio(times, f"reprinvert@{3 * steps}", f"floor@{3 * steps}"),
+                "flops_full_step": flops_full, "flops_truncated_step": flops_trunc,
+                "times": times,
+            }
+            rows_o.append([case["model"], layer, label, per["floor"] * 1e3, per["reprinvert"] * 1e3, row["overhead"],
+                           row["overhead_end_to_end"]])
+            if "truncation" in want:
+                ideal_flops = flops_full / flops_trunc
+                ideal_measured = per["hook-frozen"] / per["floor"]
+                speedup = per["hook-frozen"] / per["reprinvert"]
+                row.update(
+                    ideal_flops=ideal_flops, ideal_measured=ideal_measured, speedup_vs_hook_frozen=speedup,
+                    speedup_vs_hook_trainable=per["hook-trainable"] / per["reprinvert"],
+                    speedup_over_ideal=speedup / ideal_flops,
+                )
+                rows_t.append([case["model"], layer, label, per["hook-trainable"] * 1e3, per["hook-frozen"] * 1e3,
+                               per["reprinvert"] * 1e3, row["speedup_vs_hook_trainable"], speedup, ideal_flops,
+                               ideal_measured, speedup / ideal_flops])
+            out.append(row)
+    print("\n## overhead: seconds per step, reprinvert.invert vs the hand-written truncated loop (the floor)")
+    text_o = _timing.print_table(
+        ["model", "layer", "depth", "floor ms/step", "reprinvert ms/step", "overhead", "end-to-end"], rows_o)
+    text_t = ""
+    if "truncation" in want:
+        print("\n## truncation: the usual hook loop (whole model every step) vs reprinvert.invert")
+        text_t = _timing.print_table(
+            ["model", "layer", "depth", "hook+params ms", "hook ms", "reprinvert ms", "speedup vs hook+params",
+             "speedup vs hook", "ideal (FLOPs)", "ideal (floor)", "speedup / ideal"], rows_t)
+    return {"steps": [steps, 3 * steps], "repeats": repeats, "rows": out, "table_overhead": text_o,
+            "table_truncation": text_t,
+            "models": [describe_case(c) for c in [*cases(args.quick, device), tiny_case(device)]]}
+
+
+def separate_inversions(model: nn.Module, layers: list[str], x: torch.Tensor, steps: int) -> list[ri.Inversion]:
+    return [ri.invert(model, name, x, steps=steps) for name in layers]
+
+
+def batched_sweep(model: nn.Module, layers: list[str], x: torch.Tensor, steps: int) -> torch.Tensor:
+    """All layers' inversions as one batch: copy k of x is matched at layers[k]; one forward per step, stopped at
+    the deepest layer (the alternative a batched sweep would implement)."""
+    L, B = len(layers), x.shape[0]
+    with ri.capture(model, layers, stop=True) as reps:
+        model(x.clone())
+    targets = [reps[name] for name in layers]
+    z = _initial(x).repeat(L, *([1] * (x.dim() - 1))).requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=0.3)
+    for i in range(steps):
+        opt.param_groups[0]["lr"] = _lr(i, steps)
+        with ri.capture(model, layers, grad=True, stop=True) as reps:
+            model(z)
+        loss = sum((reps[name][k * B:(k + 1) * B] - targets[k]).abs().sum() for k, name in enumerate(layers))
+        (z.grad,) = torch.autograd.grad(loss, z)
+        opt.step()
+    return z.detach()
+
+
+class _Stop(Exception):
+    pass
+
+
+def progressive_sweep(model: nn.Module, layers: list[str], x: torch.Tensor, steps: int) -> torch.Tensor:
+    """All layers' inversions in one forward per step without the wasted compute of ``batched_sweep``: copy k is
+    taken out of the batch at layers[k] (a forward hook returns the remaining rows), so each copy runs only up to
+    its own layer. Valid only when every later module sees nothing but its predecessor's output (no skip
+    connections around a target), as for the top-level stages of these two models."""
+    L, B = len(layers), x.shape[0]
+    with ri.capture(model, layers, stop=True) as reps:
+        model(x.clone())
+    targets = [reps[name] for name in layers]
+    modules = dict(model.named_modules())
+    store: dict[int, torch.Tensor] = {}
+
+    def hook_for(k: int) -> Callable[..., Any]:
+        def hook(module: nn.Module, args: Any, out: torch.Tensor) -> Any:
+            store[k] = out[:B]
+            if k == L - 1:
+                raise _Stop
+            return out[B:].clone()  # a separate tensor: in-place ops downstream must not touch store[k]
+
+        return hook
+
+    handles = [modules[name].register_forward_hook(hook_for(k)) for k, name in enumerate(layers)]
+    try:
+        z = _initial(x).repeat(L, *([1] * (x.dim() - 1))).requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=0.3)
+        for i in range(steps):
+            opt.param_groups[0]["lr"] = _lr(i, steps)
+            try:
+                model(z)
+            except _Stop:
+                pass
+            loss = sum((store[k] - targets[k]).abs().sum() for k in range(L))
+            (z.grad,) = torch.autograd.grad(loss, z)
+            opt.step()
+    finally:
+        for h in handles:
+            h.remove()
+    return z.detach()
+
+
+def run_sweep(args: Any, device: torch.device) -> dict[str, Any]:
+    steps = 4 if args.quick else 10
+    repeats = args.repeats or (1 if args.quick else 3)
+    rows, out = [], []
+    for case in cases(args.quick, device):
+        net, x = case["net"], case["x"]
+        frozen = frozen_copy(net)
+        layers = [name for name, _ in net.named_children() if name != "head"]
+        if case["model"].startswith("vit"):
+            layers = [f"blocks.{k}" for k in range(len(net.blocks))]
+        L = len(layers)
+        variants: dict[str, Callable[[], Any]] = {}
+        for s in (steps, 3 * steps):
+            variants[f"sweep@{s}"] = partial(ri.sweep, net, x, layers=layers, steps=s, progress=False)
+            variants[f"separate@{s}"] = partial(separate_inversions, net, layers, x, s)
+            variants[f"batched@{s}"] = partial(batched_sweep, frozen, layers, x, s)
+            variants[f"progressive@{s}"] = partial(progressive_sweep, frozen, layers, x, s)
+        print(f"timing sweep of {case['model']} over {L} layers ...", flush=True)
+        times = _timing.interleaved(variants, repeats=repeats, device=device)
+        per = {name: slope(times, f"{name}@{steps}", f"{name}@{3 * steps}", 2 * steps)
+               for name in ("sweep", "separate", "batched", "progressive")}
+        separate_flops = sum(step_flops(partial(_one_step_truncated, frozen_copy(truncated(net, name)), x))
+                             for name in layers)
+        big = x.repeat(L, *([1] * (x.dim() - 1)))
+        batched_flops = step_flops(partial(_one_step_truncated, frozen_copy(truncated(net, layers[-1])), big))
+        row = {
+            "model": case["model"], "layers": layers, "seconds_per_step": per,
+            "sweep_speedup": per["separate"] / per["sweep"],
+            "sweep_speedup_end_to_end": _timing.paired_ratio(times, f"separate@{3 * steps}", f"sweep@{3 * steps}"),
+            "batched_speedup": per["separate"] / per["batched"],
+            "progressive_speedup": per["separate"] / per["progressive"],
+            "flops_separate_step": separate_flops, "flops_batched_step": batched_flops,
+            "batched_flop_ratio": separate_flops / batched_flops, "times": times,
+        }
+        out.append(row)
+        rows.append([case["model"], L, per["separate"] * 1e3, per["sweep"] * 1e3, row["sweep_speedup"],
+                     row["sweep_speedup_end_to_end"], row["batched_speedup"], row["batched_flop_ratio"],
+                     row["progressive_speedup"]])
+    print("\n## sweep: L layers with reprinvert.sweep vs L separate invert calls, and two batched alternatives")
+    text = _timing.print_table(
+        ["model", "L", "separate ms/step", "sweep ms/step", "sweep speedup", "end-to-end", "batched speedup",
+         "batched FLOP ratio", "progressive speedup"], rows)
+    return {"steps": [steps, 3 * steps], "repeats": repeats, "rows": out, "table": text}
+
+
+# -- memory ---------------------------------------------------------------------------------------------------------
+def _status_bytes(key: str) -> int:
+    """VmRSS / VmHWM of this process from /proc/self/status, in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{key} not in /proc/self/status")
+
+
+def _reset_peak_rss() -> int:
+    """Give freed heap back to the OS, reset the peak resident set size (Linux clear_refs 5); return VmRSS."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_bytes("VmRSS")
+
+
+def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run in a fresh process: build the case, then either one forward+backward of the truncated model or one
+    inversion; report the peak memory above the state after set-up."""
+    torch.set_num_threads(1)
+    device = torch.device(spec["device"])
+    case = next(c for c in cases(spec["quick"], device) if c["model"] == spec["model"])
+    net, x, layer = case["net"], case["x"], spec["layer"]
+    trunc = frozen_copy(truncated(net, layer))
+    # The same warm-up in both kinds of child, so one-time library set-up (kernel caches, lazy imports, thread
+    # pools) is not counted as memory of either.
+    _one_step_truncated(trunc, x)
+    ri.invert(net, layer, x, steps=2)
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _reset_peak_rss()
+    marks: dict[int, int] = {}
+    if spec["what"] == "forward-backward":
+        _one_step_truncated(trunc, x)
+    else:
+        def mark(info: ri.StepInfo) -> None:
+            if (info.step + 1) % 100 == 0:
+                gc.collect()
+                marks[info.step + 1] = (torch.cuda.memory_allocated() if device.type == "cuda"
+                                        else _status_bytes("VmRSS"))
+
+        ri.invert(net, layer, x, steps=spec["steps"], callback=mark if spec.get("marks") else None)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = _status_bytes("VmHWM") - base
+    return {"peak_bytes": peak, "marks": marks}
+
+
+def _child(spec: dict[str, Any]) -> dict[str, Any]:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, __file__, "--memory-child", json.dumps(spec)], capture_output=True,
+                          text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory child failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_memory(args: Any, device: torch.device) -> dict[str, Any]:
+    repeats = 1 if args.quick else 3
+    steps = 20 if args.quick else 50
+    long_steps = 200 if args.quick else 1000
+    rows, out = [], []
+    for case in cases(args.quick, device):
+        for layer, label in zip(case["targets"], case["labels"]):
+            base = dict(model=case["model"], layer=layer, device=str(device), quick=args.quick)
+            fb = [_child({**base, "what": "forward-backward"})["peak_bytes"] for _ in range(repeats)]
+            inv = [_child({**base, "what": "invert", "steps": steps})["peak_bytes"] for _ in range(repeats)]
+            ratio = _timing.median(inv) / max(_timing.median(fb), 1)
+            row = {"model": case["model"], "layer": layer, "depth": label, "forward_backward_bytes": fb,
+                   "invert_bytes": inv, "peak_ratio": ratio}
+            out.append(row)
+            rows.append([case["model"], layer, label, _timing.median(fb) / 2**20, _timing.median(inv) / 2**20, ratio])
+    print("\n## memory: peak of an inversion vs one forward+backward of the truncated model (MiB above baseline)")
+    text = _timing.print_table(["model", "layer", "depth", "fwd+bwd MiB", "invert MiB", "ratio"], rows)
+    # growth over a long run, on the middle (or last) target of the first model
+    case = cases(args.quick, device)[0]
+    layer = case["targets"][len(case["targets"]) // 2]
+    marks = _child(dict(model=case["model"], layer=layer, device=str(device), quick=args.quick, what="invert",
+                        steps=long_steps, marks=True))["marks"]
+    marks = {int(k): v for k, v in marks.items()}
+    first, last = min(marks), max(marks)
+    growth = marks[last] - marks[first]
+    print(f"\nmemory growth of {case['model']} {layer} between step {first} and step {last}: "
+          f"{growth / 2**20:+.2f} MiB ({'CUDA allocated' if device.type == 'cuda' else 'resident set'})")
+    return {"rows": out, "table": text, "steps": steps, "repeats": repeats,
+            "growth": {"model": case["model"], "layer": layer, "marks": marks, "from_step": first, "to_step": last,
+                       "growth_bytes": growth}}
+
+
+# -- main -----------------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = _timing.parser(__doc__.split("\n")[0])
+    p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
+    p.add_argument("--memory-child", help=argparse_suppress(), default=None)
+    args = p.parse_args(argv)
+    if args.memory_child:
+        print(json.dumps(memory_child(json.loads(args.memory_child))))
+        return {}
+    device = _timing.setup(args)
+    want = set(args.only)
+    info = _timing.machine(device)
+    print(f"machine: {info['device_name']} ({info['device']}), torch {info['torch']}, {info['torch_threads']} "
+          f"thread(s)", flush=True)
+    payload: dict[str, Any] = {"machine": info, "quick": args.quick}
+    if want & {"overhead", "truncation"}:
+        payload["overhead_truncation"] = run_overhead_and_truncation(args, device, want)
+    if "sweep" in want:
+        payload["sweep"] = run_sweep(args, device)
+    if "memory" in want:
+        payload["memory"] = run_memory(args, device)
+    _timing.write_json("performance", payload, args.out)
+    return payload
+
+
+def argparse_suppress() -> str:
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""benchmarks/performance.py: the loops it compares do the same work, and a tiny run writes sane JSON.
+
+Nothing here is about speed (no timing thresholds in unit tests); the figures come from running the script.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import reprinvert as ri
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "performance.py"
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def perf():
+    sys.path.insert(0, str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("benchmarks_performance", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+    sys.path.remove(str(SCRIPT.parent))
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_truncated_copy_computes_the_layer(perf, which: int) -> None:
+    case = perf.cases(True, CPU)[which]
+    for layer in case["targets"]:
+        trunc = perf.truncated(case["net"], layer)
+        with torch.no_grad():
+            got = trunc(case["x"].clone())
+        torch.testing.assert_close(got, ri.represent(case["net"], layer, case["x"]), rtol=0, atol=0)
+
+
+def test_floor_and_user_loops_do_the_library_s_work(perf) -> None:
+    """The floor, the hook loop and reprinvert.invert (default recipe, last iterate) reach the same input."""
+    case = perf.cases(True, CPU)[0]
+    net, x, layer = case["net"], case["x"], case["targets"][-1]
+    floor = perf.floor_loop(perf.frozen_copy(perf.truncated(net, layer)), x, 6)
+    frozen = perf.frozen_copy(net)
+    hook = perf.user_loop(frozen, dict(frozen.named_modules())[layer], x, 6)
+    lib = ri.invert(net, layer, x, steps=6, track_best=False).input
+    torch.testing.assert_close(hook, floor, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(lib, floor, rtol=1e-5, atol=1e-5)
+
+
+def test_batched_sweep_prototypes_equal_separate_inversions(perf) -> None:
+    case = perf.cases(True, CPU)[0]
+    net, x = perf.frozen_copy(case["net"]), case["x"]
+    layers = ["stem", "layer1", "layer2"]
+    batched = perf.batched_sweep(net, layers, x, 4)
+    progressive = perf.progressive_sweep(net, layers, x, 4)
+    b = x.shape[0]
+    for k, layer in enumerate(layers):
+        alone = perf.floor_loop(perf.frozen_copy(perf.truncated(net, layer)), x, 4)
+        torch.testing.assert_close(batched[k * b:(k + 1) * b], alone, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(progressive[k * b:(k + 1) * b], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_flop_counts_see_the_truncation(perf) -> None:
+    case = perf.cases(True, CPU)[0]
+    net, x = perf.frozen_copy(case["net"]), case["x"]
+    shallow, deep = case["targets"]
+    modules = dict(net.named_modules())
+    full = perf.step_flops(lambda: perf._one_step_full(net, modules[shallow], x))
+    full_deep = perf.step_flops(lambda: perf._one_step_full(net, modules[deep], x))
+    trunc = perf.step_flops(lambda: perf._one_step_truncated(perf.truncated(net, shallow), x))
+    trunc_deep = perf.step_flops(lambda: perf._one_step_truncated(perf.truncated(net, deep), x))
+    assert 0 < trunc < full < full_deep
+    assert trunc_deep <= full_deep  # only the head is skipped
+
+
+def test_memory_child_reports_a_peak(perf) -> None:
+    spec = dict(model="resnet", layer="layer2.0", device="cpu", quick=True)
+    fb = perf.memory_child({**spec, "what": "forward-backward"})
+    inv = perf.memory_child({**spec, "what": "invert", "steps": 200, "marks": True})
+    assert fb["peak_bytes"] >= 0 and inv["peak_bytes"] >= 0
+    assert sorted(inv["marks"]) == [100, 200]
+
+
+def test_quick_run_writes_json(perf, tmp_path: Path) -> None:
+    out = tmp_path / "perf.json"
+    payload = perf.main(["--quick", "--only", "overhead", "--repeats", "1", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["machine"]["device"] == "cpu" and saved["quick"] is True
+    rows = saved["overhead_truncation"]["rows"]
+    assert [r["layer"] for r in rows] == [t for c in perf.cases(True, CPU) for t in c["targets"]]
+    for row in rows:
+        assert math.isfinite(row["overhead_end_to_end"]) and row["overhead_end_to_end"] > 0
+        assert set(row["seconds_per_step"]) == {"floor", "reprinvert"}
+    assert payload["overhead_truncation"]["table_overhead"].startswith("model")

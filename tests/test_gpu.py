@@ -1,0 +1,84 @@
+"""GPU checks: the same inversions, sweeps and training on CUDA as on the CPU, and no host syncs per step.
+
+Skipped on machines without CUDA (the CI machine has none); run them with ``python -m pytest tests/test_gpu.py``
+on a GPU machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import reprinvert as ri
+from reprinvert.models import ConvAutoencoder
+from reprinvert.train import train
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _cnn() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1, stride=2),
+        nn.ReLU(), nn.Flatten(), nn.Linear(32 * 8 * 8, 10),
+    ).double().eval()
+
+
+def _x() -> torch.Tensor:
+    return torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+def test_invert_on_cuda_matches_cpu() -> None:
+    """float64 on both devices, the same starting tensor: the inversions agree to round-off."""
+    model, x = _cnn(), _x()
+    init = torch.full_like(x, 0.5)
+    cpu = ri.invert(model, "3", x, steps=60, loss="mse", init=init)
+    gpu_model = copy.deepcopy(model).cuda()
+    gpu = ri.invert(gpu_model, "3", x.cuda(), steps=60, loss="mse", init=init.cuda())
+    assert gpu.input.device.type == "cuda" and gpu.target.device.type == "cuda"
+    torch.testing.assert_close(gpu.input.cpu(), cpu.input, rtol=1e-6, atol=1e-6)
+    # (the reference perturbation x' is drawn from each device's own generator, so m_r differs by design)
+    for key in ("input_distance", "embedding_distance", "normalized_feature_error", "psnr"):
+        assert gpu.metrics.summary()[key] == pytest.approx(cpu.metrics.summary()[key], rel=1e-4, abs=1e-8), key
+
+
+def test_sweep_on_cuda_matches_cpu() -> None:
+    model, x = _cnn(), _x()
+    init = torch.full_like(x, 0.5)
+    cpu = ri.sweep(model, x, layers=["0", "3"], steps=30, loss="mse", init=init, progress=False)
+    gpu = ri.sweep(copy.deepcopy(model).cuda(), x.cuda(), layers=["0", "3"], steps=30, loss="mse", init=init.cuda(),
+                   progress=False)
+    assert gpu.provenance.device.startswith("cuda")
+    for a, b in zip(cpu.rows, gpu.rows):
+        assert b.input_distance == pytest.approx(a.input_distance, rel=1e-4, abs=1e-8)
+
+
+def test_no_host_sync_per_inversion_step() -> None:
+    """The loop synchronises with the GPU only every few steps: the count of synchronising calls does not grow
+    with the number of steps (torch.cuda.set_sync_debug_mode reports each one)."""
+    model = _cnn().float().cuda()
+    x = _x().float().cuda()
+
+    def syncs(steps: int) -> int:
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                ri.invert(model, "3", x, steps=steps)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in caught)
+
+    # 64 more steps add at most the two periodic checks that fall in them
+    assert syncs(96) - syncs(32) <= 2
+
+
+def test_train_on_cuda() -> None:
+    ae = ConvAutoencoder(channels=(4, 8))
+    data = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    result = train(ae, data, epochs=2, batch_size=8, progress=False, device="cuda")
+    assert next(ae.parameters()).device.type == "cuda" and result.steps == 4
