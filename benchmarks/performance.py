@@ -233,9 +233,19 @@ def _one_step_full(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> None:
         handle.remove()
 
 
-def slope(times: dict[str, list[float]], short: str, long: str, extra_steps: int) -> float:
-    """Seconds per step from the medians at two step counts."""
-    return (_timing.median(times[long]) - _timing.median(times[short])) / extra_steps
+def slopes(times: dict[str, list[float]], name: str, steps: int) -> list[float]:
+    """Seconds per step of each round: (time of the 3S-step run - time of the S-step run) / 2S. Both runs of a
+    round ran close together, so slow phases of a shared machine fall on both."""
+    return [(b - a) / (2 * steps) for a, b in zip(times[f"{name}@{steps}"], times[f"{name}@{3 * steps}"])]
+
+
+def per_step(times: dict[str, list[float]], names: Any, steps: int) -> dict[str, float]:
+    return {name: _timing.median(slopes(times, name, steps)) for name in names}
+
+
+def step_ratio(times: dict[str, list[float]], num: str, den: str, steps: int) -> float:
+    """Median over rounds of the ratio of per-step costs (each round's slopes measured side by side)."""
+    return _timing.median([a / b for a, b in zip(slopes(times, num, steps), slopes(times, den, steps))])
 
 
 # -- cases ----------------------------------------------------------------------------------------------------------
@@ -270,7 +280,7 @@ def describe_case(case: dict[str, Any]) -> str:
 
 # -- sections -------------------------------------------------------------------------------------------------------
 def run_overhead_and_truncation(args: Any, device: torch.device, want: set[str]) -> dict[str, Any]:
-    steps = 4 if args.quick else 10
+    steps = 4 if args.quick else 20
     repeats = args.repeats or (1 if args.quick else 5)
     rows_o, rows_t, out = [], [], []
     for case in [*cases(args.quick, device), *([] if args.quick else [tiny_case(device)])]:
@@ -290,14 +300,13 @@ def run_overhead_and_truncation(args: Any, device: torch.device, want: set[str])
                         user_loop, trainable, dict(trainable.named_modules())[layer], x, s)
             print(f"timing {case['model']} {layer} ({len(variants)} variants x {repeats} repeats) ...", flush=True)
             times = _timing.interleaved(variants, repeats=repeats, device=device)
-            per = {name: slope(times, f"{name}@{steps}", f"{name}@{3 * steps}", 2 * steps)
-                   for name in {k.split("@")[0] for k in variants}}
+            per = per_step(times, {k.split("@")[0] for k in variants}, steps)
             flops_full = step_flops(partial(_one_step_full, frozen, dict(frozen.named_modules())[layer], x))
             flops_trunc = step_flops(partial(_one_step_truncated, trunc, x))
             row: dict[str, Any] = {
                 "model": case["model"], "layer": layer, "depth": label, "module": type(modules[layer]).__name__,
                 "seconds_per_step": per,
-                "overhead": per["reprinvert"] / per["floor"],
+                "overhead": step_ratio(times, "reprinvert", "floor", steps),
                 "overhead_end_to_end": _timing.paired_ratio(times, f"reprinvert@{3 * steps}", f"floor@{3 * steps}"),
                 "flops_full_step": flops_full, "flops_truncated_step": flops_trunc,
                 "times": times,
@@ -306,11 +315,11 @@ def run_overhead_and_truncation(args: Any, device: torch.device, want: set[str])
                            row["overhead_end_to_end"]])
             if "truncation" in want:
                 ideal_flops = flops_full / flops_trunc
-                ideal_measured = per["hook-frozen"] / per["floor"]
-                speedup = per["hook-frozen"] / per["reprinvert"]
+                ideal_measured = step_ratio(times, "hook-frozen", "floor", steps)
+                speedup = step_ratio(times, "hook-frozen", "reprinvert", steps)
                 row.update(
                     ideal_flops=ideal_flops, ideal_measured=ideal_measured, speedup_vs_hook_frozen=speedup,
-                    speedup_vs_hook_trainable=per["hook-trainable"] / per["reprinvert"],
+                    speedup_vs_hook_trainable=step_ratio(times, "hook-trainable", "reprinvert", steps),
                     speedup_over_ideal=speedup / ideal_flops,
                 )
                 rows_t.append([case["model"], layer, label, per["hook-trainable"] * 1e3, per["hook-frozen"] * 1e3,
@@ -417,18 +426,17 @@ def run_sweep(args: Any, device: torch.device) -> dict[str, Any]:
             variants[f"progressive@{s}"] = partial(progressive_sweep, frozen, layers, x, s)
         print(f"timing sweep of {case['model']} over {L} layers ...", flush=True)
         times = _timing.interleaved(variants, repeats=repeats, device=device)
-        per = {name: slope(times, f"{name}@{steps}", f"{name}@{3 * steps}", 2 * steps)
-               for name in ("sweep", "separate", "batched", "progressive")}
+        per = per_step(times, ("sweep", "separate", "batched", "progressive"), steps)
         separate_flops = sum(step_flops(partial(_one_step_truncated, frozen_copy(truncated(net, name)), x))
                              for name in layers)
         big = x.repeat(L, *([1] * (x.dim() - 1)))
         batched_flops = step_flops(partial(_one_step_truncated, frozen_copy(truncated(net, layers[-1])), big))
         row = {
             "model": case["model"], "layers": layers, "seconds_per_step": per,
-            "sweep_speedup": per["separate"] / per["sweep"],
+            "sweep_speedup": step_ratio(times, "separate", "sweep", steps),
             "sweep_speedup_end_to_end": _timing.paired_ratio(times, f"separate@{3 * steps}", f"sweep@{3 * steps}"),
-            "batched_speedup": per["separate"] / per["batched"],
-            "progressive_speedup": per["separate"] / per["progressive"],
+            "batched_speedup": step_ratio(times, "separate", "batched", steps),
+            "progressive_speedup": step_ratio(times, "separate", "progressive", steps),
             "flops_separate_step": separate_flops, "flops_batched_step": batched_flops,
             "batched_flop_ratio": separate_flops / batched_flops, "times": times,
         }

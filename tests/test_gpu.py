@@ -82,3 +82,11 @@ def test_train_on_cuda() -> None:
     data = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     result = train(ae, data, epochs=2, batch_size=8, progress=False, device="cuda")
     assert next(ae.parameters()).device.type == "cuda" and result.steps == 4
+
+
+def test_cpu_training_leaves_the_cuda_rng_alone() -> None:
+    torch.cuda.init()
+    before = torch.cuda.get_rng_state_all()
+    data = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    train(ConvAutoencoder(channels=(4, 8)), data, epochs=1, batch_size=8, progress=False, device="cpu", seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(before, torch.cuda.get_rng_state_all()))

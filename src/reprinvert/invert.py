@@ -488,8 +488,7 @@ def _optimise(
     best_step = torch.zeros(batch, dtype=torch.long, device=device)
     all_finite = torch.ones((), dtype=torch.bool, device=device)  # no non-finite loss seen yet
     mask_shape = (-1,) + (1,) * (z.dim() - 1)
-    state: dict[str, torch.Tensor] = {}  # momentum of "sgd"
-    adam = torch.optim.Adam([z], lr=rcp.lr) if rcp.optimizer == "adam" else None
+    state: dict[str, torch.Tensor] = {}  # momentum of "sgd", moments of "adam"
     lbfgs = (
         torch.optim.LBFGS([z], lr=rcp.lr, max_iter=1, history_size=20, line_search_fn="strong_wolfe")
         if rcp.optimizer == "lbfgs"
@@ -589,7 +588,7 @@ def _optimise(
                 break
             with torch.no_grad():
                 if lbfgs is None:
-                    _update(rcp, z, grad, lr_i, i, adam, state)
+                    _update(rcp, z, grad, lr_i, i, state)
                 for r in posts:
                     new = r.after_step(z, t)
                     if new is not None:
@@ -633,7 +632,6 @@ def _update(
     grad: torch.Tensor,
     lr: float,
     step: int,
-    adam: torch.optim.Optimizer | None,
     state: dict[str, torch.Tensor],
 ) -> None:
     """One in-place update of ``z`` (under no_grad)."""
@@ -645,11 +643,28 @@ def _update(
         v = state["velocity"].mul_(rcp.momentum).sub_(grad, alpha=lr)
         z.add_(v)
     else:
-        assert adam is not None
-        adam.param_groups[0]["lr"] = lr
-        z.grad = grad
-        adam.step()
-        z.grad = None
+        _adam(z, grad, lr, step + 1, state)
+
+
+_ADAM_BETAS = (0.9, 0.999)
+_ADAM_EPS = 1e-8
+
+
+def _adam(z: torch.Tensor, grad: torch.Tensor, lr: float, t: int, state: dict[str, torch.Tensor]) -> None:
+    """Adam's update of ``z`` at step ``t`` (1-based), written out as ``torch.optim.Adam`` computes it on the CPU
+    (its single-tensor path, default betas and eps): the same numbers, without constructing a torch optimizer,
+    whose first construction in a process imports ``torch._dynamo`` (seconds)."""
+    beta1, beta2 = _ADAM_BETAS
+    if "exp_avg" not in state:
+        state["exp_avg"] = torch.zeros_like(z, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(z, memory_format=torch.preserve_format)
+    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+    exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    bias_correction1 = 1 - beta1**t
+    bias_correction2_sqrt = (1 - beta2**t) ** 0.5
+    denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(_ADAM_EPS)
+    z.addcdiv_(exp_avg, denom, value=-(lr / bias_correction1))
 
 
 def _progress_bar(steps: int, progress: bool, restart: int) -> Any:

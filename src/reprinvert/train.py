@@ -180,7 +180,12 @@ def train(
     started = time.perf_counter()
     try:
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            torch.manual_seed(seed)
+            # Seed only the generators fork_rng restores (torch.manual_seed would reseed every CUDA device too,
+            # or queue a seed for CUDA's lazy start, and leave them changed).
+            torch.default_generator.manual_seed(seed)
+            if dev.type == "cuda":
+                with torch.cuda.device(dev):
+                    torch.cuda.manual_seed(seed)
             for epoch in range(1, epochs + 1):
                 t0 = time.perf_counter()
                 model.train()
@@ -192,15 +197,16 @@ def train(
                     inp = corrupt(clean, g_dev).detach() if corrupt is not None else clean
                     target = targets[idx].to(dev) if targets is not None else clean
                     batch_loss = _loss(loss, model(inp), target)
-                    if not torch.isfinite(batch_loss):
+                    batch_value = float(batch_loss.detach())  # the step's one host synchronisation
+                    if not math.isfinite(batch_value):
                         raise ValueError(
-                            f"the training loss became {float(batch_loss)} at epoch {epoch}, step {steps}; lower lr "
-                            f"(now {lr})"
+                            f"the training loss became {batch_value} at epoch {epoch}, step {steps}; "
+                            f"lower lr (now {lr})"
                         )
                     opt.zero_grad(set_to_none=True)
                     batch_loss.backward()
                     opt.step()
-                    losses.append(float(batch_loss.detach()))
+                    losses.append(batch_value)
                     steps += 1
                     if bar is not None:
                         bar.update(1)
