@@ -16,6 +16,10 @@ truncation  ``reprinvert.invert`` against the usual user loop: a forward hook on
 sweep       ``reprinvert.sweep`` over L layers against L separate ``invert`` calls, and a batched alternative
             measured here (all L inversions as one batch of L x B inputs, one forward per step to the deepest
             layer), with the FLOP ratio that explains it.
+layout      channels-last and ``torch.compile``: the floor loop in each form and ``invert`` on a channels-last model,
+            with the compile time and the steps after which compiling would pay.
+cold start  the first 5-step inversion in a fresh process, reprinvert against the floor (which builds a
+            ``torch.optim.Adam`` as hand-written loops do).
 memory      peak memory of an inversion against one forward and backward of the truncated model (CPU: peak
             resident set size above the baseline in fresh subprocesses; CUDA: ``torch.cuda.max_memory_allocated``),
             and the growth of memory between step 100 and step 1000 of one inversion.
@@ -42,6 +46,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
@@ -58,7 +63,7 @@ import _timing
 
 import reprinvert as ri
 
-SECTIONS = ("overhead", "truncation", "sweep", "memory")
+SECTIONS = ("overhead", "truncation", "sweep", "memory", "layout")
 
 
 # -- models -------------------------------------------------------------------------------------------------------
@@ -161,7 +166,10 @@ def _lr(i: int, steps: int, lr: float = 0.3) -> float:
 
 def _initial(x: torch.Tensor) -> torch.Tensor:
     g = torch.Generator(device=x.device).manual_seed(0)
-    return 0.7 + 0.05 * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
+    z = 0.7 + 0.05 * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        z = z.contiguous(memory_format=torch.channels_last)
+    return z
 
 
 def floor_loop(trunc: nn.Module, x: torch.Tensor, steps: int) -> torch.Tensor:
@@ -407,6 +415,88 @@ def progressive_sweep(model: nn.Module, layers: list[str], x: torch.Tensor, step
     return z.detach()
 
 
+def run_layout(args: Any, device: torch.device) -> dict[str, Any]:
+    """Would channels-last or torch.compile pay? Measured on the residual CNN's middle target: the floor loop in
+    each form, and reprinvert.invert given a channels-last model and input (it then optimises in that layout)."""
+    steps = 4 if args.quick else 20
+    repeats = args.repeats or (1 if args.quick else 5)
+    case = cases(args.quick, device)[0]
+    net, x = case["net"], case["x"]
+    layer = case["targets"][len(case["targets"]) // 2]
+    trunc = frozen_copy(truncated(net, layer))
+    net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    trunc_cl = frozen_copy(trunc).to(memory_format=torch.channels_last)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    variants: dict[str, Callable[[], Any]] = {}
+    for s in (steps, 3 * steps):
+        variants[f"floor@{s}"] = partial(floor_loop, trunc, x, s)
+        variants[f"floor channels-last@{s}"] = partial(floor_loop, trunc_cl, x_cl, s)
+        variants[f"reprinvert@{s}"] = partial(library, net, layer, x, s)
+        variants[f"reprinvert channels-last@{s}"] = partial(library, net_cl, layer, x_cl, s)
+    compiled: dict[str, Any] = {}
+    if not args.no_compile:
+        t0 = time.perf_counter()
+        comp = torch.compile(trunc)
+        floor_loop(comp, x, 2)
+        _timing.sync(device)
+        compiled["compile_seconds"] = time.perf_counter() - t0
+        for s in (steps, 3 * steps):
+            variants[f"floor compiled@{s}"] = partial(floor_loop, comp, x, s)
+    print(f"timing layouts of {case['model']} {layer} ...", flush=True)
+    times = _timing.interleaved(variants, repeats=repeats, device=device)
+    names = sorted({k.split("@")[0] for k in variants})
+    per = per_step(times, names, steps)
+    rows = [[name, per[name] * 1e3, step_ratio(times, "floor", name, steps)] for name in names]
+    print(f"\n## layout and compilation: {case['model']} {layer}, per step (speed-up = floor / variant)")
+    text = _timing.print_table(["variant", "ms/step", "speed-up vs eager floor"], rows)
+    out: dict[str, Any] = {"model": case["model"], "layer": layer, "seconds_per_step": per, "table": text,
+                           "speedups": {r[0]: r[2] for r in rows}, "times": times}
+    if compiled:
+        saved = per["floor"] - per["floor compiled"]
+        compiled["break_even_steps"] = compiled["compile_seconds"] / saved if saved > 0 else None
+        print(f"torch.compile: {compiled['compile_seconds']:.1f} s to compile; it pays after "
+              f"{compiled['break_even_steps'] or float('inf'):.0f} steps (the default recipe runs 300)")
+        out["compile"] = compiled
+    return out
+
+
+_COLD = """
+import sys, time
+t0 = time.perf_counter()
+import torch
+sys.path.insert(0, {bench!r})
+import performance as P
+torch.set_num_threads(1)
+case = P.tiny_case(torch.device({device!r}))
+net, x, layer = case["net"], case["x"], case["targets"][0]
+t1 = time.perf_counter()
+if {which!r} == "reprinvert":
+    P.library(net, layer, x, 5)
+else:
+    P.floor_loop(P.frozen_copy(P.truncated(net, layer)), x, 5)
+P._timing.sync(torch.device({device!r}))
+print(time.perf_counter() - t1)
+"""
+
+
+def run_cold_start(args: Any, device: torch.device) -> dict[str, Any]:
+    """The first inversion in a fresh process (5 steps of the tiny model), reprinvert against the floor loop,
+    which builds a ``torch.optim.Adam`` as hand-written loops do."""
+    repeats = 1 if args.quick else 3
+    times: dict[str, list[float]] = {"reprinvert": [], "floor": []}
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for _ in range(repeats):
+        for which in times:
+            code = _COLD.format(bench=str(Path(__file__).resolve().parent), device=str(device), which=which)
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+            times[which].append(float(proc.stdout.strip().splitlines()[-1]))
+    ratio = _timing.median(times["floor"]) / _timing.median(times["reprinvert"])
+    print("\n## cold start: the first 5-step inversion in a fresh process (model already built)")
+    text = _timing.print_table(["variant", "seconds"], [[k, _timing.median(v)] for k, v in times.items()])
+    print(f"floor / reprinvert: {ratio:.3g}")
+    return {"times": times, "floor_over_reprinvert": ratio, "table": text, "repeats": repeats}
+
+
 def run_sweep(args: Any, device: torch.device) -> dict[str, Any]:
     steps = 4 if args.quick else 10
     repeats = args.repeats or (1 if args.quick else 3)
@@ -557,6 +647,7 @@ def run_memory(args: Any, device: torch.device) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = _timing.parser(__doc__.split("\n")[0])
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
+    p.add_argument("--no-compile", action="store_true", help="layout section: skip torch.compile (slow to compile)")
     p.add_argument("--memory-child", help=argparse_suppress(), default=None)
     args = p.parse_args(argv)
     if args.memory_child:
@@ -567,14 +658,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     info = _timing.machine(device)
     print(f"machine: {info['device_name']} ({info['device']}), torch {info['torch']}, {info['torch_threads']} "
           f"thread(s)", flush=True)
-    payload: dict[str, Any] = {"machine": info, "quick": args.quick}
+    run: dict[str, Any] = {"machine": info, "quick": args.quick, "argv": sys.argv[1:] if argv is None else argv}
+    payload: dict[str, Any] = {}
     if want & {"overhead", "truncation"}:
         payload["overhead_truncation"] = run_overhead_and_truncation(args, device, want)
+    if "overhead" in want:
+        payload["cold_start"] = run_cold_start(args, device)
     if "sweep" in want:
         payload["sweep"] = run_sweep(args, device)
     if "memory" in want:
         payload["memory"] = run_memory(args, device)
-    _timing.write_json("performance", payload, args.out)
+    if "layout" in want:
+        payload["layout"] = run_layout(args, device)
+    for section in payload.values():
+        section["run"] = run
+    path = args.out or _timing.RESULTS / "performance.json"
+    if path.exists() and set(payload) != {"overhead_truncation", "cold_start", "sweep", "memory", "layout"}:
+        # A run of some sections updates those and keeps the others (each section records its own run).
+        try:
+            payload = {**json.loads(path.read_text()), **payload}
+        except ValueError:
+            pass
+    _timing.write_json("performance", payload, path)
     return payload
 
 

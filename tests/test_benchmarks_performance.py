@@ -93,10 +93,12 @@ def test_quick_run_writes_json(perf, tmp_path: Path) -> None:
     out = tmp_path / "perf.json"
     payload = perf.main(["--quick", "--only", "overhead", "--repeats", "1", "--out", str(out)])
     saved = json.loads(out.read_text())
-    assert saved["machine"]["device"] == "cpu" and saved["quick"] is True
+    run = saved["overhead_truncation"]["run"]
+    assert run["machine"]["device"] == "cpu" and run["quick"] is True
     rows = saved["overhead_truncation"]["rows"]
     assert [r["layer"] for r in rows] == [t for c in perf.cases(True, CPU) for t in c["targets"]]
     for row in rows:
         assert math.isfinite(row["overhead_end_to_end"]) and row["overhead_end_to_end"] > 0
         assert set(row["seconds_per_step"]) == {"floor", "reprinvert"}
     assert payload["overhead_truncation"]["table_overhead"].startswith("model")
+    assert saved["cold_start"]["floor_over_reprinvert"] > 0

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -307,3 +308,17 @@ def test_adam_update_equals_torch_adam_bit_for_bit(dtype: torch.dtype) -> None:
         ref.grad = grad.clone()
         opt.step()
         assert torch.equal(ours, ref.detach()), f"differs at step {i}"
+
+
+def test_channels_last_input_is_optimised_in_that_layout() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2)).eval()
+    x = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    plain = ri.invert(model, "2", x, steps=20, loss="mse")
+    seen: list[bool] = []
+    cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    cl = ri.invert(cl_model, "2", x.contiguous(memory_format=torch.channels_last), steps=20, loss="mse",
+                   callback=lambda info: seen.append(info.input.is_contiguous(memory_format=torch.channels_last)))
+    assert all(seen) and len(seen) == 20
+    assert cl.input.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(cl.input, plain.input, rtol=1e-4, atol=1e-5)

@@ -143,6 +143,16 @@ def _data_loss(kind: Loss, rep: torch.Tensor, target: torch.Tensor, target_sq: t
 def _initial(
     init: Init | torch.Tensor, like: torch.Tensor, dtype: torch.dtype, generator: torch.Generator
 ) -> torch.Tensor:
+    z = _initial_values(init, like, dtype, generator)
+    if like.dim() == 4 and not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last):
+        # A channels-last input (for a channels-last model) is optimised in that layout: no conversion per step.
+        z = z.contiguous(memory_format=torch.channels_last)
+    return z
+
+
+def _initial_values(
+    init: Init | torch.Tensor, like: torch.Tensor, dtype: torch.dtype, generator: torch.Generator
+) -> torch.Tensor:
     shape, device = like.shape, like.device
     if isinstance(init, torch.Tensor):
         if init.shape != shape:
