@@ -1,21 +1,27 @@
-"""How much an inversion costs next to the model itself: overhead, truncation, sweeps and memory.
+"""How much an inversion costs next to the model itself: overhead, truncation, sweeps, layout, memory.
 
-Every figure is a ratio of two things timed side by side in one run (interleaved, median over repeats):
+Every figure is a ratio of two things timed side by side in one run: the variants run in interleaved rounds (A, B,
+A, B, ..., the order reversed every other round, after one warm-up round) and each ratio is the median over rounds
+of the ratio within a round. On the CPU the clock is the thread's CPU time (``time.thread_time``: with one torch
+thread all compute runs in the calling thread, and time the shared machine gives to other processes is not
+counted); the wall-time ratio is reported next to it. On a GPU the clock is wall time with synchronisation.
 
 overhead    ``reprinvert.invert`` (default recipe: Adam, L1, linear lr decay) against the floor: a minimal
             hand-written loop on a truncated copy of the model (``nn.Sequential`` of the modules up to the target
             layer) with the same optimizer, loss and schedule, parameters frozen, no hooks, no bookkeeping.
-            Per-step cost is the slope between runs of S and 3S steps, so the fixed costs of a call (the target
-            forward, the metrics) do not count; the end-to-end ratio at 3S steps is reported too.
+            Per-step cost is read between step 10 and step 40 of a 40-step run (clock readings at those two step
+            boundaries; for invert from a callback, which also makes the loop check for NaN every step, so its
+            figure is if anything an overestimate); the ratio of whole calls is reported too.
 truncation  ``reprinvert.invert`` against the usual user loop: a forward hook on the target layer, the whole model
             run every step, ``loss.backward()``. Two user loops: parameters frozen (the fair comparison of
             truncation alone) and parameters left trainable (how such loops are usually written; the backward then
             also computes every parameter's gradient). Reported next to the ideal speed-up: FLOPs of one user-loop
             step / FLOPs of one truncated step (convolutions and matrix products, counted by
             ``torch.utils.flop_counter``), and the measured floor (user loop / hand-written truncated loop).
-sweep       ``reprinvert.sweep`` over L layers against L separate ``invert`` calls, and a batched alternative
-            measured here (all L inversions as one batch of L x B inputs, one forward per step to the deepest
-            layer), with the FLOP ratio that explains it.
+sweep       ``reprinvert.sweep`` over L layers against L separate ``invert`` calls (whole calls), and two batched
+            alternatives written here: all L inversions as one batch of L x B inputs with one forward per step to
+            the deepest layer ("batched"), and the same with each copy taken out of the batch at its own layer
+            ("progressive", valid only without skip connections around the targets); with the FLOP ratio.
 layout      channels-last and ``torch.compile``: the floor loop in each form and ``invert`` on a channels-last model,
             with the compile time and the steps after which compiling would pay.
 cold start  the first 5-step inversion in a fresh process, reprinvert against the floor (which builds a
@@ -31,7 +37,7 @@ targets blocks.1, blocks.3 and blocks.7; and, for the overhead only, a tiny resi
 batch 2) whose step takes about a millisecond, where per-step bookkeeping would show.
 
 Usage:
-    python benchmarks/performance.py                 # everything (about 15 minutes on 1 CPU thread)
+    python benchmarks/performance.py                 # everything (about 30 minutes on 1 CPU thread)
     python benchmarks/performance.py --only overhead truncation
     python benchmarks/performance.py --quick         # smoke run: tiny models, 1 repeat
     python benchmarks/performance.py --device cuda   # on a GPU
@@ -172,7 +178,31 @@ def _initial(x: torch.Tensor) -> torch.Tensor:
     return z
 
 
-def floor_loop(trunc: nn.Module, x: torch.Tensor, steps: int) -> torch.Tensor:
+class Marks:
+    """Clock readings at two step boundaries of one run (after step ``first`` and after the last step), so the
+    per-step cost excludes everything before and after the loop. Wall time, and on the CPU also the thread's CPU
+    time (with one torch thread all compute runs in the calling thread; time the machine gives to other users'
+    processes is not counted, so it is the steadier figure on a shared machine)."""
+
+    def __init__(self, first: int, last: int, device: torch.device) -> None:
+        self.first, self.last, self.device = first, last, device
+        self.readings: dict[int, tuple[float, float]] = {}
+
+    def at(self, boundary: int) -> None:
+        if boundary == self.first or boundary == self.last:
+            _timing.sync(self.device)
+            self.readings[boundary] = (time.perf_counter(), time.thread_time())
+
+    def callback(self, info: ri.StepInfo) -> None:
+        self.at(info.step + 1)
+
+    def per_step(self) -> tuple[float, float]:
+        (w0, c0), (w1, c1) = self.readings[self.first], self.readings[self.last]
+        n = self.last - self.first
+        return (w1 - w0) / n, (c1 - c0) / n
+
+
+def floor_loop(trunc: nn.Module, x: torch.Tensor, steps: int, marks: Marks | None = None) -> torch.Tensor:
     """The floor: Adam on the input of the truncated model, L1 loss, no hooks, no bookkeeping."""
     with torch.no_grad():
         target = trunc(x.clone())
@@ -183,10 +213,13 @@ def floor_loop(trunc: nn.Module, x: torch.Tensor, steps: int) -> torch.Tensor:
         loss = (trunc(z) - target).abs().sum()
         (z.grad,) = torch.autograd.grad(loss, z)
         opt.step()
+        if marks is not None:
+            marks.at(i + 1)
     return z.detach()
 
 
-def user_loop(model: nn.Module, layer: nn.Module, x: torch.Tensor, steps: int) -> torch.Tensor:
+def user_loop(model: nn.Module, layer: nn.Module, x: torch.Tensor, steps: int, marks: Marks | None = None
+              ) -> torch.Tensor:
     """The usual hand-written inversion: a forward hook on the layer, the whole model every step, backward()."""
     store: dict[str, torch.Tensor] = {}
     handle = layer.register_forward_hook(lambda m, i, o: store.__setitem__("out", o))
@@ -203,13 +236,47 @@ def user_loop(model: nn.Module, layer: nn.Module, x: torch.Tensor, steps: int) -
             loss = (store["out"] - target).abs().sum()
             loss.backward()
             opt.step()
+            if marks is not None:
+                marks.at(i + 1)
     finally:
         handle.remove()
     return z.detach()
 
 
-def library(model: nn.Module, layer: str, x: torch.Tensor, steps: int) -> torch.Tensor:
-    return ri.invert(model, layer, x, steps=steps).input
+def library(model: nn.Module, layer: str, x: torch.Tensor, steps: int, marks: Marks | None = None) -> torch.Tensor:
+    """reprinvert.invert with the default recipe. With ``marks`` a callback reads the clocks; a callback also makes
+    the loop check for non-finite losses every step, so the figure is if anything an overestimate."""
+    return ri.invert(model, layer, x, steps=steps, callback=None if marks is None else marks.callback).input
+
+
+def measure_steps(
+    variants: dict[str, Callable[..., Any]], *, steps: int, first: int, repeats: int, device: torch.device
+) -> dict[str, dict[str, list[float]]]:
+    """Interleaved rounds (order reversed every other round, one warm-up round): per call, the wall and CPU seconds
+    per step between boundary ``first`` and the last step, and the wall seconds of the whole call."""
+    for fn in variants.values():
+        fn(None)
+    out: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": [], "call": []} for name in variants}
+    for r in range(repeats):
+        order = list(variants.items())
+        if r % 2:
+            order.reverse()
+        for name, fn in order:
+            marks = Marks(first, steps, device)
+            _timing.sync(device)
+            t0 = time.perf_counter()
+            fn(marks)
+            _timing.sync(device)
+            out[name]["call"].append(time.perf_counter() - t0)
+            wall, cpu = marks.per_step()
+            out[name]["wall"].append(wall)
+            out[name]["cpu"].append(cpu)
+    return out
+
+
+def paired(m: dict[str, dict[str, list[float]]], num: str, den: str, key: str) -> float:
+    """Median over rounds of num / den (both measured in the same round)."""
+    return _timing.median([a / b for a, b in zip(m[num][key], m[den][key])])
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
@@ -241,26 +308,19 @@ def _one_step_full(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> None:
         handle.remove()
 
 
-def slopes(times: dict[str, list[float]], name: str, steps: int) -> list[float]:
-    """Seconds per step of each round: (time of the 3S-step run - time of the S-step run) / 2S. Both runs of a
-    round ran close together, so slow phases of a shared machine fall on both."""
-    return [(b - a) / (2 * steps) for a, b in zip(times[f"{name}@{steps}"], times[f"{name}@{3 * steps}"])]
-
-
-def per_step(times: dict[str, list[float]], names: Any, steps: int) -> dict[str, float]:
-    return {name: _timing.median(slopes(times, name, steps)) for name in names}
-
-
-def step_ratio(times: dict[str, list[float]], num: str, den: str, steps: int) -> float:
-    """Median over rounds of the ratio of per-step costs (each round's slopes measured side by side)."""
-    return _timing.median([a / b for a, b in zip(slopes(times, num, steps), slopes(times, den, steps))])
-
-
 # -- cases ----------------------------------------------------------------------------------------------------------
 def tiny_case(device: torch.device) -> dict[str, Any]:
     """A model so small that a step costs about a millisecond: the per-step bookkeeping shows here."""
     return dict(model="resnet-tiny", net=resnet(width=8, blocks=(1, 1), seed=0).to(device), x=images(2, 16, device),
                 targets=["layer2.0"], labels=["deep"])
+
+
+def null_case(device: torch.device) -> dict[str, Any]:
+    """A model that costs almost nothing (one 16 x 16 linear layer, batch 2): the loop's bookkeeping per step."""
+    torch.manual_seed(0)
+    return dict(model="null (linear 16)", net=nn.Sequential(nn.Linear(16, 16)).eval().to(device),
+                x=torch.rand(2, 16, generator=torch.Generator().manual_seed(0)).to(device), targets=["0"],
+                labels=["-"])
 
 
 def cases(quick: bool, device: torch.device) -> list[dict[str, Any]]:
@@ -288,64 +348,70 @@ def describe_case(case: dict[str, Any]) -> str:
 
 # -- sections -------------------------------------------------------------------------------------------------------
 def run_overhead_and_truncation(args: Any, device: torch.device, want: set[str]) -> dict[str, Any]:
-    steps = 4 if args.quick else 20
+    steps, first = (8, 2) if args.quick else (40, 10)
     repeats = args.repeats or (1 if args.quick else 5)
+    key = _timing.clock_for(device)
     rows_o, rows_t, out = [], [], []
-    for case in [*cases(args.quick, device), *([] if args.quick else [tiny_case(device)])]:
+    all_cases = [*cases(args.quick, device), *([] if args.quick else [tiny_case(device)]), null_case(device)]
+    for case in all_cases:
         net, x = case["net"], case["x"]
         trainable = copy.deepcopy(net).eval()  # parameters left requires_grad=True, as users usually leave them
         frozen = frozen_copy(net)
         modules = dict(net.named_modules())
         for layer, label in zip(case["targets"], case["labels"]):
             trunc = frozen_copy(truncated(net, layer))
-            variants: dict[str, Callable[[], Any]] = {}
-            for s in (steps, 3 * steps):
-                variants[f"floor@{s}"] = partial(floor_loop, trunc, x, s)
-                variants[f"reprinvert@{s}"] = partial(library, net, layer, x, s)
-                if "truncation" in want:
-                    variants[f"hook-frozen@{s}"] = partial(user_loop, frozen, dict(frozen.named_modules())[layer], x, s)
-                    variants[f"hook-trainable@{s}"] = partial(
-                        user_loop, trainable, dict(trainable.named_modules())[layer], x, s)
-            print(f"timing {case['model']} {layer} ({len(variants)} variants x {repeats} repeats) ...", flush=True)
-            times = _timing.interleaved(variants, repeats=repeats, device=device)
-            per = per_step(times, {k.split("@")[0] for k in variants}, steps)
+            variants: dict[str, Callable[..., Any]] = {
+                "floor": partial(floor_loop, trunc, x, steps),
+                "reprinvert": partial(library, net, layer, x, steps),
+            }
+            truncating = "truncation" in want and not case["model"].startswith("null")
+            if truncating:
+                variants["hook"] = partial(user_loop, frozen, dict(frozen.named_modules())[layer], x, steps)
+                variants["hook+params"] = partial(user_loop, trainable, dict(trainable.named_modules())[layer], x,
+                                                  steps)
+            print(f"timing {case['model']} {layer} ({len(variants)} loops x {repeats} rounds) ...", flush=True)
+            m = measure_steps(variants, steps=steps, first=first, repeats=repeats, device=device)
+            per = {name: _timing.median(v[key]) for name, v in m.items()}
             flops_full = step_flops(partial(_one_step_full, frozen, dict(frozen.named_modules())[layer], x))
             flops_trunc = step_flops(partial(_one_step_truncated, trunc, x))
             row: dict[str, Any] = {
                 "model": case["model"], "layer": layer, "depth": label, "module": type(modules[layer]).__name__,
-                "seconds_per_step": per,
-                "overhead": step_ratio(times, "reprinvert", "floor", steps),
-                "overhead_end_to_end": _timing.paired_ratio(times, f"reprinvert@{3 * steps}", f"floor@{3 * steps}"),
+                "clock": key, "seconds_per_step": per,
+                "overhead": paired(m, "reprinvert", "floor", key),
+                "overhead_wall": paired(m, "reprinvert", "floor", "wall"),
+                "overhead_end_to_end": paired(m, "reprinvert", "floor", "call"),
                 "flops_full_step": flops_full, "flops_truncated_step": flops_trunc,
-                "times": times,
+                "measurements": m,
             }
-            rows_o.append([case["model"], layer, label, per["floor"] * 1e3, per["reprinvert"] * 1e3, row["overhead"],
+            row["extra_seconds_per_step"] = per["reprinvert"] - per["floor"]
+            rows_o.append([case["model"], layer, label, per["floor"] * 1e3, per["reprinvert"] * 1e3,
+                           row["extra_seconds_per_step"] * 1e6, row["overhead"], row["overhead_wall"],
                            row["overhead_end_to_end"]])
-            if "truncation" in want:
+            if truncating:
                 ideal_flops = flops_full / flops_trunc
-                ideal_measured = step_ratio(times, "hook-frozen", "floor", steps)
-                speedup = step_ratio(times, "hook-frozen", "reprinvert", steps)
+                speedup = paired(m, "hook", "reprinvert", key)
                 row.update(
-                    ideal_flops=ideal_flops, ideal_measured=ideal_measured, speedup_vs_hook_frozen=speedup,
-                    speedup_vs_hook_trainable=step_ratio(times, "hook-trainable", "reprinvert", steps),
+                    ideal_flops=ideal_flops, ideal_measured=paired(m, "hook", "floor", key),
+                    speedup_vs_hook=speedup, speedup_vs_hook_params=paired(m, "hook+params", "reprinvert", key),
                     speedup_over_ideal=speedup / ideal_flops,
                 )
-                rows_t.append([case["model"], layer, label, per["hook-trainable"] * 1e3, per["hook-frozen"] * 1e3,
-                               per["reprinvert"] * 1e3, row["speedup_vs_hook_trainable"], speedup, ideal_flops,
-                               ideal_measured, speedup / ideal_flops])
+                rows_t.append([case["model"], layer, label, per["hook+params"] * 1e3, per["hook"] * 1e3,
+                               per["reprinvert"] * 1e3, row["speedup_vs_hook_params"], speedup, ideal_flops,
+                               row["ideal_measured"], speedup / ideal_flops])
             out.append(row)
-    print("\n## overhead: seconds per step, reprinvert.invert vs the hand-written truncated loop (the floor)")
+    print(f"\n## overhead: reprinvert.invert vs the hand-written truncated loop (the floor); ms per step "
+          f"({'thread CPU time' if key == 'cpu' else 'wall time'}), steps {first}-{steps} of {steps}")
     text_o = _timing.print_table(
-        ["model", "layer", "depth", "floor ms/step", "reprinvert ms/step", "overhead", "end-to-end"], rows_o)
+        ["model", "layer", "depth", "floor ms", "reprinvert ms", "extra us", "overhead", "overhead (wall)",
+         "whole call"], rows_o)
     text_t = ""
     if "truncation" in want:
-        print("\n## truncation: the usual hook loop (whole model every step) vs reprinvert.invert")
+        print("\n## truncation: the usual hook loop (whole model every step) vs reprinvert.invert; ms per step")
         text_t = _timing.print_table(
-            ["model", "layer", "depth", "hook+params ms", "hook ms", "reprinvert ms", "speedup vs hook+params",
+            ["model", "layer", "depth", "hook+params", "hook", "reprinvert", "speedup vs hook+params",
              "speedup vs hook", "ideal (FLOPs)", "ideal (floor)", "speedup / ideal"], rows_t)
-    return {"steps": [steps, 3 * steps], "repeats": repeats, "rows": out, "table_overhead": text_o,
-            "table_truncation": text_t,
-            "models": [describe_case(c) for c in [*cases(args.quick, device), tiny_case(device)]]}
+    return {"steps": steps, "first": first, "repeats": repeats, "clock": key, "rows": out,
+            "table_overhead": text_o, "table_truncation": text_t, "models": [describe_case(c) for c in all_cases]}
 
 
 def separate_inversions(model: nn.Module, layers: list[str], x: torch.Tensor, steps: int) -> list[ri.Inversion]:
@@ -418,8 +484,9 @@ def progressive_sweep(model: nn.Module, layers: list[str], x: torch.Tensor, step
 def run_layout(args: Any, device: torch.device) -> dict[str, Any]:
     """Would channels-last or torch.compile pay? Measured on the residual CNN's middle target: the floor loop in
     each form, and reprinvert.invert given a channels-last model and input (it then optimises in that layout)."""
-    steps = 4 if args.quick else 20
+    steps, first = (8, 2) if args.quick else (40, 10)
     repeats = args.repeats or (1 if args.quick else 5)
+    key = _timing.clock_for(device)
     case = cases(args.quick, device)[0]
     net, x = case["net"], case["x"]
     layer = case["targets"][len(case["targets"]) // 2]
@@ -427,12 +494,12 @@ def run_layout(args: Any, device: torch.device) -> dict[str, Any]:
     net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
     trunc_cl = frozen_copy(trunc).to(memory_format=torch.channels_last)
     x_cl = x.contiguous(memory_format=torch.channels_last)
-    variants: dict[str, Callable[[], Any]] = {}
-    for s in (steps, 3 * steps):
-        variants[f"floor@{s}"] = partial(floor_loop, trunc, x, s)
-        variants[f"floor channels-last@{s}"] = partial(floor_loop, trunc_cl, x_cl, s)
-        variants[f"reprinvert@{s}"] = partial(library, net, layer, x, s)
-        variants[f"reprinvert channels-last@{s}"] = partial(library, net_cl, layer, x_cl, s)
+    variants: dict[str, Callable[..., Any]] = {
+        "floor": partial(floor_loop, trunc, x, steps),
+        "floor channels-last": partial(floor_loop, trunc_cl, x_cl, steps),
+        "reprinvert": partial(library, net, layer, x, steps),
+        "reprinvert channels-last": partial(library, net_cl, layer, x_cl, steps),
+    }
     compiled: dict[str, Any] = {}
     if not args.no_compile:
         t0 = time.perf_counter()
@@ -440,17 +507,15 @@ def run_layout(args: Any, device: torch.device) -> dict[str, Any]:
         floor_loop(comp, x, 2)
         _timing.sync(device)
         compiled["compile_seconds"] = time.perf_counter() - t0
-        for s in (steps, 3 * steps):
-            variants[f"floor compiled@{s}"] = partial(floor_loop, comp, x, s)
+        variants["floor compiled"] = partial(floor_loop, comp, x, steps)
     print(f"timing layouts of {case['model']} {layer} ...", flush=True)
-    times = _timing.interleaved(variants, repeats=repeats, device=device)
-    names = sorted({k.split("@")[0] for k in variants})
-    per = per_step(times, names, steps)
-    rows = [[name, per[name] * 1e3, step_ratio(times, "floor", name, steps)] for name in names]
-    print(f"\n## layout and compilation: {case['model']} {layer}, per step (speed-up = floor / variant)")
+    m = measure_steps(variants, steps=steps, first=first, repeats=repeats, device=device)
+    per = {name: _timing.median(v[key]) for name, v in m.items()}
+    rows = [[name, per[name] * 1e3, paired(m, "floor", name, key)] for name in variants]
+    print(f"\n## layout and compilation: {case['model']} {layer}, ms per step (speed-up = floor / variant)")
     text = _timing.print_table(["variant", "ms/step", "speed-up vs eager floor"], rows)
-    out: dict[str, Any] = {"model": case["model"], "layer": layer, "seconds_per_step": per, "table": text,
-                           "speedups": {r[0]: r[2] for r in rows}, "times": times}
+    out: dict[str, Any] = {"model": case["model"], "layer": layer, "clock": key, "seconds_per_step": per,
+                           "table": text, "speedups": {r[0]: r[2] for r in rows}, "measurements": m}
     if compiled:
         saved = per["floor"] - per["floor compiled"]
         compiled["break_even_steps"] = compiled["compile_seconds"] / saved if saved > 0 else None
@@ -497,9 +562,32 @@ def run_cold_start(args: Any, device: torch.device) -> dict[str, Any]:
     return {"times": times, "floor_over_reprinvert": ratio, "table": text, "repeats": repeats}
 
 
+def measure_calls(
+    variants: dict[str, Callable[[], Any]], *, repeats: int, device: torch.device
+) -> dict[str, dict[str, list[float]]]:
+    """Interleaved rounds after one warm-up round: wall and thread CPU seconds of each whole call."""
+    for fn in variants.values():
+        fn()
+    out: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in variants}
+    for r in range(repeats):
+        order = list(variants.items())
+        if r % 2:
+            order.reverse()
+        for name, fn in order:
+            _timing.sync(device)
+            w0, c0 = time.perf_counter(), time.thread_time()
+            fn()
+            _timing.sync(device)
+            out[name]["wall"].append(time.perf_counter() - w0)
+            out[name]["cpu"].append(time.thread_time() - c0)
+    return out
+
+
 def run_sweep(args: Any, device: torch.device) -> dict[str, Any]:
-    steps = 4 if args.quick else 10
+    """Whole calls: a sweep does everything separate calls do (targets, metrics), so both are timed end to end."""
+    steps = 4 if args.quick else 30
     repeats = args.repeats or (1 if args.quick else 3)
+    key = _timing.clock_for(device)
     rows, out = [], []
     for case in cases(args.quick, device):
         net, x = case["net"], case["x"]
@@ -508,37 +596,38 @@ def run_sweep(args: Any, device: torch.device) -> dict[str, Any]:
         if case["model"].startswith("vit"):
             layers = [f"blocks.{k}" for k in range(len(net.blocks))]
         L = len(layers)
-        variants: dict[str, Callable[[], Any]] = {}
-        for s in (steps, 3 * steps):
-            variants[f"sweep@{s}"] = partial(ri.sweep, net, x, layers=layers, steps=s, progress=False)
-            variants[f"separate@{s}"] = partial(separate_inversions, net, layers, x, s)
-            variants[f"batched@{s}"] = partial(batched_sweep, frozen, layers, x, s)
-            variants[f"progressive@{s}"] = partial(progressive_sweep, frozen, layers, x, s)
-        print(f"timing sweep of {case['model']} over {L} layers ...", flush=True)
-        times = _timing.interleaved(variants, repeats=repeats, device=device)
-        per = per_step(times, ("sweep", "separate", "batched", "progressive"), steps)
+        variants: dict[str, Callable[[], Any]] = {
+            "sweep": partial(ri.sweep, net, x, layers=layers, steps=steps, progress=False),
+            "separate": partial(separate_inversions, net, layers, x, steps),
+            "batched": partial(batched_sweep, frozen, layers, x, steps),
+            "progressive": partial(progressive_sweep, frozen, layers, x, steps),
+        }
+        print(f"timing sweep of {case['model']} over {L} layers, {steps} steps ...", flush=True)
+        m = measure_calls(variants, repeats=repeats, device=device)
         separate_flops = sum(step_flops(partial(_one_step_truncated, frozen_copy(truncated(net, name)), x))
                              for name in layers)
         big = x.repeat(L, *([1] * (x.dim() - 1)))
         batched_flops = step_flops(partial(_one_step_truncated, frozen_copy(truncated(net, layers[-1])), big))
         row = {
-            "model": case["model"], "layers": layers, "seconds_per_step": per,
-            "sweep_speedup": step_ratio(times, "separate", "sweep", steps),
-            "sweep_speedup_end_to_end": _timing.paired_ratio(times, f"separate@{3 * steps}", f"sweep@{3 * steps}"),
-            "batched_speedup": step_ratio(times, "separate", "batched", steps),
-            "progressive_speedup": step_ratio(times, "separate", "progressive", steps),
+            "model": case["model"], "layers": layers, "clock": key,
+            "seconds": {name: _timing.median(v[key]) for name, v in m.items()},
+            "sweep_speedup": paired(m, "separate", "sweep", key),
+            "sweep_speedup_wall": paired(m, "separate", "sweep", "wall"),
+            "batched_speedup": paired(m, "separate", "batched", key),
+            "progressive_speedup": paired(m, "separate", "progressive", key),
             "flops_separate_step": separate_flops, "flops_batched_step": batched_flops,
-            "batched_flop_ratio": separate_flops / batched_flops, "times": times,
+            "batched_flop_ratio": separate_flops / batched_flops, "measurements": m,
         }
         out.append(row)
-        rows.append([case["model"], L, per["separate"] * 1e3, per["sweep"] * 1e3, row["sweep_speedup"],
-                     row["sweep_speedup_end_to_end"], row["batched_speedup"], row["batched_flop_ratio"],
+        rows.append([case["model"], L, row["seconds"]["separate"], row["seconds"]["sweep"], row["sweep_speedup"],
+                     row["sweep_speedup_wall"], row["batched_speedup"], row["batched_flop_ratio"],
                      row["progressive_speedup"]])
-    print("\n## sweep: L layers with reprinvert.sweep vs L separate invert calls, and two batched alternatives")
+    print(f"\n## sweep: L layers, {steps} steps each: reprinvert.sweep vs L separate invert calls, and two batched "
+          f"alternatives (seconds per whole call, {'thread CPU time' if key == 'cpu' else 'wall time'})")
     text = _timing.print_table(
-        ["model", "L", "separate ms/step", "sweep ms/step", "sweep speedup", "end-to-end", "batched speedup",
-         "batched FLOP ratio", "progressive speedup"], rows)
-    return {"steps": [steps, 3 * steps], "repeats": repeats, "rows": out, "table": text}
+        ["model", "L", "separate s", "sweep s", "sweep speedup", "(wall)", "batched speedup", "batched FLOP ratio",
+         "progressive speedup"], rows)
+    return {"steps": steps, "repeats": repeats, "clock": key, "rows": out, "table": text}
 
 
 # -- memory ---------------------------------------------------------------------------------------------------------

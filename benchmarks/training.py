@@ -1,7 +1,9 @@
 """Training throughput of ``reprinvert.train.train`` against a minimal hand-written loop on the same model.
 
 Each figure is a ratio of two things timed side by side in one run (interleaved A, B, A, B, ..., median over
-repeats of the per-round ratio; see ``benchmarks/_timing.py``):
+repeats of the per-round ratio; see ``benchmarks/_timing.py``). On the CPU the clock is the calling thread's CPU
+time (with one torch thread all compute runs there; a shared machine's other processes are not counted), on a GPU
+synchronised wall time; the table's ms/step and samples/s use the same clock.
 
 ratio       ``reprinvert.train.train(..., progress=False)`` seconds per optimiser step / the hand loop's seconds per
             step, both end to end over a whole call of ``epochs x steps_per_epoch`` steps (the library call's fixed
@@ -157,7 +159,8 @@ def measure(case: Case, args: Any, device: torch.device, repeats: int, warmup: i
     }
     if not args.no_bar:
         variants["library+bar"] = variant("library+bar", lambda m: library_loop(m, data, progress=True, **kw))
-    times = _timing.interleaved(variants, repeats=repeats, warmup=warmup, device=device)
+    clock = _timing.clock_for(device)
+    times = _timing.interleaved(variants, repeats=repeats, warmup=warmup, device=device, clock=clock)
 
     rtol = 1e-3 if device.type == "cuda" else 1e-4
     final = {name: _timing.median(v) for name, v in losses.items()}
@@ -180,6 +183,7 @@ def measure(case: Case, args: Any, device: torch.device, repeats: int, warmup: i
         "device": str(device),
         "lr": LR,
         "repeats": repeats,
+        "clock": clock,
         "library_s_per_step": _timing.median(times["library"]) / steps,
         "hand_s_per_step": _timing.median(times["hand"]) / steps,
         "ratio": _timing.paired_ratio(times, "library", "hand"),

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from typing import Any
 
 import pytest
 import torch
@@ -322,3 +323,18 @@ def test_channels_last_input_is_optimised_in_that_layout() -> None:
     assert all(seen) and len(seen) == 20
     assert cl.input.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(cl.input, plain.input, rtol=1e-4, atol=1e-5)
+
+
+def test_progress_bar_reads_the_loss_only_every_few_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading the loss for the bar synchronises with a GPU, so it happens every 32 steps and at the end."""
+    tqdm_auto = pytest.importorskip("tqdm.auto")
+    calls: list[int] = []
+    original = tqdm_auto.tqdm.set_postfix
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(self.n)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(tqdm_auto.tqdm, "set_postfix", counting)
+    ri.invert(nn.Linear(4, 4), "", torch.rand(2, 4), steps=100, progress=True)
+    assert calls == [32, 64, 96, 100]

@@ -490,7 +490,8 @@ def _optimise(
     posts = [r for r in regs if type(r).after_step is not Regularizer.after_step]
     device = original.device
     history = torch.full((steps, len(names), batch), float("nan"), dtype=dtype, device=device)
-    lrs = torch.tensor([rcp.learning_rate(i) for i in range(steps)], dtype=torch.float64)
+    lr_list = [rcp.learning_rate(i) for i in range(steps)]
+    lrs = torch.tensor(lr_list, dtype=torch.float64)
 
     z = _initial(init, original, dtype, g).requires_grad_(True)
     best_x = z.detach().clone()
@@ -505,7 +506,9 @@ def _optimise(
         else None
     )
     bar = _progress_bar(steps, progress, restart)
-    check_every = 1 if (callback is not None or bar is not None) else _CHECK_EVERY
+    # A callback may stop the run at any step, so with one the loop checks every step (StepInfo never shows a
+    # step after a non-finite loss); otherwise every _CHECK_EVERY steps.
+    check_every = 1 if callback is not None else _CHECK_EVERY
     stopped: str | None = None
     nonfinite = False
     steps_run = 0
@@ -526,26 +529,23 @@ def _optimise(
             if p is not None:
                 total = total + p
                 terms.append(p)
-        if record is not None:
-            with torch.no_grad():
-                row = history[record]
-                row[0] = data
-                for k, p in enumerate(terms[1:], start=1):
-                    row[k] = p
-                row[-1] = total
+        if record is not None:  # (detached values: nothing here is recorded by autograd)
+            row = history[record]
+            for k, p in enumerate(terms):
+                row[k] = p.detach()
+            row[-1] = total.detach()
         return total
 
     def keep_if_better(total: torch.Tensor, x: torch.Tensor, step: int) -> torch.Tensor:
         """Per sample, remember ``x`` and ``step`` where ``total`` is lower than the best so far.
 
         Nothing is taken once any loss has been non-finite (``all_finite`` is False): NaN compares False, and
-        the flag also stops +-Inf and every later step. No host synchronisation.
+        the flag also stops +-Inf and every later step. No host synchronisation. ``total`` and ``x`` are detached.
         """
-        with torch.no_grad():
-            improved = (total < best_loss) & all_finite
-            best_loss.copy_(torch.where(improved, total, best_loss))
-            best_step.masked_fill_(improved, step)
-            return torch.where(improved.view(mask_shape), x, best_x)
+        improved = (total < best_loss) & all_finite
+        best_loss.copy_(torch.where(improved, total, best_loss))
+        best_step.masked_fill_(improved, step)
+        return torch.where(improved.view(mask_shape), x, best_x)
 
     def first_nonfinite(upto: int) -> tuple[int, list[int]]:
         """The first recorded step < ``upto`` with a non-finite total loss, and its non-finite samples."""
@@ -556,7 +556,7 @@ def _optimise(
     try:
         for i in range(steps):
             t = i / steps
-            lr_i = float(lrs[i])
+            lr_i = lr_list[i]
             if lbfgs is not None:
                 lbfgs.param_groups[0]["lr"] = lr_i
                 evaluated: list[torch.Tensor] = []
@@ -580,12 +580,11 @@ def _optimise(
                 total = objective(t, i)
                 (grad,) = torch.autograd.grad(total.sum(), z)
                 current_x = z.detach()
-            with torch.no_grad():
-                all_finite &= _finite(total)
-            best_x = keep_if_better(total.detach(), current_x, i)
-            # The only host synchronisation of the loop, every ``check_every`` steps (every step when a callback or
-            # progress bar reads the loss anyway). A non-finite loss found here ends the run as if it had stopped
-            # at that step: the best iterate was frozen there by ``all_finite``.
+            total = total.detach()
+            all_finite &= _finite(total)
+            best_x = keep_if_better(total, current_x, i)
+            # The loop's host synchronisation, every ``check_every`` steps. A non-finite loss found here ends the run
+            # as if it had stopped at that step: the best iterate was frozen there by ``all_finite``.
             if ((i + 1) % check_every == 0 or i == steps - 1) and not bool(all_finite):
                 at, bad = first_nonfinite(i + 1)
                 stopped = (
@@ -608,9 +607,10 @@ def _optimise(
             steps_run = i + 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(total.detach().mean()):.4g}", refresh=False)
+                if (i + 1) % _CHECK_EVERY == 0 or i == steps - 1:  # reading the loss synchronises: not every step
+                    bar.set_postfix(loss=f"{float(total.mean()):.4g}", refresh=False)
             if callback is not None and callback(
-                StepInfo(step=i, steps=steps, loss=total.detach(), input=z.detach(), lr=lr_i)
+                StepInfo(step=i, steps=steps, loss=total, input=z.detach(), lr=lr_i)
             ):
                 stopped = f"callback asked to stop after step {i}"
                 break
