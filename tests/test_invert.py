@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from typing import Any
 
@@ -338,3 +339,43 @@ def test_progress_bar_reads_the_loss_only_every_few_steps(monkeypatch: pytest.Mo
     monkeypatch.setattr(tqdm_auto.tqdm, "set_postfix", counting)
     ri.invert(nn.Linear(4, 4), "", torch.rand(2, 4), steps=100, progress=True)
     assert calls == [32, 64, 96, 100]
+
+
+class _SignalGoesNaN(nn.Module):
+    """A 1-D convolution whose output for sample 0 becomes NaN from the ``at``-th forward pass on."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, 4, 3, padding=1)
+        self.at = at
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        y = self.conv(x)
+        if self.calls >= self.at:
+            y = torch.cat([y[:1] * float("nan"), y[1:]])
+        return y
+
+
+@pytest.mark.parametrize("at", [5, 45])
+def test_deferred_check_leaves_the_generator_as_a_per_step_check_would(at: int) -> None:
+    """With a random transform (jitter) and restarts, everything drawn after a non-finite loss (the second restart's
+    start, the reference perturbation of m_r) is the same whether the loop checked every step or later."""
+    x = torch.rand(2, 1, 16, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    a, b = _SignalGoesNaN(at), _SignalGoesNaN(at)
+    b.load_state_dict(a.state_dict())
+    options = dict(steps=80, loss="mse", regularizers=[Jitter(max_shift=2)], init="normal")
+    recipe = ri.recipes.default().replace(restarts=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ri.NonFiniteWarning)
+        deferred = ri.invert(a, "", x, recipe=recipe, **options)
+        every = ri.invert(b, "", x, recipe=recipe, callback=lambda info: None, **options)
+    assert deferred.stopped == every.stopped is not None
+    assert torch.equal(deferred.input, every.input)
+    # (sample 0's model output is NaN by now, so some metrics are NaN: compare NaN as equal)
+    a_metrics, b_metrics = deferred.metrics.summary(), every.metrics.summary()
+    assert a_metrics.keys() == b_metrics.keys()
+    for key, value in a_metrics.items():
+        assert value == b_metrics[key] or (math.isnan(value) and math.isnan(b_metrics[key])), key

@@ -509,6 +509,10 @@ def _optimise(
     # A callback may stop the run at any step, so with one the loop checks every step (StepInfo never shows a
     # step after a non-finite loss); otherwise every _CHECK_EVERY steps.
     check_every = 1 if callback is not None else _CHECK_EVERY
+    # Random transforms (jitter) draw from ``g`` every step. After a late-found non-finite loss the generator is
+    # put back where a per-step check would have left it, so later draws (restarts, the reference perturbation)
+    # do not depend on the check interval: its state at the start of each step since the last check.
+    rng_at_step: dict[int, torch.Tensor] | None = {} if transforms and check_every > 1 else None
     stopped: str | None = None
     nonfinite = False
     steps_run = 0
@@ -557,6 +561,8 @@ def _optimise(
         for i in range(steps):
             t = i / steps
             lr_i = lr_list[i]
+            if rng_at_step is not None:
+                rng_at_step[i] = g.get_state()
             if lbfgs is not None:
                 lbfgs.param_groups[0]["lr"] = lr_i
                 evaluated: list[torch.Tensor] = []
@@ -585,16 +591,21 @@ def _optimise(
             best_x = keep_if_better(total, current_x, i)
             # The loop's host synchronisation, every ``check_every`` steps. A non-finite loss found here ends the run
             # as if it had stopped at that step: the best iterate was frozen there by ``all_finite``.
-            if ((i + 1) % check_every == 0 or i == steps - 1) and not bool(all_finite):
-                at, bad = first_nonfinite(i + 1)
-                stopped = (
-                    f"non-finite loss at step {at} for sample(s) {bad}; kept the best finite iterate "
-                    "(lower the learning rate, or add clamp=(0, 1))"
-                )
-                warnings.warn(f"invert stopped early: {stopped}", NonFiniteWarning, stacklevel=3)
-                nonfinite = True
-                steps_run = at
-                break
+            if (i + 1) % check_every == 0 or i == steps - 1:
+                if not bool(all_finite):
+                    at, bad = first_nonfinite(i + 1)
+                    if rng_at_step is not None and at + 1 in rng_at_step:
+                        g.set_state(rng_at_step[at + 1])
+                    stopped = (
+                        f"non-finite loss at step {at} for sample(s) {bad}; kept the best finite iterate "
+                        "(lower the learning rate, or add clamp=(0, 1))"
+                    )
+                    warnings.warn(f"invert stopped early: {stopped}", NonFiniteWarning, stacklevel=3)
+                    nonfinite = True
+                    steps_run = at
+                    break
+                if rng_at_step is not None:
+                    rng_at_step.clear()
             with torch.no_grad():
                 if lbfgs is None:
                     _update(rcp, z, grad, lr_i, i, state)
