@@ -104,6 +104,68 @@ def test_cli_experiment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         E.run("nope")
 
 
+def _numbers(result: object) -> dict:
+    """A result's fields as JSON values, without its wall time and file paths."""
+    from reprinvert.experiments._common import jsonable
+
+    d = jsonable(result)
+    d.pop("seconds")
+    d.pop("figures")
+    return d
+
+
+def test_explicit_cpu_device_is_the_default(tmp_path: Path) -> None:
+    default = E.corruption_distance_check(size="tiny", progress=False)
+    explicit = E.corruption_distance_check(size="tiny", out=tmp_path, progress=False, device="cpu")
+    assert _numbers(explicit) == _numbers(default)
+    assert _json(tmp_path / "corruption-distance" / "result.json")["device"] == "cpu"
+    # a trained model: weights, training batches, noise and the Jacobian probes all come out the same
+    copy_default = E.copy(size="tiny", progress=False)
+    copy_cpu = E.run("copy", size="tiny", out=tmp_path, progress=False, device=torch.device("cpu"))
+    assert _numbers(copy_cpu) == _numbers(copy_default)
+    j = _json(tmp_path / "copy" / "result.json")
+    assert j["device"] == "cpu" and j["seed"] == 0 and "gpu" not in j["machine"]
+
+
+def test_bad_device_fails_before_any_work(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"device='tpu9': not a device name \(expected e.g. cpu, cuda"):
+        E.copy(size="tiny", out=out, progress=False, device="tpu9")
+    with pytest.raises(ValueError, match="device='tpu9': not a device name"):
+        E.run("width", size="tiny", out=out, progress=False, device="tpu9")
+    with pytest.raises(ValueError, match="device='tpu9'"):
+        E.run_all(size="tiny", out=out, progress=False, device="tpu9")
+    with pytest.raises(TypeError, match=r"device must be a str, a torch\.device or None"):
+        E.depth(size="tiny", out=out, progress=False, device=0)  # type: ignore[arg-type]
+    if not torch.cuda.is_available():
+        for call in (
+            lambda: E.denoise(size="tiny", out=out, progress=False, device="cuda"),
+            lambda: E.run("corruption-distance", size="tiny", out=out, progress=False, device="cuda"),
+            lambda: E.run_all(size="tiny", out=out, progress=False, device="cuda:0"),
+        ):
+            with pytest.raises(ValueError, match=r"CUDA is not available on this machine \(use device='cpu'\)"):
+                call()
+    assert not out.exists()  # nothing was written: the device is checked first
+
+
+def test_cli_experiment_device(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["experiment", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    assert "--device DEV" in help_text and "(default: cpu)" in help_text
+    out = tmp_path / "out"
+    cases = [(["experiment", "copy", "--device", "tpu9", "--out", str(out)], "--device 'tpu9': not a device name")]
+    if not torch.cuda.is_available():
+        cases.append((["experiment", "all", "--device", "cuda", "--out", str(out)],
+                      "--device 'cuda': CUDA is not available on this machine (use --device cpu)"))
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("reprinvert: error: ") and err.count("\n") == 1 and message in err, err
+    assert not out.exists()
+    assert main(["experiment", "corruption-distance", "--device", "cpu", "--out", str(out), "--quiet"]) == 0
+    assert _json(out / "corruption-distance" / "result.json")["device"] == "cpu"
+
+
 @pytest.mark.slow
 def test_run_all_tiny(tmp_path: Path) -> None:
     results = E.run_all(size="tiny", out=tmp_path, progress=False)

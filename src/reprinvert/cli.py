@@ -5,6 +5,7 @@
     reprinvert layers MODEL_SPEC [--weights FILE] [--input-shape B,C,H,W] [--tokens]
     reprinvert invert MODEL_SPEC IMAGES... --layer L [--weights FILE] [--size PX] [COMMON]
     reprinvert sweep MODEL_SPEC IMAGES... [--layers top|leaves|all|A,B,...] [--every K] [COMMON]
+    reprinvert experiment NAME|all [--quick|--full] [--out DIR] [--seed S] [--device DEV] [--quiet]
 
 COMMON = [--out DIR] [--steps N] [--recipe NAME] [--seed S] [--device DEV] [--quiet]. MODEL_SPEC is
 ``module:factory`` (a dotted module or a ``.py`` file, and a callable in it that takes no arguments).
@@ -341,7 +342,8 @@ def _add_experiment(sub: _Subparsers) -> None:
         help="reproduce one of the seed's experiments (or all) as numbers and figures",
         description="Run a seed experiment: copy, denoise, unet-representation, depth, width, "
         "corruption-distance, or all. Writes PNG figures and result.json into --out/<name>/ and prints the "
-        "numbers. --quick (default) runs in minutes on 2 CPU cores; --full uses the seed's sizes (hours, a GPU).",
+        "numbers. --quick (default) runs in minutes on 2 CPU cores; --full uses the seed's sizes (hours, a GPU: "
+        "pass --device cuda).",
     )
     parser.add_argument("name", metavar="NAME", help="experiment name, or 'all'")
     group = parser.add_mutually_exclusive_group()
@@ -352,25 +354,36 @@ def _add_experiment(sub: _Subparsers) -> None:
         "--out", default="reprinvert-experiments", metavar="DIR", help="output folder (default: %(default)s)"
     )
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of everything (default: 0)")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        metavar="DEV",
+        help="where to train, invert and measure: cpu, cuda, cuda:1 (default: %(default)s); recorded in "
+        "result.json",
+    )
     parser.add_argument("--quiet", action="store_true", help="print nothing")
     parser.set_defaults(run=_run_experiment)
 
 
 def _run_experiment(args: argparse.Namespace) -> int:
+    from ._modelspec import parse_device
     from .experiments import EXPERIMENTS, run, run_all
+    from .experiments._common import resolve_device
 
     name = args.name.replace("_", "-").lower()
     if name != "all" and name not in EXPERIMENTS:
         raise ValueError(f"experiment {args.name!r} is unknown; available: {', '.join(EXPERIMENTS)}, all")
+    device = parse_device(args.device)  # worded for the command line: "--device 'x': ..."
+    resolve_device(device)  # what the experiments add (no MPS: they compute in float64)
     progress = not args.quiet
     if name == "all":
-        results = run_all(size=args.size, out=args.out, seed=args.seed, progress=progress)
+        results = run_all(size=args.size, out=args.out, seed=args.seed, progress=progress, device=device)
         if progress:
             for key, sec in results["seconds"].items():
                 print(f"{key:22s} {sec:8.1f} s")
             print(f"{'total':22s} {results['total_seconds']:8.1f} s; wrote {args.out}/<name>/")
     else:
-        run(name, size=args.size, out=args.out, seed=args.seed, progress=progress)
+        run(name, size=args.size, out=args.out, seed=args.seed, progress=progress, device=device)
         if progress:
             print(f"wrote {args.out}/{name}/")
     return 0

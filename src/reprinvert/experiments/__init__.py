@@ -2,7 +2,9 @@
 
 Each experiment takes ``size="tiny" | "quick" | "full"`` (tiny: the test suite; quick: minutes on 2 CPU
 cores; full: the seed's settings, hours and a GPU), ``out=`` (figures and ``result.json`` go into
-``out/<name>/``), ``seed=`` and ``progress=``, and returns a frozen dataclass of numbers.
+``out/<name>/``), ``seed=``, ``progress=`` and ``device=`` (``"cpu"`` when None, the default; ``"cuda"``,
+``"cuda:1"`` or a ``torch.device`` to train, invert and measure on a GPU; checked before any work, recorded in
+``result.json``), and returns a frozen dataclass of numbers.
 
 ========================  ==========================================================================
 name                      question
@@ -45,7 +47,7 @@ from ._autoencoders import (
     denoise,
     unet_representation,
 )
-from ._common import Reporter
+from ._common import Device, Reporter, resolve_device
 from ._studies import (
     DEPTH_SIZES,
     WIDTH_SIZES,
@@ -98,21 +100,30 @@ EXPERIMENTS: dict[str, Callable[..., Any]] = {
 
 
 def run(name: str, *, size: str = "quick", out: str | Path | None = None, seed: int = 0,
-        progress: bool = True) -> Any:
-    """Run one experiment by name (see :data:`EXPERIMENTS`); returns its result dataclass."""
+        progress: bool = True, device: Device = None) -> Any:
+    """Run one experiment by name (see :data:`EXPERIMENTS`) on ``device`` (None: the CPU); returns its result.
+
+    Raises:
+        ValueError: an unknown name, size or device, or ``"cuda"`` on a machine without CUDA (before any work).
+    """
     key = name.replace("_", "-").lower()
     if key not in EXPERIMENTS:
         raise ValueError(f"experiment {name!r} is unknown; available: {', '.join(EXPERIMENTS)} (or 'all')")
-    return EXPERIMENTS[key](size=size, out=out, seed=seed, progress=progress)
+    return EXPERIMENTS[key](size=size, out=out, seed=seed, progress=progress, device=resolve_device(device))
 
 
 def run_all(*, size: str = "quick", out: str | Path | None = None, seed: int = 0,
-            progress: bool = True) -> dict[str, Any]:
-    """Run every experiment in order; the UNets trained for ``denoise`` are reused by ``unet-representation``.
+            progress: bool = True, device: Device = None) -> dict[str, Any]:
+    """Run every experiment in order on ``device`` (None: the CPU); ``unet-representation`` reuses the UNets
+    trained for ``denoise``.
 
     Returns:
         ``{name: result}`` plus ``"seconds"``: ``{name: wall time}`` of each, and ``"total_seconds"``.
+
+    Raises:
+        ValueError: an unknown size or device, or ``"cuda"`` on a machine without CUDA (before any work).
     """
+    dev = resolve_device(device)
     say = Reporter("all", progress)
     results: dict[str, Any] = {}
     seconds: dict[str, float] = {}
@@ -122,10 +133,10 @@ def run_all(*, size: str = "quick", out: str | Path | None = None, seed: int = 0
         if name in ("denoise", "unet-representation"):
             if trained is None:
                 cfg = DENOISE_SIZES[size]
-                trained = _train_unets(cfg, seed, progress, Reporter(name, progress))
-            results[name] = fn(size=size, out=out, seed=seed, progress=progress, trained=trained)
+                trained = _train_unets(cfg, seed, progress, Reporter(name, progress), dev)
+            results[name] = fn(size=size, out=out, seed=seed, progress=progress, trained=trained, device=dev)
         else:
-            results[name] = fn(size=size, out=out, seed=seed, progress=progress)
+            results[name] = fn(size=size, out=out, seed=seed, progress=progress, device=dev)
         seconds[name] = time.perf_counter() - t0
         say(f"{name} done in {seconds[name]:.1f} s")
     results["seconds"] = seconds

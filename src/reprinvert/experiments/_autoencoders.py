@@ -17,7 +17,19 @@ from ..invert import invert
 from ..metrics import copy_tendency, corruption_distance, denoising_gain
 from ..models import MLPAutoencoder, UNet, count_parameters
 from ..train import evaluate_loss, train
-from ._common import HELD_OUT, TRAIN_PHOTOS, Reporter, check_size, eval_images, mean, out_dir, train_images, write_json
+from ._common import (
+    HELD_OUT,
+    TRAIN_PHOTOS,
+    Device,
+    Reporter,
+    check_size,
+    eval_images,
+    mean,
+    out_dir,
+    resolve_device,
+    train_images,
+    write_json,
+)
 
 __all__ = [
     "CopyConfig",
@@ -138,8 +150,9 @@ class CopyResult:
 def _measure_copy(model: nn.Module, x: torch.Tensor, *, alpha: float, probes: int, seed: int,
                   train_loss: float | None) -> tuple[ModelCopy, torch.Tensor, torch.Tensor]:
     ct = copy_tendency(model, x, corrupt=_noise(alpha), probes=probes, seed=seed)
-    x_tilde = corruptions.noise_mix(x, alpha=alpha, generator=torch.Generator().manual_seed(seed))
-    # copy_tendency draws the corruption from the same seed first, so x_tilde is the same corrupted batch
+    x_tilde = corruptions.noise_mix(x, alpha=alpha, seed=seed)  # a generator on x's device, seeded with seed
+    # copy_tendency draws the corruption first from a generator seeded the same way on the same device, so
+    # x_tilde is the same corrupted batch
     with torch.no_grad():
         was = [(m, m.training) for m in model.modules()]
         model.eval()
@@ -164,7 +177,8 @@ def _measure_copy(model: nn.Module, x: torch.Tensor, *, alpha: float, probes: in
 
 
 def copy(
-    *, size: str | CopyConfig = "quick", out: str | Path | None = None, seed: int = 0, progress: bool = True
+    *, size: str | CopyConfig = "quick", out: str | Path | None = None, seed: int = 0, progress: bool = True,
+    device: Device = None,
 ) -> CopyResult:
     """Does an overcomplete autoencoder trained only to copy learn the identity? (The seed: no.)
 
@@ -180,24 +194,33 @@ def copy(
         out: output folder (``out/copy/``); None writes nothing.
         seed: seed of weights, data, training and noise.
         progress: print progress lines.
+        device: where to train and measure: ``"cpu"`` (None, the default), ``"cuda"``, ``"cuda:1"``, or a
+            ``torch.device``. Weights are drawn on the CPU from ``seed`` and then moved, so they are the same
+            on every device; the noise is drawn on the device, so numbers on a GPU differ from the CPU's.
+            Recorded in ``result.json``.
 
     Returns:
         A :class:`CopyResult`.
+
+    Raises:
+        ValueError: an unknown ``size`` or ``device``, or ``"cuda"`` on a machine without CUDA (before any work).
     """
     cfg: CopyConfig = check_size(size, COPY_SIZES)
+    dev = resolve_device(device)
     say = Reporter("copy", progress)
     folder = out_dir(out, "copy")
     n = 3 * cfg.image * cfg.image
-    data = train_images(size=cfg.image, count=cfg.train_count, seed=seed)
-    x = eval_images(size=cfg.image, count=cfg.test_count, seed=seed)
-    mlp = MLPAutoencoder(in_features=n, seed=seed, **cfg.mlp)
-    unet = UNet(skip="concat", seed=seed, **cfg.unet)
+    data = train_images(size=cfg.image, count=cfg.train_count, seed=seed).to(dev)
+    x = eval_images(size=cfg.image, count=cfg.test_count, seed=seed).to(dev)
+    mlp = MLPAutoencoder(in_features=n, seed=seed, **cfg.mlp).to(dev)
+    unet = UNet(skip="concat", seed=seed, **cfg.unet).to(dev)
     say(f"training MLPAutoencoder ({count_parameters(mlp):,} parameters, {n} -> {cfg.mlp['hidden']} -> {n}) "
-        f"to copy {cfg.train_count} patches of {', '.join(TRAIN_PHOTOS)}")
-    tr_mlp = train(mlp, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, progress=progress)
+        f"to copy {cfg.train_count} patches of {', '.join(TRAIN_PHOTOS)} on {dev}")
+    tr_mlp = train(mlp, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, progress=progress,
+                   device=dev)
     say(f"training with-skip UNet ({count_parameters(unet):,} parameters) to copy")
     tr_unet = train(unet, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed,
-                    progress=progress)
+                    progress=progress, device=dev)
     models: dict[str, ModelCopy] = {}
     outputs = {}
     for name, model, tr in (("identity", nn.Identity(), None), ("mlp", mlp, tr_mlp), ("unet_skip", unet, tr_unet)):
@@ -228,7 +251,8 @@ def copy(
         seconds=say.elapsed(), figures=tuple(figures), notes=tuple(notes),
     )
     if folder is not None:
-        write_json(folder / "result.json", result, extra={"config": dataclasses.asdict(cfg), "seed": seed})
+        write_json(folder / "result.json", result, extra={"config": dataclasses.asdict(cfg), "seed": seed},
+                   device=dev)
     return result
 
 
@@ -314,23 +338,34 @@ def _corrupt_levels(x: torch.Tensor, cfg: DenoiseConfig, seed: int) -> tuple[lis
     return names, xs
 
 
-def _train_unets(cfg: DenoiseConfig, seed: int, progress: bool, say: Reporter) -> dict[str, Any]:
-    data = train_images(size=cfg.image, count=cfg.train_count, seed=seed)
-    x = eval_images(size=cfg.image, count=cfg.test_count, seed=seed)
-    trained: dict[str, Any] = {"config": cfg, "seed": seed}
+def _train_unets(
+    cfg: DenoiseConfig, seed: int, progress: bool, say: Reporter, device: Device = None
+) -> dict[str, Any]:
+    dev = resolve_device(device)
+    data = train_images(size=cfg.image, count=cfg.train_count, seed=seed).to(dev)
+    x = eval_images(size=cfg.image, count=cfg.test_count, seed=seed).to(dev)
+    trained: dict[str, Any] = {"config": cfg, "seed": seed, "device": dev}
     for skip in ("none", "concat"):
-        model = UNet(skip=skip, seed=seed, **cfg.unet)
+        model = UNet(skip=skip, seed=seed, **cfg.unet).to(dev)
         say(f"training UNet skip={skip!r} ({count_parameters(model):,} parameters) to copy {cfg.train_count} "
-            f"{cfg.image}x{cfg.image} patches")
+            f"{cfg.image}x{cfg.image} patches on {dev}")
         tr = train(model, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed,
-                   progress=progress)
-        trained[skip] = (model, tr.final_loss, evaluate_loss(model, x))
+                   progress=progress, device=dev)
+        trained[skip] = (model, tr.final_loss, evaluate_loss(model, x, device=dev))
     return trained
+
+
+def _reusable(trained: dict[str, Any] | None, cfg: DenoiseConfig, seed: int, dev: torch.device) -> bool:
+    """Whether UNets trained earlier (``trained=``) match this call's size, seed and device."""
+    return (
+        trained is not None and trained.get("config") == cfg and trained.get("seed") == seed
+        and trained.get("device", torch.device("cpu")) == dev
+    )
 
 
 def denoise(
     *, size: str | DenoiseConfig = "quick", out: str | Path | None = None, seed: int = 0, progress: bool = True,
-    trained: dict[str, Any] | None = None,
+    trained: dict[str, Any] | None = None, device: Device = None,
 ) -> DenoiseResult:
     """Does a no-skip UNet trained only to copy denoise? (The seed: yes; with skips it copies the noise.)
 
@@ -344,17 +379,22 @@ def denoise(
         out: output folder; None writes nothing.
         seed: seed of weights, data, training and noise.
         progress: print progress lines.
-        trained: reuse UNets trained by an earlier call at the same size and seed (``run_all`` does).
+        trained: reuse UNets trained by an earlier call at the same size, seed and device (``run_all`` does).
+        device: where to train and evaluate (as in :func:`copy`; None: the CPU).
 
     Returns:
         A :class:`DenoiseResult`.
+
+    Raises:
+        ValueError: an unknown ``size`` or ``device``, or ``"cuda"`` on a machine without CUDA (before any work).
     """
     cfg: DenoiseConfig = check_size(size, DENOISE_SIZES)
+    dev = resolve_device(device)
     say = Reporter("denoise", progress)
     folder = out_dir(out, "denoise")
-    if trained is None or trained.get("config") != cfg or trained.get("seed") != seed:
-        trained = _train_unets(cfg, seed, progress, say)
-    x = eval_images(size=cfg.image, count=cfg.test_count, seed=seed)
+    if trained is None or not _reusable(trained, cfg, seed, dev):
+        trained = _train_unets(cfg, seed, progress, say, dev)
+    x = eval_images(size=cfg.image, count=cfg.test_count, seed=seed).to(dev)
     levels, xs = _corrupt_levels(x, cfg, seed)
     rows: dict[str, list[torch.Tensor]] = {"none": [], "concat": []}
     stats: dict[str, dict[str, list[float]]] = {"none": {"gain": [], "err": []}, "concat": {"gain": [], "err": []}}
@@ -399,7 +439,8 @@ def denoise(
         seconds=say.elapsed(), figures=tuple(figures), notes=tuple(notes),
     )
     if folder is not None:
-        write_json(folder / "result.json", result, extra={"config": dataclasses.asdict(cfg), "seed": seed})
+        write_json(folder / "result.json", result, extra={"config": dataclasses.asdict(cfg), "seed": seed},
+                   device=dev)
     return result
 
 
@@ -438,7 +479,7 @@ class UNetRepresentationResult:
 
 def unet_representation(
     *, size: str | DenoiseConfig = "quick", out: str | Path | None = None, seed: int = 0, progress: bool = True,
-    trained: dict[str, Any] | None = None,
+    trained: dict[str, Any] | None = None, device: Device = None,
 ) -> UNetRepresentationResult:
     """Does training make the no-skip UNet's last layer represent the input more cleanly? (The seed: yes.)
 
@@ -451,22 +492,27 @@ def unet_representation(
         out: output folder; None writes nothing.
         seed: seed of weights, data, training and the inversions.
         progress: print progress lines.
-        trained: reuse the UNets trained by :func:`denoise` at the same size and seed.
+        trained: reuse the UNets trained by :func:`denoise` at the same size, seed and device.
+        device: where to train and invert (as in :func:`copy`; None: the CPU).
 
     Returns:
         A :class:`UNetRepresentationResult`.
+
+    Raises:
+        ValueError: an unknown ``size`` or ``device``, or ``"cuda"`` on a machine without CUDA (before any work).
     """
     from ..recipes import badger
     from ..recipes import get as get_recipe
 
     cfg: DenoiseConfig = check_size(size, DENOISE_SIZES)
+    dev = resolve_device(device)
     say = Reporter("unet-representation", progress)
     folder = out_dir(out, "unet-representation")
-    if trained is None or trained.get("config") != cfg or trained.get("seed") != seed:
-        trained = _train_unets(cfg, seed, progress, say)
-    x = eval_images(size=cfg.image, count=1, seed=seed)
+    if trained is None or not _reusable(trained, cfg, seed, dev):
+        trained = _train_unets(cfg, seed, progress, say, dev)
+    x = eval_images(size=cfg.image, count=1, seed=seed).to(dev)
     recipe = badger("unet") if cfg.recipe == "badger" else get_recipe(cfg.recipe)
-    models = {"trained": trained["none"][0], "untrained": UNet(skip="none", seed=seed, **cfg.unet)}
+    models = {"trained": trained["none"][0], "untrained": UNet(skip="none", seed=seed, **cfg.unet).to(dev)}
     fields: dict[str, dict[str, float]] = {k: {} for k in ("m_i", "m_g", "m_r", "ratio", "psnr")}
     inputs = [x]
     pert = 0.0
@@ -497,7 +543,8 @@ def unet_representation(
                "the same seeded noise",),
     )
     if folder is not None:
-        write_json(folder / "result.json", result, extra={"config": dataclasses.asdict(cfg), "seed": seed})
+        write_json(folder / "result.json", result, extra={"config": dataclasses.asdict(cfg), "seed": seed},
+                   device=dev)
     return result
 
 
@@ -527,7 +574,8 @@ class CorruptionDistanceResult:
 
 
 def corruption_distance_check(
-    *, size: str = "quick", out: str | Path | None = None, seed: int = 0, progress: bool = True
+    *, size: str = "quick", out: str | Path | None = None, seed: int = 0, progress: bool = True,
+    device: Device = None,
 ) -> CorruptionDistanceResult:
     """Check numerically that a perfect copier's denoising loss L = ||O(x~) - x||^2 equals ||x~ - x||^2.
 
@@ -539,15 +587,19 @@ def corruption_distance_check(
 
     Args:
         size: ``"tiny"`` (2 images of 8x8), ``"quick"`` (16 of 32x32) or ``"full"`` (64 of 64x64).
-        out, seed, progress: as in :func:`copy`.
+        out, seed, progress, device: as in :func:`copy` (the corruptions are drawn on ``device``).
+
+    Raises:
+        ValueError: an unknown ``size`` or ``device``, or ``"cuda"`` on a machine without CUDA (before any work).
     """
     sizes = {"tiny": (2, 8), "quick": (16, 32), "full": (64, 64)}
     if size not in sizes:
         raise ValueError(f"size={size!r}: expected one of {list(sizes)}")
     count, px = sizes[size]
+    dev = resolve_device(device)
     say = Reporter("corruption-distance", progress)
     folder = out_dir(out, "corruption-distance")
-    x = eval_images(size=px, count=count, seed=seed).double()
+    x = eval_images(size=px, count=count, seed=seed).double().to(dev)
     table = {
         "noise_mix a=0.5": corruptions.noise_mix(x, alpha=0.5, seed=seed),
         "noise_mix a=0.3": corruptions.noise_mix(x, alpha=0.3, seed=seed),
@@ -584,5 +636,5 @@ def corruption_distance_check(
                "corruption distance on a denoising task, so it is the baseline any denoiser must beat",),
     )
     if folder is not None:
-        write_json(folder / "result.json", result, extra={"seed": seed})
+        write_json(folder / "result.json", result, extra={"seed": seed}, device=dev)
     return result

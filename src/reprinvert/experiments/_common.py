@@ -25,11 +25,14 @@ __all__ = [
     "eval_images",
     "jsonable",
     "plot_curves",
+    "resolve_device",
     "train_images",
     "write_json",
 ]
 
 Size = Literal["tiny", "quick", "full"]
+#: What an experiment's ``device=`` accepts (None: the CPU).
+Device = str | torch.device | None
 SIZES = ("tiny", "quick", "full")
 #: Bundled photos used for training; the fourth is held out for evaluation.
 TRAIN_PHOTOS = ("astronaut", "chelsea", "coffee")
@@ -45,6 +48,41 @@ def check_size(size: object, configs: Mapping[str, Any]) -> Any:
     if dataclasses.is_dataclass(size) and type(size) is type(next(iter(configs.values()))):
         return size
     raise TypeError(f"size must be one of {list(configs)} or a {type(next(iter(configs.values()))).__name__}")
+
+
+def resolve_device(device: object) -> torch.device:
+    """``device=`` of an experiment -> a ``torch.device`` that exists here (None -> CPU), checked before any work.
+
+    Raises:
+        TypeError: ``device`` is not a string, a ``torch.device`` or None.
+        ValueError: an unknown device name, or a device this machine lacks (e.g. ``"cuda"`` without CUDA), with
+            what to pass instead.
+    """
+    from .._modelspec import ModelSpecError, parse_device
+
+    if device is None:
+        return torch.device("cpu")
+    if isinstance(device, torch.device):
+        text = str(device)
+    elif isinstance(device, str):
+        text = device
+    else:
+        raise TypeError(
+            f"device must be a str, a torch.device or None, got {type(device).__name__}: {device!r}; "
+            "e.g. device='cpu' or device='cuda'"
+        )
+    try:
+        dev = parse_device(text)
+    except ModelSpecError as exc:
+        # parse_device words its messages for the command line ("--device 'x': ..."); reword them for Python
+        message = str(exc).replace(f"--device {text!r}", f"device={text!r}", 1).replace("--device cpu", "device='cpu'")
+        raise ValueError(message) from None
+    if dev.type == "mps":
+        raise ValueError(
+            f"device={text!r}: the experiments compute their metrics in float64, which MPS does not support; "
+            "run them on 'cpu' (or 'cuda' on a machine with an NVIDIA GPU)"
+        )
+    return dev
 
 
 def train_images(*, size: int, count: int, seed: int) -> torch.Tensor:
@@ -78,14 +116,24 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def write_json(path: Path, result: Any, *, extra: Mapping[str, Any] | None = None) -> Path:
-    """Write ``result`` (a dataclass) with versions and machine info as indented JSON."""
+def write_json(
+    path: Path, result: Any, *, extra: Mapping[str, Any] | None = None, device: torch.device | None = None
+) -> Path:
+    """Write ``result`` (a dataclass) with versions and machine info as indented JSON.
+
+    ``device`` (where the experiment ran) is recorded as ``"device"`` next to ``extra``'s settings, and on
+    CUDA the GPU's name as ``machine["gpu"]``.
+    """
+    machine: dict[str, Any] = {"platform": platform.platform(), "threads": torch.get_num_threads()}
+    if device is not None and device.type == "cuda":
+        machine["gpu"] = torch.cuda.get_device_name(device)
     payload = {
         "result": jsonable(result),
         "versions": {"reprinvert": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
+        "machine": machine,
         "written": time.strftime("%Y-%m-%d %H:%M:%S"),
         **(dict(extra) if extra else {}),
+        **({"device": str(device)} if device is not None else {}),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")

@@ -9,11 +9,22 @@ from typing import Any
 
 import torch
 
+from .._rng import make_generator
 from ..data import sample_image, save_grid
 from ..invert import StepInfo, invert
 from ..models import ConvClassifier, FCNet, count_parameters, linear_net
 from ..train import train
-from ._common import TRAIN_PHOTOS, Reporter, check_size, mean, out_dir, plot_curves, write_json
+from ._common import (
+    TRAIN_PHOTOS,
+    Device,
+    Reporter,
+    check_size,
+    mean,
+    out_dir,
+    plot_curves,
+    resolve_device,
+    write_json,
+)
 from ._common import eval_images as _eval_images
 
 __all__ = ["DepthConfig", "DepthResult", "WidthConfig", "WidthNet", "WidthResult", "depth", "width"]
@@ -97,7 +108,8 @@ def _photo_task(cfg: DepthConfig, count: int, seed: int) -> tuple[torch.Tensor, 
 
 
 def depth(
-    *, size: str | DepthConfig = "quick", out: str | Path | None = None, seed: int = 0, progress: bool = True
+    *, size: str | DepthConfig = "quick", out: str | Path | None = None, seed: int = 0, progress: bool = True,
+    device: Device = None,
 ) -> DepthResult:
     """How well does each layer of a convolutional classifier represent its input, trained and untrained?
 
@@ -110,25 +122,35 @@ def depth(
 
     Args:
         size: ``"tiny"``, ``"quick"``, ``"full"`` or a :class:`DepthConfig`.
-        out, seed, progress: as in :func:`reprinvert.experiments.copy`.
+        out, seed, progress, device: as in :func:`reprinvert.experiments.copy`.
+
+    Raises:
+        ValueError: an unknown ``size`` or ``device``, or ``"cuda"`` on a machine without CUDA (before any work).
     """
     cfg: DepthConfig = check_size(size, DEPTH_SIZES)
+    dev = resolve_device(device)
     say = Reporter("depth", progress)
     folder = out_dir(out, "depth")
     classes = len(TRAIN_PHOTOS)
     data, labels = _photo_task(cfg, cfg.train_count, seed)
+    data, labels = data.to(dev), labels.to(dev)
     val, val_labels = _photo_task(cfg, max(classes, cfg.train_count // 8), seed + 100)
-    trained = ConvClassifier(classes=classes, seed=seed, **cfg.classifier)
-    untrained = ConvClassifier(classes=classes, seed=seed, **cfg.classifier)
+    val, val_labels = val.to(dev), val_labels.to(dev)
+    trained = ConvClassifier(classes=classes, seed=seed, **cfg.classifier).to(dev)
+    untrained = ConvClassifier(classes=classes, seed=seed, **cfg.classifier).to(dev)
     say(f"training ConvClassifier ({count_parameters(trained):,} parameters) on 'which photo is this patch from' "
-        f"({cfg.train_count} patches)")
+        f"({cfg.train_count} patches) on {dev}")
     train(trained, data, targets=labels, loss="cross_entropy", epochs=cfg.epochs, batch_size=cfg.batch_size,
-          lr=cfg.lr, seed=seed, progress=progress)
+          lr=cfg.lr, seed=seed, progress=progress, device=dev)
     with torch.no_grad():
         trained.eval()
-        accuracy = float((trained(val).argmax(1) == val_labels).double().mean())
+        # in chunks, so that the full size's 6250 held-out 64x64 patches do not go through the net at once
+        chunk = 1024
+        hits = torch.cat([trained(val[k : k + chunk]).argmax(1) == val_labels[k : k + chunk]
+                          for k in range(0, val.shape[0], chunk)])
+        accuracy = float(hits.double().mean())
     say(f"held-out patch accuracy {accuracy:.3f} (chance {1 / classes:.3f})")
-    x = _eval_images(size=cfg.image, count=cfg.images, seed=seed)
+    x = _eval_images(size=cfg.image, count=cfg.images, seed=seed).to(dev)
     layers = tuple(f"stages.{i}" for i in range(len(cfg.classifier["widths"])))
     m: dict[str, dict[str, list[float]]] = {k: {"trained": [], "untrained": []} for k in ("m_i", "m_g", "m_r", "rep")}
     rows: dict[str, list[torch.Tensor]] = {"trained": [], "untrained": []}
@@ -178,7 +200,8 @@ def depth(
         seconds=say.elapsed(), figures=tuple(figures), notes=tuple(notes),
     )
     if folder is not None:
-        write_json(folder / "result.json", result, extra={"config": dataclasses.asdict(cfg), "seed": seed})
+        write_json(folder / "result.json", result, extra={"config": dataclasses.asdict(cfg), "seed": seed},
+                   device=dev)
     return result
 
 
@@ -278,11 +301,13 @@ class WidthResult:
     notes: tuple[str, ...]
 
 
-def _amplification(n: int, depth_: int, init: str, perturbation: float, seed: int) -> tuple[float, ...]:
+def _amplification(
+    n: int, depth_: int, init: str, perturbation: float, seed: int, device: torch.device
+) -> tuple[float, ...]:
     """Exact inversion of a square linear net in float64 under an output perturbation: (||d||, ||dx||, max, cond)."""
-    net = linear_net(n, depth=depth_, init=init, seed=seed).double()  # type: ignore[arg-type]
-    g = torch.Generator().manual_seed(seed + 1)
-    x = torch.rand(1, n, generator=g, dtype=torch.float64)
+    net = linear_net(n, depth=depth_, init=init, seed=seed).double().to(device)  # type: ignore[arg-type]
+    g = make_generator(seed + 1, None, device)
+    x = torch.rand(1, n, generator=g, dtype=torch.float64, device=device)
     mats = [m.weight.detach() for m in net.modules() if isinstance(m, torch.nn.Linear)]
     if init == "orthogonal":  # orthogonal to float64 precision (the float32 draw is orthogonal to ~1e-7 only)
         with torch.no_grad():
@@ -291,7 +316,7 @@ def _amplification(n: int, depth_: int, init: str, perturbation: float, seed: in
                 w.copy_(q * torch.sign(torch.diagonal(r)))
     with torch.no_grad():
         y = net(x)
-        delta = perturbation * torch.randn(y.shape, generator=g, dtype=torch.float64)
+        delta = perturbation * torch.randn(y.shape, generator=g, dtype=torch.float64, device=device)
         z = (y + delta).T
         for w in reversed(mats):
             z = torch.linalg.solve(w, z)
@@ -306,7 +331,8 @@ def _amplification(n: int, depth_: int, init: str, perturbation: float, seed: in
 
 
 def width(
-    *, size: str | WidthConfig = "quick", out: str | Path | None = None, seed: int = 0, progress: bool = True
+    *, size: str | WidthConfig = "quick", out: str | Path | None = None, seed: int = 0, progress: bool = True,
+    device: Device = None,
 ) -> WidthResult:
     """Does a fully connected layer narrower than its input lose the input, and a wider one keep it?
 
@@ -319,17 +345,23 @@ def width(
 
     Args:
         size: ``"tiny"``, ``"quick"``, ``"full"`` or a :class:`WidthConfig`.
-        out, seed, progress: as in :func:`reprinvert.experiments.copy`.
+        out, seed, progress, device: as in :func:`reprinvert.experiments.copy` (the float64 linear-net check
+            runs on ``device`` too).
+
+    Raises:
+        ValueError: an unknown ``size`` or ``device``, or ``"cuda"`` on a machine without CUDA (before any work).
     """
     cfg: WidthConfig = check_size(size, WIDTH_SIZES)
+    dev = resolve_device(device)
     say = Reporter("width", progress)
     folder = out_dir(out, "width")
-    x = sample_image("astronaut", size=cfg.image)
+    x = sample_image("astronaut", size=cfg.image).to(dev)
     n = x.numel()
     nets: list[WidthNet] = []
     inputs = [x]
     for label, act, w in cfg.nets:
         net = FCNet(in_features=n, widths=(w,) * cfg.layers, activation=act, seed=seed)  # type: ignore[arg-type]
+        net.to(dev)
         steps_seen: list[int] = []
         dists: list[float] = []
 
@@ -349,8 +381,8 @@ def width(
         inputs.append(res.input)
         say(f"{label:24s} input distance after {cfg.steps} steps {dists[-1]:.4g} (returned x_g: "
             f"{s['input_distance']:.4g}, m_g {s['embedding_distance']:.3g} vs m_r {s['reference_distance']:.3g})")
-    dn, err, err_max, cond = _amplification(n, cfg.linear_depth, "default", cfg.perturbation, seed)
-    o_dn, o_err, _, _ = _amplification(n, cfg.linear_depth, "orthogonal", cfg.perturbation, seed)
+    dn, err, err_max, cond = _amplification(n, cfg.linear_depth, "default", cfg.perturbation, seed, dev)
+    o_dn, o_err, _, _ = _amplification(n, cfg.linear_depth, "orthogonal", cfg.perturbation, seed, dev)
     say(f"square linear net ({cfg.linear_depth} x {n}x{n}, float64): output perturbation {dn:.3g} -> input error "
         f"{err:.3g} (max element {err_max:.3g}), condition number {cond:.3g}; orthogonal: x{o_err / o_dn:.6f}")
     figures: list[str] = []
@@ -373,7 +405,8 @@ def width(
         seconds=say.elapsed(), figures=tuple(figures), notes=tuple(notes),
     )
     if folder is not None:
-        write_json(folder / "result.json", result, extra={"config": dataclasses.asdict(cfg), "seed": seed})
+        write_json(folder / "result.json", result, extra={"config": dataclasses.asdict(cfg), "seed": seed},
+                   device=dev)
     return result
 
 
