@@ -143,15 +143,21 @@ def test_tables_json_ready(cnn: SmallCNN, images: torch.Tensor) -> None:
 def test_progress_without_tqdm(cnn: SmallCNN, images: torch.Tensor, monkeypatch, capsys) -> None:
     monkeypatch.setitem(sys.modules, "tqdm", None)
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
-    ri.sweep(cnn, images, layers=["conv1", "conv2"], steps=1, progress=True)
+    ri.sweep(cnn, images, layers=["conv1", "conv2"], steps=1, progress=True, batched=False)
     err = capsys.readouterr().err
     assert "sweep [1/2] conv1 ..." in err and "sweep [2/2] conv2 ..." in err
+    ri.sweep(cnn, images, layers=["conv1", "conv2"], steps=1, progress=True)
+    err = capsys.readouterr().err
+    assert err.strip() == "sweep: 2 layers as one batch (conv1, conv2) ..."
     ri.sweep(cnn, images, layers=["conv1"], steps=1, progress=False)
     assert capsys.readouterr() == ("", "")
 
 
 def test_progress_with_tqdm(cnn: SmallCNN, images: torch.Tensor, capsys) -> None:
     pytest.importorskip("tqdm")
-    ri.sweep(cnn, images, layers=["conv1", "conv2"], steps=2, progress=True)
+    ri.sweep(cnn, images, layers=["conv1", "conv2"], steps=2, progress=True, batched=False)
     err = capsys.readouterr().err
     assert "sweep" in err and "2/2" in err
+    ri.sweep(cnn, images, layers=["conv1", "conv2"], steps=2, progress=True)
+    err = capsys.readouterr().err
+    assert "2 layers as one batch" in err and "invert" in err

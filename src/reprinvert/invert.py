@@ -277,34 +277,10 @@ def invert(
         torch.Size([1, 3, 16, 16])
     """
     started = time.perf_counter()
-    overrides: dict[str, Any] = {
-        k: v
-        for k, v in dict(steps=steps, optimizer=optimizer, lr=lr, loss=loss, clamp=clamp).items()
-        if v is not None
-    }
-    if isinstance(init, str):
-        overrides["init"] = init
-    elif init is not None and not isinstance(init, torch.Tensor):
-        raise TypeError(
-            f"init must be 'seed', 'zeros', 'uniform', 'normal' or a tensor of the input's shape, got "
-            f"{type(init).__name__}: {init!r}"
-        )
-    for flag_name, flag in (("train", train), ("track_best", track_best)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{flag_name} must be True or False, got {type(flag).__name__}: {flag!r}")
-    if not _is_number(sigma) or not sigma >= 0:
-        raise ValueError(f"sigma={sigma!r}: expected a non-negative standard deviation (default 1/25)")
-    if not _is_number(data_range) or not data_range > 0:
-        raise ValueError(f"data_range={data_range!r}: expected a positive number (1.0 for images in [0, 1])")
-    if regularizers is not None:
-        overrides["regularizers"] = tuple(regularizers)
-    if "steps" in overrides and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps={steps!r}: expected a positive int (the number of optimisation steps)")
-    base = get_recipe(recipe)
-    if "steps" in overrides and base.drops and steps != base.steps:
-        # Keep a stepped schedule at the same fractions of the run.
-        overrides["drops"] = tuple(round(d * overrides["steps"] / base.steps) for d in base.drops)
-    rcp = base.replace(**overrides) if overrides else base
+    rcp = _resolve_recipe(
+        recipe, steps=steps, optimizer=optimizer, lr=lr, loss=loss, init=init, regularizers=regularizers, clamp=clamp
+    )
+    _check_options(train=train, track_best=track_best, sigma=sigma, data_range=data_range)
     model = runnable(model)
     layer_name, _ = resolve_layer(model, layer)
     start_name = resolve_layer(model, start, argument="start")[0] if start is not None else None
@@ -409,6 +385,51 @@ def invert(
     )
 
 
+def _resolve_recipe(
+    recipe: Recipe | str,
+    *,
+    steps: int | None,
+    optimizer: Optimizer | None,
+    lr: float | None,
+    loss: Loss | None,
+    init: Init | torch.Tensor | None,
+    regularizers: Sequence[Regularizer] | None,
+    clamp: tuple[float, float] | None,
+) -> Recipe:
+    """The recipe with :func:`invert`'s overrides applied (a stepped schedule keeps its fractions of the run)."""
+    overrides: dict[str, Any] = {
+        k: v
+        for k, v in dict(steps=steps, optimizer=optimizer, lr=lr, loss=loss, clamp=clamp).items()
+        if v is not None
+    }
+    if isinstance(init, str):
+        overrides["init"] = init
+    elif init is not None and not isinstance(init, torch.Tensor):
+        raise TypeError(
+            f"init must be 'seed', 'zeros', 'uniform', 'normal' or a tensor of the input's shape, got "
+            f"{type(init).__name__}: {init!r}"
+        )
+    if regularizers is not None:
+        overrides["regularizers"] = tuple(regularizers)
+    if "steps" in overrides and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps={steps!r}: expected a positive int (the number of optimisation steps)")
+    base = get_recipe(recipe)
+    if "steps" in overrides and base.drops and steps != base.steps:
+        # Keep a stepped schedule at the same fractions of the run.
+        overrides["drops"] = tuple(round(d * overrides["steps"] / base.steps) for d in base.drops)
+    return base.replace(**overrides) if overrides else base
+
+
+def _check_options(*, train: Any, track_best: Any, sigma: Any, data_range: Any) -> None:
+    for flag_name, flag in (("train", train), ("track_best", track_best)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{flag_name} must be True or False, got {type(flag).__name__}: {flag!r}")
+    if not _is_number(sigma) or not sigma >= 0:
+        raise ValueError(f"sigma={sigma!r}: expected a non-negative standard deviation (default 1/25)")
+    if not _is_number(data_range) or not data_range > 0:
+        raise ValueError(f"data_range={data_range!r}: expected a positive number (1.0 for images in [0, 1])")
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -466,13 +487,13 @@ def _merge(a: _Run, b: _Run) -> _Run:
 
 
 def _optimise(
-    forward: Callable[[torch.Tensor], torch.Tensor],
+    forward: Callable[[torch.Tensor], Any],
     rcp: Recipe,
     original: torch.Tensor,
     init: Init | torch.Tensor,
     dtype: torch.dtype,
-    target_flat: torch.Tensor,
-    target_sq: torch.Tensor,
+    target_flat: torch.Tensor | list[torch.Tensor],
+    target_sq: torch.Tensor | list[torch.Tensor],
     batch: int,
     g: torch.Generator,
     callback: Callable[[StepInfo], bool | None] | None,
@@ -522,8 +543,16 @@ def _optimise(
         zin = z
         for r in transforms:
             zin = r.transform(zin, t, g)
-        rep = flatten_batch(forward(zin), batch).to(dtype)
-        data = _data_loss(rcp.loss, rep, target_flat, target_sq)
+        out = forward(zin)
+        if isinstance(out, list):  # several layers at once (a batched sweep): one target per chunk of the batch
+            assert isinstance(target_flat, list) and isinstance(target_sq, list)
+            data = torch.cat([
+                _data_loss(rcp.loss, flatten_batch(o, t.shape[0]).to(dtype), t, sq)
+                for o, t, sq in zip(out, target_flat, target_sq)
+            ])
+        else:
+            assert isinstance(target_flat, torch.Tensor) and isinstance(target_sq, torch.Tensor)
+            data = _data_loss(rcp.loss, flatten_batch(out, batch).to(dtype), target_flat, target_sq)
         if rcp.loss_scale != 1.0:
             data = data * rcp.loss_scale
         total = data

@@ -1,0 +1,297 @@
+"""Private: invert several layers of one model in one optimisation, as :func:`reprinvert.sweep` does by default.
+
+The L inversions of a sweep are run as one batch of L x B inputs: copy k of the batch is matched at the k-th layer
+(in execution order) and taken out of the batch there, by a forward hook that returns the remaining rows, so every
+copy runs only up to its own layer (the compute of L separate inversions, in one forward and one backward per
+step, with larger and fewer kernels). Every per-sample part of an inversion (loss, Adam, regularizers, best-iterate
+tracking) is the same as in :func:`reprinvert.invert`, and so are the random draws: one initial draw of the input's
+shape repeated for every layer, one jitter draw per step, one reference perturbation, exactly as each separate call
+would make them from the same seed.
+
+This is valid only when each layer's output feeds everything after it (no skip connection around a chosen layer)
+and samples do not interact. Before optimising, a check runs distinct inputs through the batched forward and
+compares each layer's output with a separate forward pass; any difference, any error, a non-tensor or
+non-batch-first output, and every option a batch cannot share (L-BFGS's line search, restarts, ``start=``,
+``select=``, ``call=``, training-mode models) make :func:`invert_layers` decline, and the sweep inverts the layers one
+by one instead.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._state import frozen
+from .capture import Hooks, _StopForward, model_dtype, private_input, run_model
+from .invert import History, Inversion, _initial, _optimise
+from .metrics import InversionMetrics, flatten_batch
+from .recipes import Recipe
+
+__all__ = ["Declined", "invert_layers", "why_not"]
+
+
+class Declined(Exception):
+    """The layers cannot be inverted as one batch; the message says why (the sweep falls back to one by one)."""
+
+
+class _Cuts:
+    """Forward hooks: at the k-th layer (execution order) keep the first B rows, pass the rest on, stop at the last."""
+
+    def __init__(self, modules: Sequence[nn.Module], names: Sequence[str], batch: int) -> None:
+        self.modules, self.names, self.batch = list(modules), list(names), batch
+        self.captured: list[torch.Tensor | None] = [None] * len(self.modules)
+        self.counts = [0] * len(self.modules)
+        self.handles: list[Any] = []
+        self.thread = threading.get_ident()
+
+    def __enter__(self) -> _Cuts:
+        try:
+            for k, module in enumerate(self.modules):
+                self.handles.append(module.register_forward_hook(self._hook(k)))
+        except BaseException:
+            self.remove()
+            raise
+        self.thread = threading.get_ident()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        while self.handles:
+            self.handles.pop().remove()
+
+    def _hook(self, k: int) -> Any:
+        def hook(module: nn.Module, args: Any, out: Any) -> Any:
+            if threading.get_ident() != self.thread:
+                return None
+            name = self.names[k]
+            self.counts[k] += 1
+            if self.counts[k] > 1:
+                raise Declined(f"layer {name!r} runs more than once per forward pass")
+            if not isinstance(out, torch.Tensor):
+                raise Declined(f"layer {name!r} does not return a single tensor")
+            expected = (len(self.modules) - k) * self.batch
+            if out.dim() == 0 or out.shape[0] != expected:
+                raise Declined(
+                    f"layer {name!r} produced a batch of {tuple(out.shape)[:1]} where {expected} was expected "
+                    "(not batch first, or it mixes in tensors from before an earlier layer)"
+                )
+            self.captured[k] = out[: self.batch]
+            if k == len(self.modules) - 1:
+                raise _StopForward
+            # A separate tensor: in-place operations downstream must not touch the captured rows' storage.
+            return out[self.batch :].clone()
+
+        return hook
+
+    def run(self, model: nn.Module, x: torch.Tensor, model_kwargs: Mapping[str, Any] | None) -> list[torch.Tensor]:
+        self.captured = [None] * len(self.modules)
+        self.counts = [0] * len(self.modules)
+        try:
+            run_model(model, x, model_kwargs)
+        except _StopForward:
+            pass
+        missing = [n for n, c in zip(self.names, self.captured) if c is None]
+        if missing:
+            raise Declined(f"layers {missing} did not run in the batched forward pass")
+        return [c for c in self.captured if c is not None]
+
+
+def why_not(
+    rcp: Recipe,
+    *,
+    layers: Sequence[str],
+    start: str | None,
+    select: Any,
+    call: int | None,
+    train: bool,
+) -> str | None:
+    """Why these options rule out one batched optimisation, or None if they do not."""
+    if len(layers) < 2:
+        return "there is only one layer"
+    if rcp.optimizer == "lbfgs":
+        return "L-BFGS shares one line search across the batch"
+    if rcp.restarts != 1:
+        return "restarts keep one history per run, not per layer"
+    if start is not None:
+        return "start= replaces a module's output"
+    if select is not None or call is not None:
+        return "select= / call= pick part of a layer's output"
+    if train:
+        return "train=True: training-mode layers (BatchNorm) mix the samples of a batch"
+    return None
+
+
+def _execution_order(
+    model: nn.Module, names: Sequence[str], x: torch.Tensor, model_kwargs: Mapping[str, Any] | None
+) -> tuple[list[str], list[torch.Tensor], bool]:
+    """The layers in the order they run, their outputs for ``x``, and whether the model changes its input in place."""
+    order: list[str] = []
+    outputs: dict[str, torch.Tensor] = {}
+    with torch.no_grad(), Hooks(model, list(names), tolerate_downstream_errors=True) as hooks:
+        thread = threading.get_ident()
+        handles = []
+        try:
+            for name in names:
+                module = hooks.by_spec[name].module
+
+                def record(m: nn.Module, a: Any, o: Any, name: str = name) -> None:
+                    if threading.get_ident() == thread and name not in order:
+                        order.append(name)
+
+                handles.append(module.register_forward_hook(record))
+            fed = private_input(x, model_dtype(model))
+            version = fed._version
+            outputs = hooks.run(fed, model_kwargs)
+        finally:
+            for h in handles:
+                h.remove()
+    return order, [outputs[n] for n in order], fed._version != version
+
+
+def invert_layers(
+    model: nn.Module,
+    names: Sequence[str],
+    x: torch.Tensor,
+    rcp: Recipe,
+    *,
+    init: torch.Tensor | None,
+    seed: int,
+    sigma: float,
+    data_range: float,
+    model_kwargs: Mapping[str, Any] | None,
+    track_best: bool,
+    progress: bool,
+) -> list[Inversion]:
+    """Invert every layer in ``names`` in one batched optimisation; results in the order of ``names``.
+
+    Raises:
+        Declined: the model or the layers do not allow it (the caller inverts them one by one).
+    """
+    started = time.perf_counter()
+    if not x.is_floating_point():
+        raise Declined("the input is not floating point")
+    if next((p.device for p in model.parameters()), x.device) != x.device:
+        raise Declined("the input and the model are on different devices")
+    g = torch.Generator(device=x.device)
+    g.manual_seed(seed)
+    with torch.inference_mode(False), frozen(model, train=False):
+        order, targets, copy_fed = _execution_order(model, names, x, model_kwargs)
+        if len(order) != len(names):
+            raise Declined("not every layer ran")
+        for name, t in zip(order, targets):
+            if t.dim() == 0 or t.shape[0] != x.shape[0]:
+                raise Declined(f"layer {name!r} is not batch first")
+        modules = [dict(model.named_modules())[n] for n in order]
+        batch, L = x.shape[0], len(order)
+        feed_dtype = private_input(x, model_dtype(model)).dtype
+        work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        cuts = _Cuts(modules, order, batch)
+
+        def forward(z: torch.Tensor) -> list[torch.Tensor]:
+            fed = z.to(feed_dtype)
+            if copy_fed and fed is z:
+                fed = fed.clone()
+            return cuts.run(model, fed, model_kwargs)
+
+        def stacked(t: torch.Tensor) -> torch.Tensor:
+            return t.repeat(L, *([1] * (t.dim() - 1)))
+
+        _check(forward, cuts, x, order, model, model_kwargs, feed_dtype, work_dtype)
+        with cuts:
+            targets_flat = [flatten_batch(t.to(work_dtype), batch) for t in targets]
+            targets_sq = [t.pow(2).sum(1).clamp_min(torch.finfo(work_dtype).tiny) for t in targets_flat]
+            original = x.detach()
+            start = _initial(init if init is not None else rcp.init, original, work_dtype, g)
+            with torch.enable_grad():
+                run = _optimise(
+                    forward, rcp, stacked(original), stacked(start), work_dtype, targets_flat, targets_sq,
+                    L * batch, g, None, progress, 0,
+                )
+            if run.nonfinite:
+                raise Declined("a loss became non-finite (the layers are inverted one by one to stop each alone)")
+            result_x = run.best_x if track_best else run.final_x
+            best_step = run.best_step if track_best else torch.full((L * batch,), run.steps_run)
+            with torch.no_grad():
+                reps_g = [r.detach().clone() for r in forward(result_x)]
+                x_ref = original.to(work_dtype) + sigma * torch.randn(
+                    original.shape, generator=g, device=original.device, dtype=work_dtype
+                )
+                reps_ref = [r.detach().clone() for r in forward(stacked(x_ref))]
+    seconds = (time.perf_counter() - started) / L
+    by_name: dict[str, Inversion] = {}
+    for k, name in enumerate(order):
+        rows = slice(k * batch, (k + 1) * batch)
+        x_g = result_x[rows]
+        by_name[name] = Inversion(
+            input=x_g.detach().to(dtype=original.dtype).clone(),
+            metrics=InversionMetrics.from_tensors(
+                x=flatten_batch(original, batch),
+                x_g=flatten_batch(x_g, batch),
+                x_ref=flatten_batch(x_ref, batch),
+                rep=flatten_batch(targets[k], batch),
+                rep_g=flatten_batch(reps_g[k], batch),
+                rep_ref=flatten_batch(reps_ref[k], batch),
+                data_range=data_range,
+            ),
+            history=History(terms={t: v[:, rows].clone() for t, v in run.history.terms.items()}, lr=run.history.lr),
+            layer=name,
+            start=None,
+            target=targets[k].detach(),
+            representation=reps_g[k],
+            best_step=best_step[rows].cpu(),
+            steps_run=run.steps_run,
+            stopped=run.stopped,
+            recipe=rcp,
+            seed=seed,
+            seconds=seconds,
+            original=original,
+        )
+    return [by_name[n] for n in names]
+
+
+def _check(
+    forward: Any,
+    cuts: _Cuts,
+    x: torch.Tensor,
+    order: Sequence[str],
+    model: nn.Module,
+    model_kwargs: Mapping[str, Any] | None,
+    feed_dtype: torch.dtype,
+    work_dtype: torch.dtype,
+) -> None:
+    """Distinct inputs through the batched forward must give each layer's separately computed output."""
+    g = torch.Generator(device=x.device)
+    g.manual_seed(20261123)
+    copies = [
+        x.to(work_dtype) + 0.05 * k * torch.randn(x.shape, generator=g, device=x.device, dtype=work_dtype)
+        for k in range(len(order))
+    ]
+    with torch.no_grad():
+        alone = []
+        for name, copy_k in zip(order, copies):
+            with Hooks(model, name, stop=True) as hooks:
+                alone.append(hooks.run(private_input(copy_k.to(feed_dtype), None), model_kwargs)[name])
+        try:
+            with cuts:
+                batched = forward(torch.cat(copies))
+        except Declined:
+            raise
+        except Exception as error:
+            raise Declined(
+                f"the batched forward pass failed, probably a skip connection around a layer or a batch-sized "
+                f"keyword argument ({type(error).__name__}: {error})"
+            ) from None
+        for name, want, got in zip(order, alone, batched):
+            scale = float(want.abs().max()) if want.numel() else 0.0
+            if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-4, atol=1e-5 * max(scale, 1.0)):
+                raise Declined(
+                    f"layer {name!r} gives other values in a batch of all the layers' inputs than alone (a skip "
+                    "connection around an earlier layer, or samples that interact)"
+                )

@@ -1,0 +1,179 @@
+"""The batched sweep: every layer inverted in one optimisation gives what one-by-one inversions give, declines
+(and falls back) whenever that could be wrong, and keeps the contracts."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+import reprinvert as ri
+from reprinvert.regularizers import Jitter, TotalVariation
+
+from conftest import SmallCNN, Snapshot, assert_tensor_untouched, assert_untouched, hooks_left, tensor_state
+
+
+def _cnn() -> nn.Sequential:
+    torch.manual_seed(0)
+    model = nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(3, 8, 3, padding=1), bn1=nn.BatchNorm2d(8), relu1=nn.ReLU(inplace=True),
+        conv2=nn.Conv2d(8, 16, 3, padding=1, stride=2), relu2=nn.ReLU(), pool=nn.AdaptiveAvgPool2d(2),
+        flat=nn.Flatten(), head=nn.Linear(64, 5),
+    ))
+    with torch.no_grad():
+        model.bn1.running_mean.normal_(0, 0.2)
+        model.bn1.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+class _Skip(nn.Module):
+    """A skip connection around ``inner``: its output is not all that feeds what follows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Conv2d(3, 3, 3, padding=1)
+        self.outer = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.outer(self.inner(x) + x)
+
+
+def _x(batch: int = 2, size: int = 8) -> torch.Tensor:
+    return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def _assert_same(a: ri.Sweep, b: ri.Sweep, *, atol: float = 1e-4) -> None:
+    assert a.layers == b.layers
+    for inv_a, inv_b in zip(a.inversions, b.inversions):
+        torch.testing.assert_close(inv_a.input, inv_b.input, rtol=1e-4, atol=atol)
+        torch.testing.assert_close(inv_a.target, inv_b.target)
+        torch.testing.assert_close(inv_a.history.total, inv_b.history.total, rtol=1e-3, atol=1e-5)
+        assert inv_a.steps_run == inv_b.steps_run and inv_a.stopped == inv_b.stopped
+        for key, value in inv_b.metrics.summary().items():
+            assert inv_a.metrics.summary()[key] == pytest.approx(value, rel=1e-3, abs=1e-5), (inv_a.layer, key)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"loss": "mse", "optimizer": "sgd", "lr": 0.05},
+        {"regularizers": [Jitter(max_shift=1), TotalVariation(weight=0.01)], "clamp": (0.0, 1.0)},
+        {"init": "normal", "track_best": False},
+    ],
+)
+def test_batched_equals_one_by_one(options: dict) -> None:
+    model, x = _cnn(), _x()
+    layers = ["conv1", "relu1", "conv2", "head"]
+    batched = ri.sweep(model, x, layers=layers, steps=25, progress=False, **options)
+    alone = ri.sweep(model, x, layers=layers, steps=25, progress=False, batched=False, **options)
+    assert batched.provenance.options["batched"] is True
+    assert batched.provenance.options["not_batched_because"] is None
+    assert alone.provenance.options["batched"] is False
+    _assert_same(batched, alone)
+
+
+def test_batched_handles_layers_given_out_of_order_and_an_init_tensor() -> None:
+    model, x = _cnn(), _x()
+    init = torch.full_like(x, 0.5)
+    batched = ri.sweep(model, x, layers=["head", "conv1", "conv2"], steps=20, init=init, progress=False)
+    alone = ri.sweep(model, x, layers=["head", "conv1", "conv2"], steps=20, init=init, progress=False, batched=False)
+    assert batched.provenance.options["batched"] is True
+    _assert_same(batched, alone)
+
+
+def test_transformer_blocks_batched() -> None:
+    torch.manual_seed(0)
+    block = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+    model = nn.Sequential(nn.Linear(4, 16), *(type(block)(16, 2, 32, dropout=0.0, batch_first=True)
+                                                 for _ in range(3))).eval()
+    x = torch.rand(2, 5, 4, generator=torch.Generator().manual_seed(0))
+    batched = ri.sweep(model, x, layers=["1", "2", "3"], steps=15, progress=False)
+    alone = ri.sweep(model, x, layers=["1", "2", "3"], steps=15, progress=False, batched=False)
+    assert batched.provenance.options["batched"] is True
+    _assert_same(batched, alone)
+
+
+def test_skip_connection_declines_and_falls_back() -> None:
+    torch.manual_seed(0)
+    model, x = _Skip().eval(), _x()
+    result = ri.sweep(model, x, layers=["inner", "outer"], steps=5, progress=False)
+    assert result.provenance.options["batched"] is False
+    assert "skip connection" in result.provenance.options["not_batched_because"]
+    _assert_same(result, ri.sweep(model, x, layers=["inner", "outer"], steps=5, progress=False, batched=False),
+                 atol=0)
+    with pytest.raises(ValueError, match="batched=True, but these layers cannot be inverted as one batch"):
+        ri.sweep(model, x, layers=["inner", "outer"], steps=5, progress=False, batched=True)
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({"optimizer": "lbfgs"}, "L-BFGS"),
+        ({"train": True}, "train=True"),
+        ({"layers": ["conv1"]}, "only one layer"),
+    ],
+)
+def test_options_a_batch_cannot_share_decline(options: dict, reason: str) -> None:
+    model, x = _cnn(), _x()
+    kwargs = {"layers": ["conv1", "conv2"], **options}
+    result = ri.sweep(model, x, steps=3, progress=False, **kwargs)
+    assert result.provenance.options["batched"] is False
+    assert reason in result.provenance.options["not_batched_because"]
+    with pytest.raises(ValueError, match=reason.replace("(", r"\(")):
+        ri.sweep(model, x, steps=3, progress=False, batched=True, **kwargs)
+
+
+def test_batch_mixing_model_declines() -> None:
+    class MixesBatch(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(4, 4)
+            self.b = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(self.a(x - x.mean(0, keepdim=True)))  # every sample depends on the others
+
+    torch.manual_seed(0)
+    result = ri.sweep(MixesBatch().eval(), torch.rand(3, 4), layers=["a", "b"], steps=3, progress=False)
+    assert result.provenance.options["batched"] is False
+    assert "samples that interact" in result.provenance.options["not_batched_because"]
+
+
+def test_batched_sweep_keeps_the_contracts(cnn: SmallCNN, images: torch.Tensor) -> None:
+    snap, before = Snapshot.of(cnn), tensor_state(images)
+    result = ri.sweep(cnn, images, layers=["conv1", "relu1", "conv2"], steps=4, progress=False)
+    assert result.provenance.options["batched"] is True
+    assert_untouched(snap, cnn)
+    assert_tensor_untouched(before, images)
+    assert hooks_left(cnn) == {}
+
+
+def test_interrupt_during_a_batched_sweep_leaves_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, x = _cnn(), _x()
+    snap = Snapshot.of(model)
+    calls = {"n": 0}
+    original = model.conv2.forward
+
+    def forward(t: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == 12:  # well into the optimisation
+            raise KeyboardInterrupt
+        return original(t)
+
+    monkeypatch.setattr(model.conv2, "forward", forward)
+    with pytest.raises(KeyboardInterrupt):
+        ri.sweep(model, x, layers=["conv1", "conv2"], steps=50, progress=False)
+    monkeypatch.undo()
+    assert hooks_left(model) == {}
+    assert_untouched(snap, model)
+
+
+def test_batched_rows_share_the_time() -> None:
+    model, x = _cnn(), _x()
+    result = ri.sweep(model, x, layers=["conv1", "conv2"], steps=5, progress=False)
+    assert result.rows[0].seconds == result.rows[1].seconds > 0
+    assert all(math.isfinite(r.input_distance) for r in result.rows)
