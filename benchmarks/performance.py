@@ -18,10 +18,11 @@ truncation  ``reprinvert.invert`` against the usual user loop: a forward hook on
             also computes every parameter's gradient). Reported next to the ideal speed-up: FLOPs of one user-loop
             step / FLOPs of one truncated step (convolutions and matrix products, counted by
             ``torch.utils.flop_counter``), and the measured floor (user loop / hand-written truncated loop).
-sweep       ``reprinvert.sweep`` over L layers against L separate ``invert`` calls (whole calls), and two batched
-            alternatives written here: all L inversions as one batch of L x B inputs with one forward per step to
-            the deepest layer ("batched"), and the same with each copy taken out of the batch at its own layer
-            ("progressive", valid only without skip connections around the targets); with the FLOP ratio.
+sweep       ``reprinvert.sweep`` over L layers (which batches them when it can, see its ``batched=``) against L
+            separate ``invert`` calls (whole calls), and two batched loops written here: all L inversions as one
+            batch of L x B inputs with one forward per step to the deepest layer ("batched"), and the same with
+            each copy taken out of the batch at its own layer ("progressive", what ``sweep`` does); with the FLOP
+            ratio of "batched".
 layout      channels-last and ``torch.compile``: the floor loop in each form and ``invert`` on a channels-last model,
             with the compile time and the steps after which compiling would pay.
 cold start  the first 5-step inversion in a fresh process, reprinvert against the floor (which builds a
@@ -602,14 +603,17 @@ def run_sweep(args: Any, device: torch.device) -> dict[str, Any]:
             "batched": partial(batched_sweep, frozen, layers, x, steps),
             "progressive": partial(progressive_sweep, frozen, layers, x, steps),
         }
-        print(f"timing sweep of {case['model']} over {L} layers, {steps} steps ...", flush=True)
+        mode = ri.sweep(net, x, layers=layers, steps=1, progress=False).provenance.options
+        print(f"timing sweep of {case['model']} over {L} layers, {steps} steps (sweep batched: {mode['batched']}"
+              f"{'' if mode['batched'] else ', because ' + str(mode['not_batched_because'])}) ...", flush=True)
         m = measure_calls(variants, repeats=repeats, device=device)
         separate_flops = sum(step_flops(partial(_one_step_truncated, frozen_copy(truncated(net, name)), x))
                              for name in layers)
         big = x.repeat(L, *([1] * (x.dim() - 1)))
         batched_flops = step_flops(partial(_one_step_truncated, frozen_copy(truncated(net, layers[-1])), big))
         row = {
-            "model": case["model"], "layers": layers, "clock": key,
+            "model": case["model"], "layers": layers, "clock": key, "sweep_batched": mode["batched"],
+            "sweep_not_batched_because": mode["not_batched_because"],
             "seconds": {name: _timing.median(v[key]) for name, v in m.items()},
             "sweep_speedup": paired(m, "separate", "sweep", key),
             "sweep_speedup_wall": paired(m, "separate", "sweep", "wall"),
