@@ -27,9 +27,11 @@ layout      channels-last and ``torch.compile``: the floor loop in each form and
             with the compile time and the steps after which compiling would pay.
 cold start  the first 5-step inversion in a fresh process, reprinvert against the floor (which builds a
             ``torch.optim.Adam`` as hand-written loops do).
-memory      peak memory of an inversion against one forward and backward of the truncated model (CPU: peak
-            resident set size above the baseline in fresh subprocesses; CUDA: ``torch.cuda.max_memory_allocated``),
-            and the growth of memory between step 100 and step 1000 of one inversion.
+memory      peak memory of an inversion against one forward and backward of the truncated model, each in a fresh
+            subprocess after the same warm-up. CPU: the peak of the live C-heap bytes (glibc ``mallinfo2``) read
+            after every torch operation by a dispatch mode, and the peak resident set (``VmHWM`` after resetting
+            it), which also counts memory the allocator keeps after frees; CUDA: ``torch.cuda.max_memory_allocated``.
+            And the growth of live memory between step 100 and step 1000 of one inversion.
 
 Models (untrained, seeded; eval mode): a residual CNN (ResNet-18 layout at width 16: stem, 4 stages of 2 basic
 blocks, 32x32 inputs, batch 4) with targets layer1.0 (shallow), layer2.1 (middle) and layer4.1 (deep); a small
@@ -47,7 +49,9 @@ Writes benchmarks/results/performance.json (or --out).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import ctypes
 import gc
 import json
 import os
@@ -62,6 +66,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -657,6 +662,32 @@ def _reset_peak_rss() -> int:
     return _status_bytes("VmRSS")
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _live_bytes() -> int:
+    """Bytes the C heap has handed out and not got back (glibc ``mallinfo2``: in-use arena plus mmapped blocks)."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = _MallInfo2
+    info = libc.mallinfo2()
+    return int(info.uordblks + info.hblkhd)
+
+
+class _PeakLive(TorchDispatchMode):
+    """Reads the live heap bytes after every torch operation (forward and backward) and keeps the largest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peak = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        self.peak = max(self.peak, _live_bytes())
+        return out
+
+
 def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
     """Run in a fresh process: build the case, then either one forward+backward of the truncated model or one
     inversion; report the peak memory above the state after set-up."""
@@ -667,32 +698,34 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
     trunc = frozen_copy(truncated(net, layer))
     # The same warm-up in both kinds of child, so one-time library set-up (kernel caches, lazy imports, thread
     # pools) is not counted as memory of either.
-    _one_step_truncated(trunc, x)
-    ri.invert(net, layer, x, steps=2)
+    cpu = device.type == "cpu"
+    with _PeakLive() if cpu else contextlib.nullcontext():
+        _one_step_truncated(trunc, x)
+        ri.invert(net, layer, x, steps=2)
     gc.collect()
-    if device.type == "cuda":
+    if cpu:
+        base_rss = _reset_peak_rss()
+        base = _live_bytes()
+    else:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    else:
-        base = _reset_peak_rss()
     marks: dict[int, int] = {}
-    if spec["what"] == "forward-backward":
-        _one_step_truncated(trunc, x)
-    else:
-        def mark(info: ri.StepInfo) -> None:
-            if (info.step + 1) % 100 == 0:
-                gc.collect()
-                marks[info.step + 1] = (torch.cuda.memory_allocated() if device.type == "cuda"
-                                        else _status_bytes("VmRSS"))
 
-        ri.invert(net, layer, x, steps=spec["steps"], callback=mark if spec.get("marks") else None)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = _status_bytes("VmHWM") - base
-    return {"peak_bytes": peak, "marks": marks}
+    def mark(info: ri.StepInfo) -> None:
+        if (info.step + 1) % 100 == 0:
+            gc.collect()
+            marks[info.step + 1] = _live_bytes() if cpu else torch.cuda.memory_allocated()
+
+    with _PeakLive() if cpu else contextlib.nullcontext() as meter:
+        if spec["what"] == "forward-backward":
+            _one_step_truncated(trunc, x)
+        else:
+            ri.invert(net, layer, x, steps=spec["steps"], callback=mark if spec.get("marks") else None)
+    if cpu:
+        return {"peak_bytes": meter.peak - base, "peak_rss_bytes": _status_bytes("VmHWM") - base_rss, "marks": marks}
+    torch.cuda.synchronize()
+    return {"peak_bytes": torch.cuda.max_memory_allocated() - base, "marks": marks}
 
 
 def _child(spec: dict[str, Any]) -> dict[str, Any]:
@@ -712,15 +745,27 @@ def run_memory(args: Any, device: torch.device) -> dict[str, Any]:
     for case in cases(args.quick, device):
         for layer, label in zip(case["targets"], case["labels"]):
             base = dict(model=case["model"], layer=layer, device=str(device), quick=args.quick)
-            fb = [_child({**base, "what": "forward-backward"})["peak_bytes"] for _ in range(repeats)]
-            inv = [_child({**base, "what": "invert", "steps": steps})["peak_bytes"] for _ in range(repeats)]
+            fb_runs = [_child({**base, "what": "forward-backward"}) for _ in range(repeats)]
+            inv_runs = [_child({**base, "what": "invert", "steps": steps}) for _ in range(repeats)]
+            fb = [r["peak_bytes"] for r in fb_runs]
+            inv = [r["peak_bytes"] for r in inv_runs]
             ratio = _timing.median(inv) / max(_timing.median(fb), 1)
             row = {"model": case["model"], "layer": layer, "depth": label, "forward_backward_bytes": fb,
                    "invert_bytes": inv, "peak_ratio": ratio}
+            cells = [case["model"], layer, label, _timing.median(fb) / 2**20, _timing.median(inv) / 2**20, ratio]
+            if device.type == "cpu":
+                fb_rss = [r["peak_rss_bytes"] for r in fb_runs]
+                inv_rss = [r["peak_rss_bytes"] for r in inv_runs]
+                row.update(forward_backward_rss_bytes=fb_rss, invert_rss_bytes=inv_rss,
+                           peak_rss_ratio=_timing.median(inv_rss) / max(_timing.median(fb_rss), 1))
+                cells.append(row["peak_rss_ratio"])
             out.append(row)
-            rows.append([case["model"], layer, label, _timing.median(fb) / 2**20, _timing.median(inv) / 2**20, ratio])
-    print("\n## memory: peak of an inversion vs one forward+backward of the truncated model (MiB above baseline)")
-    text = _timing.print_table(["model", "layer", "depth", "fwd+bwd MiB", "invert MiB", "ratio"], rows)
+            rows.append(cells)
+    what = "live heap bytes" if device.type == "cpu" else "CUDA allocated bytes"
+    print(f"\n## memory: peak of an inversion vs one forward+backward of the truncated model (MiB above baseline, "
+          f"{what})")
+    text = _timing.print_table(["model", "layer", "depth", "fwd+bwd MiB", "invert MiB", "ratio"]
+                               + (["ratio (resident set)"] if device.type == "cpu" else []), rows)
     # growth over a long run, on the middle (or last) target of the first model
     case = cases(args.quick, device)[0]
     layer = case["targets"][len(case["targets"]) // 2]
@@ -730,7 +775,7 @@ def run_memory(args: Any, device: torch.device) -> dict[str, Any]:
     first, last = min(marks), max(marks)
     growth = marks[last] - marks[first]
     print(f"\nmemory growth of {case['model']} {layer} between step {first} and step {last}: "
-          f"{growth / 2**20:+.2f} MiB ({'CUDA allocated' if device.type == 'cuda' else 'resident set'})")
+          f"{growth / 2**20:+.2f} MiB ({what})")
     return {"rows": out, "table": text, "steps": steps, "repeats": repeats,
             "growth": {"model": case["model"], "layer": layer, "marks": marks, "from_step": first, "to_step": last,
                        "growth_bytes": growth}}

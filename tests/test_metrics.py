@@ -154,3 +154,21 @@ def test_copy_tendency_with_seed_noise_mix_and_contracts(cnn: SmallCNN) -> None:
         metrics.copy_tendency(cnn, x)
     with pytest.raises(ValueError, match="probes=0"):
         metrics.copy_tendency(ae, x, probes=0)
+
+
+def test_inversion_metrics_in_chunks_equal_all_at_once(monkeypatch) -> None:
+    """from_tensors works a few samples at a time to bound its float64 copies; the numbers do not change."""
+    import reprinvert.metrics as metrics_module
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(7, 3, 4, 4, generator=g)
+    tensors = dict(
+        x=x, x_g=x + 0.1 * torch.randn(x.shape, generator=g), x_ref=x + 0.04 * torch.randn(x.shape, generator=g),
+        rep=torch.randn(7, 50, generator=g), rep_g=torch.randn(7, 50, generator=g),
+        rep_ref=torch.randn(7, 50, generator=g),
+    )
+    whole = ri.metrics.InversionMetrics.from_tensors(**tensors)
+    monkeypatch.setattr(metrics_module, "_CHUNK_VALUES", 100)  # 2 samples per chunk
+    chunked = ri.metrics.InversionMetrics.from_tensors(**tensors)
+    for name, value in vars(whole).items():
+        assert torch.equal(value, getattr(chunked, name)), name

@@ -186,6 +186,10 @@ def reference_distance(
     return _reduce(safe_norm(flatten_batch(rep, x.shape[0]) - flatten_batch(rep_ref, x.shape[0])), reduction)
 
 
+# Values per tensor (per float64 copy) that InversionMetrics.from_tensors handles at once.
+_CHUNK_VALUES = 2**14
+
+
 @dataclass(frozen=True)
 class InversionMetrics:
     """Per-sample measurements of one inversion (each a tensor of shape ``(B,)`` on the CPU).
@@ -222,11 +226,36 @@ class InversionMetrics:
         rep_ref: torch.Tensor,
         data_range: float = 1.0,
     ) -> InversionMetrics:
-        """Compute every metric from an input, its inversion, its perturbed copy and their representations."""
+        """Compute every metric from an input, its inversion, its perturbed copy and their representations.
+
+        The metrics are computed in float64, a few samples at a time (each sample's metrics are its own), so the
+        float64 copies never exceed about 2**16 values per tensor whatever the batch and layer size.
+        """
         b = x.shape[0]
+        flat = [flatten_batch(t.detach(), b) for t in (x, x_g, x_ref, rep, rep_g, rep_ref)]
+        per_sample = max(max(t.shape[1] for t in flat), 1)
+        chunk = max(1, _CHUNK_VALUES // per_sample)
+        if chunk >= b:
+            return cls._from_flat(*flat, data_range=data_range)
+        parts = [
+            cls._from_flat(*(t[i : i + chunk] for t in flat), data_range=data_range) for i in range(0, b, chunk)
+        ]
+        return cls(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(cls)})
+
+    @classmethod
+    def _from_flat(
+        cls,
+        x: torch.Tensor,
+        x_g: torch.Tensor,
+        x_ref: torch.Tensor,
+        rep: torch.Tensor,
+        rep_g: torch.Tensor,
+        rep_ref: torch.Tensor,
+        *,
+        data_range: float,
+    ) -> InversionMetrics:
         with torch.no_grad():
-            x, x_g, x_ref = (flatten_batch(t.detach().double(), b) for t in (x, x_g, x_ref))
-            rep, rep_g, rep_ref = (flatten_batch(t.detach().double(), b) for t in (rep, rep_g, rep_ref))
+            x, x_g, x_ref, rep, rep_g, rep_ref = (t.double() for t in (x, x_g, x_ref, rep, rep_g, rep_ref))
             m_g = embedding_distance(rep, rep_g)
             m_r = embedding_distance(rep, rep_ref)
             m_i = input_distance(x_g, x)
