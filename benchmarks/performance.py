@@ -591,7 +591,7 @@ def measure_calls(
 
 def run_sweep(args: Any, device: torch.device) -> dict[str, Any]:
     """Whole calls: a sweep does everything separate calls do (targets, metrics), so both are timed end to end."""
-    steps = 4 if args.quick else 30
+    steps = 4 if args.quick else 60
     repeats = args.repeats or (1 if args.quick else 3)
     key = _timing.clock_for(device)
     rows, out = [], []

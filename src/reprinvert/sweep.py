@@ -393,7 +393,7 @@ def sweep(
         batched: invert all layers in one batched optimisation (``None``, the default: when the model and options
             allow it, else one by one; ``True``: require it; ``False``: one by one). A batch of L x B inputs in
             which copy k is taken out at the k-th layer does the compute of L separate inversions with larger,
-            fewer kernels (1.3-1.5x faster in ``benchmarks/performance.py`` on 2 CPU cores) and gives the same
+            fewer kernels (1.2-1.4x faster in ``benchmarks/performance.py`` on 2 CPU cores) and gives the same
             results up to floating-point rounding. It needs every chosen layer's output to feed all that follows
             (no skip connection around a chosen layer; checked with distinct inputs before optimising) and
             per-sample options only (not L-BFGS, restarts, ``start=``, ``select=``, ``call=`` or ``train=True``).
