@@ -5,7 +5,13 @@ Each tiny model states its formula in its docstring.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -24,6 +30,27 @@ HOOK_DICTS = (
     "_backward_hooks",
     "_backward_pre_hooks",
 )
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@contextmanager
+def benchmark_script(name: str) -> Iterator[ModuleType]:
+    """``benchmarks/<name>.py`` imported as a module; torch's thread count, ``sys.path`` and ``sys.modules`` (which
+    the scripts change) are put back afterwards."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    threads, saved_path = torch.get_num_threads(), list(sys.path)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        torch.set_num_threads(threads)
+        sys.path[:] = saved_path
+        sys.modules.pop(spec.name, None)
 
 
 def hooks_left(model: nn.Module) -> dict[str, int]:

@@ -5,10 +5,8 @@ Nothing here is about speed (no timing thresholds in unit tests); the figures co
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,21 +14,15 @@ import torch
 
 import reprinvert as ri
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "performance.py"
+from conftest import benchmark_script
+
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
 def perf():
-    sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("benchmarks_performance", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
-    sys.path.remove(str(SCRIPT.parent))
+    with benchmark_script("performance") as module:
+        yield module
 
 
 @pytest.mark.parametrize("which", [0, 1])

@@ -3,29 +3,21 @@ pytorch-cnn-visualizations constants onto the library's regularizers and schedul
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from reprinvert.regularizers import AlphaNorm, TotalVariation
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "quality.py"
+from conftest import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def quality():
-    spec = importlib.util.spec_from_file_location("benchmarks_quality", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with benchmark_script("quality") as module:
+        yield module
 
 
 # The script's formulas, transcribed from utkuozbulak/pytorch-cnn-visualizations src/inverted_representation.py.

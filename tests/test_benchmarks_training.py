@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
-import torch
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "training.py"
+from conftest import benchmark_script
 
 
 def test_training_benchmark_quick_run_writes_json(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("reprinvert_benchmark_training", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    threads = torch.get_num_threads()
-    saved_path = list(sys.path)
     out = tmp_path / "training.json"
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
+    with benchmark_script("training") as module:
         payload = module.main(["--quick", "--no-bar", "--repeats", "1", "--device", "cpu", "--out", str(out)])
-    finally:
-        torch.set_num_threads(threads)
-        sys.path[:] = saved_path
-        sys.modules.pop(spec.name, None)
     written = json.loads(out.read_text())
     assert written["quick"] is True and payload["quick"] is True
     assert {"machine", "results", "table", "what"} <= set(written)

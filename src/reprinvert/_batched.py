@@ -28,8 +28,8 @@ from torch import nn
 
 from ._state import frozen
 from .capture import Hooks, _StopForward, model_dtype, private_input, run_model
-from .invert import History, Inversion, _initial, _optimise
-from .metrics import InversionMetrics, flatten_batch
+from .invert import History, Inversion, _initial, _optimise, _reference, _result
+from .metrics import flatten_batch
 from .recipes import Recipe
 
 __all__ = ["Declined", "invert_layers", "why_not"]
@@ -220,38 +220,18 @@ def invert_layers(
             best_step = run.best_step if track_best else torch.full((L * batch,), run.steps_run)
             with torch.no_grad():
                 reps_g = [r.detach().clone() for r in forward(result_x)]
-                x_ref = original.to(work_dtype) + sigma * torch.randn(
-                    original.shape, generator=g, device=original.device, dtype=work_dtype
-                )
+                x_ref = _reference(original, sigma, g, work_dtype)
                 reps_ref = [r.detach().clone() for r in forward(stacked(x_ref))]
     seconds = (time.perf_counter() - started) / L
     by_name: dict[str, Inversion] = {}
     for k, name in enumerate(order):
         rows = slice(k * batch, (k + 1) * batch)
-        x_g = result_x[rows]
-        by_name[name] = Inversion(
-            input=x_g.detach().to(dtype=original.dtype).clone(),
-            metrics=InversionMetrics.from_tensors(
-                x=flatten_batch(original, batch),
-                x_g=flatten_batch(x_g, batch),
-                x_ref=flatten_batch(x_ref, batch),
-                rep=flatten_batch(targets[k], batch),
-                rep_g=flatten_batch(reps_g[k], batch),
-                rep_ref=flatten_batch(reps_ref[k], batch),
-                data_range=data_range,
-            ),
+        by_name[name] = _result(
+            layer=name, start=None, original=original, result_x=result_x[rows], x_ref=x_ref, target=targets[k],
+            rep_g=reps_g[k], rep_ref=reps_ref[k],
             history=History(terms={t: v[:, rows].clone() for t, v in run.history.terms.items()}, lr=run.history.lr),
-            layer=name,
-            start=None,
-            target=targets[k].detach(),
-            representation=reps_g[k],
-            best_step=best_step[rows].cpu(),
-            steps_run=run.steps_run,
-            stopped=run.stopped,
-            recipe=rcp,
-            seed=seed,
-            seconds=seconds,
-            original=original,
+            best_step=best_step[rows], steps_run=run.steps_run, stopped=run.stopped, recipe=rcp, seed=seed,
+            seconds=seconds, data_range=data_range,
         )
     return [by_name[n] for n in names]
 

@@ -354,10 +354,42 @@ def invert(
             # 2. Metrics: rep(x_g) and the reference rep(x') with x' = x + N(0, sigma^2).
             with torch.no_grad():
                 rep_g = forward(result_x).detach().clone()
-                x_ref = original.to(work_dtype) + sigma * torch.randn(
-                    original.shape, generator=g, device=original.device, dtype=work_dtype
-                )
+                x_ref = _reference(original, sigma, g, work_dtype)
                 rep_ref = forward(x_ref).detach().clone()
+    return _result(
+        layer=layer_name, start=start_name, original=original, result_x=result_x, x_ref=x_ref, target=target,
+        rep_g=rep_g, rep_ref=rep_ref, history=best.history, best_step=best_step, steps_run=best.steps_run,
+        stopped=best.stopped, recipe=rcp, seed=seed if generator is None else None,
+        seconds=time.perf_counter() - started, data_range=data_range,
+    )
+
+
+def _reference(original: torch.Tensor, sigma: float, g: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """The reference input x' = x + N(0, sigma^2) of the metric m_r."""
+    return original.to(dtype) + sigma * torch.randn(original.shape, generator=g, device=original.device, dtype=dtype)
+
+
+def _result(
+    *,
+    layer: str,
+    start: str | None,
+    original: torch.Tensor,
+    result_x: torch.Tensor,
+    x_ref: torch.Tensor,
+    target: torch.Tensor,
+    rep_g: torch.Tensor,
+    rep_ref: torch.Tensor,
+    history: History,
+    best_step: torch.Tensor,
+    steps_run: int,
+    stopped: str | None,
+    recipe: Recipe,
+    seed: int | None,
+    seconds: float,
+    data_range: float,
+) -> Inversion:
+    """The :class:`Inversion` of one layer, its metrics computed from the tensors."""
+    batch = original.shape[0]
     metrics = InversionMetrics.from_tensors(
         x=flatten_batch(original, batch),
         x_g=flatten_batch(result_x, batch),
@@ -370,17 +402,17 @@ def invert(
     return Inversion(
         input=result_x.detach().to(dtype=original.dtype).clone(),
         metrics=metrics,
-        history=best.history,
-        layer=layer_name,
-        start=start_name,
+        history=history,
+        layer=layer,
+        start=start,
         target=target.detach(),
         representation=rep_g,
         best_step=best_step.cpu(),
-        steps_run=best.steps_run,
-        stopped=best.stopped,
-        recipe=rcp,
-        seed=seed if generator is None else None,
-        seconds=time.perf_counter() - started,
+        steps_run=steps_run,
+        stopped=stopped,
+        recipe=recipe,
+        seed=seed,
+        seconds=seconds,
         original=original,
     )
 
