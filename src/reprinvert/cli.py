@@ -4,7 +4,7 @@
     reprinvert demo [--out DIR] [--steps N] [--size PX] [--seed S] [--image NAME] [--quiet]
     reprinvert layers MODEL_SPEC [--weights FILE] [--input-shape B,C,H,W] [--tokens]
     reprinvert invert MODEL_SPEC IMAGES... --layer L [--weights FILE] [--size PX] [COMMON]
-    reprinvert sweep MODEL_SPEC IMAGES... [--layers top|leaves|all|A,B,...] [--every K] [COMMON]
+    reprinvert sweep MODEL_SPEC IMAGES... [--layers top|leaves|all|A,B,...] [--every K] [--one-by-one] [COMMON]
     reprinvert experiment NAME|all [--quick|--full] [--out DIR] [--seed S] [--device DEV] [--quiet]
 
 COMMON = [--out DIR] [--steps N] [--recipe NAME] [--seed S] [--device DEV] [--quiet]. MODEL_SPEC is
@@ -276,6 +276,12 @@ def _add_sweep(sub: _Subparsers) -> None:
         "comma-separated names from 'reprinvert layers' (default: %(default)s)",
     )
     parser.add_argument("--every", type=_positive_int, default=None, metavar="K", help="keep every K-th layer")
+    parser.add_argument(
+        "--one-by-one",
+        action="store_true",
+        help="invert the layers one after another instead of as one batch (slower, less memory; by default they "
+        "are batched when the model allows it)",
+    )
     _add_common_options(parser, out="reprinvert-sweep")
     parser.set_defaults(run=_run_sweep)
 
@@ -323,6 +329,7 @@ def _run_inversions(args: argparse.Namespace, layers: Any, every: int | None) ->
         result = sweep(
             model, x, layers=layers, every=every, recipe=args.recipe, steps=args.steps, seed=args.seed,
             clamp=None if args.no_clamp else (0.0, 1.0), progress=not args.quiet,
+            batched=False if getattr(args, "one_by_one", False) else None,
         )
     except (RuntimeError, TypeError, IndexError) as exc:
         raise _model_failed(exc, f"the images (a batch of shape {list(x.shape)}; see --size and --grey)") from None
