@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from . import corruptions, data, experiments, metrics, models, recipes, regularizers, report, train
 from ._version import __version__
-from .capture import Captured, capture, represent
+from .capture import Captured, Description, LayerInfo, capture, describe, represent
 from .errors import (
     LayerCallError,
     LayerNotFoundError,
@@ -27,7 +27,7 @@ from .errors import (
     ReprinvertWarning,
 )
 from .invert import History, Inversion, StepInfo, invert, nearest_tokens
-from .layers import Description, LayerInfo, describe, list_layers, resolve_layer
+from .layers import list_layers, resolve_layer
 from .metrics import InversionMetrics, copy_tendency, evaluate
 from .recipes import Recipe
 from .sweep import Provenance, Sweep, SweepRow, sweep

@@ -26,10 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._search import History, Targets, initial, search
 from ._state import frozen
 from .capture import Hooks, _StopForward, model_dtype, private_input, run_model
-from .invert import History, Inversion, _initial, _optimise, _reference, _result
-from .metrics import flatten_batch
+from .invert import Inversion, _reference, _result
 from .recipes import Recipe
 
 __all__ = ["Declined", "invert_layers", "why_not"]
@@ -205,19 +205,17 @@ def invert_layers(
 
         _check(forward, cuts, x, order, model, model_kwargs, feed_dtype, work_dtype)
         with cuts:
-            targets_flat = [flatten_batch(t.to(work_dtype), batch) for t in targets]
-            targets_sq = [t.pow(2).sum(1).clamp_min(torch.finfo(work_dtype).tiny) for t in targets_flat]
             original = x.detach()
-            start = _initial(init if init is not None else rcp.init, original, work_dtype, g)
+            # One starting draw of the input's shape, repeated for every layer: what each separate call would draw.
+            start = initial(init if init is not None else rcp.init, original, work_dtype, g)
             with torch.enable_grad():
-                run = _optimise(
-                    forward, rcp, stacked(original), stacked(start), work_dtype, targets_flat, targets_sq,
-                    L * batch, g, None, progress, 0,
+                run = search(
+                    forward, rcp, stacked(original), Targets.of(targets, batch, work_dtype), init=stacked(start),
+                    dtype=work_dtype, generator=g, progress=progress,
                 )
             if run.nonfinite:
                 raise Declined("a loss became non-finite (the layers are inverted one by one to stop each alone)")
-            result_x = run.best_x if track_best else run.final_x
-            best_step = run.best_step if track_best else torch.full((L * batch,), run.steps_run)
+            result_x, best_step = run.result(track_best)
             with torch.no_grad():
                 reps_g = [r.detach().clone() for r in forward(result_x)]
                 x_ref = _reference(original, sigma, g, work_dtype)

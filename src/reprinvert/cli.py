@@ -225,7 +225,7 @@ def _shape(text: str) -> tuple[int, ...]:
 def _run_layers(args: argparse.Namespace) -> int:
     import torch
 
-    from .layers import describe
+    from .capture import describe
 
     model = _load_model(args)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numbers
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +18,11 @@ import torch
 from torch import nn
 
 from ._rng import make_generator
+from ._search import History, StepInfo, Targets, search
+from ._search import adam as _adam  # noqa: F401  (tests compare it with torch.optim.Adam)
 from ._state import frozen
 from .capture import Hooks, Selector, model_dtype, private_input
-from .errors import NonFiniteWarning, OutputSelectionError
+from .errors import OutputSelectionError
 from .layers import LayerSpec, resolve_layer, runnable
 from .metrics import DEFAULT_SIGMA, InversionMetrics, flatten_batch
 from .recipes import Init, Loss, Optimizer, Recipe
@@ -29,56 +30,6 @@ from .recipes import get as get_recipe
 from .regularizers import Regularizer
 
 __all__ = ["History", "Inversion", "StepInfo", "invert", "nearest_tokens"]
-
-
-@dataclass(frozen=True)
-class History:
-    """Per-step losses of an inversion, each term separately.
-
-    Attributes:
-        terms: ``{"data": ..., "<regularizer name>": ..., "total": ...}``, each a CPU tensor of shape
-            ``(steps, B)`` (the value per sample at each step, before that step's update; the data term includes
-            ``loss_scale``). With restarts, the run that produced the returned input is kept.
-        lr: the learning rate of each step, shape ``(steps,)``.
-    """
-
-    terms: dict[str, torch.Tensor]
-    lr: torch.Tensor
-
-    def __getitem__(self, term: str) -> torch.Tensor:
-        if term not in self.terms:
-            raise KeyError(f"{term!r} is not a recorded term; terms: {list(self.terms)}")
-        return self.terms[term]
-
-    @property
-    def total(self) -> torch.Tensor:
-        """The summed loss per step and sample, ``(steps, B)``."""
-        return self.terms["total"]
-
-    def as_dict(self) -> dict[str, list[list[float]]]:
-        """JSON-ready: ``{term: [[per-sample values] per step]}``."""
-        out = {k: v.tolist() for k, v in self.terms.items()}
-        out["lr"] = [[v] for v in self.lr.tolist()]
-        return out
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    """What a ``callback`` receives after each step.
-
-    Attributes:
-        step: 0-based index of the step just taken.
-        steps: total steps planned.
-        loss: per-sample total loss at this step ``(B,)`` (detached).
-        input: the current iterate after the update (detached; do not modify).
-        lr: learning rate of the step.
-    """
-
-    step: int
-    steps: int
-    loss: torch.Tensor
-    input: torch.Tensor
-    lr: float
 
 
 @dataclass(frozen=True)
@@ -123,53 +74,6 @@ class Inversion:
             f"Inversion(layer={self.layer!r}, input={tuple(self.input.shape)}, steps_run={self.steps_run}, "
             f"recipe={self.recipe.name!r}, {self.metrics})"
         )
-
-
-def _data_loss(kind: Loss, rep: torch.Tensor, target: torch.Tensor, target_sq: torch.Tensor) -> torch.Tensor:
-    """Per-sample data term, shape ``(B,)``; ``rep`` and ``target`` are ``(B, n)`` float tensors."""
-    diff = rep - target
-    if kind == "l1":
-        return diff.abs().sum(1)
-    if kind == "mse":
-        return diff.pow(2).mean(1)
-    if kind == "nmse":
-        return diff.pow(2).sum(1) / target_sq
-    # cosine: 1 - cos, with the norms kept away from 0
-    num = (rep * target).sum(1)
-    den = torch.sqrt(rep.pow(2).sum(1).clamp_min(1e-24) * target_sq)
-    return 1 - num / den
-
-
-def _initial(
-    init: Init | torch.Tensor, like: torch.Tensor, dtype: torch.dtype, generator: torch.Generator
-) -> torch.Tensor:
-    z = _initial_values(init, like, dtype, generator)
-    if like.dim() == 4 and not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last):
-        # A channels-last input (for a channels-last model) is optimised in that layout: no conversion per step.
-        z = z.contiguous(memory_format=torch.channels_last)
-    return z
-
-
-def _initial_values(
-    init: Init | torch.Tensor, like: torch.Tensor, dtype: torch.dtype, generator: torch.Generator
-) -> torch.Tensor:
-    shape, device = like.shape, like.device
-    if isinstance(init, torch.Tensor):
-        if init.shape != shape:
-            raise ValueError(
-                f"init has shape {tuple(init.shape)}, but the optimised tensor has shape {tuple(shape)}; "
-                "pass a tensor of that shape"
-            )
-        return init.detach().to(device=device, dtype=dtype).clone()
-    if init == "seed":
-        return 0.7 + 0.05 * torch.randn(shape, generator=generator, device=device, dtype=dtype)
-    if init == "zeros":
-        return torch.zeros(shape, device=device, dtype=dtype)
-    if init == "uniform":
-        return torch.rand(shape, generator=generator, device=device, dtype=dtype)
-    if init == "normal":
-        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
-    raise ValueError(f"init={init!r}: expected 'seed', 'zeros', 'uniform', 'normal' or a tensor of the input's shape")
 
 
 def _check_input(x: Any, start: str | None) -> torch.Tensor:
@@ -314,9 +218,6 @@ def invert(
         work_dtype = torch.float64 if original.dtype == torch.float64 else torch.float32
         feed_dtype = x_in.dtype if start_name is None else original.dtype
         batch = original.shape[0]
-        target_flat = flatten_batch(target.to(work_dtype), batch)
-        target_sq = target_flat.pow(2).sum(1).clamp_min(torch.finfo(work_dtype).tiny)
-
         hooks = Hooks(
             model, layer_name, select=select, call=call, grad=True, stop=True, clone_last=False, replace=start_name
         )
@@ -338,18 +239,12 @@ def invert(
                     raise _not_differentiable(layer_name, out, start_name)
                 return out
 
-            best = None
-            for restart in range(rcp.restarts):
-                run = _optimise(
-                    forward, rcp, original, init if isinstance(init, torch.Tensor) else rcp.init, work_dtype,
-                    target_flat, target_sq, batch, g, callback, progress, restart,
-                )
-                best = run if best is None else _merge(best, run)
-            assert best is not None
-            # After a NaN the final iterate is not usable: the best finite one is returned whatever track_best.
-            keep_best = track_best or best.nonfinite
-            result_x = best.best_x if keep_best else best.final_x
-            best_step = best.best_step if keep_best else torch.full((batch,), best.steps_run)
+            found = search(
+                forward, rcp, original, Targets.of([target], batch, work_dtype),
+                init=init if isinstance(init, torch.Tensor) else rcp.init, dtype=work_dtype, generator=g,
+                callback=callback, progress=progress, spatial=start_name is None,
+            )
+            result_x, best_step = found.result(track_best)
 
             # 2. Metrics: rep(x_g) and the reference rep(x') with x' = x + N(0, sigma^2).
             with torch.no_grad():
@@ -358,8 +253,8 @@ def invert(
                 rep_ref = forward(x_ref).detach().clone()
     return _result(
         layer=layer_name, start=start_name, original=original, result_x=result_x, x_ref=x_ref, target=target,
-        rep_g=rep_g, rep_ref=rep_ref, history=best.history, best_step=best_step, steps_run=best.steps_run,
-        stopped=best.stopped, recipe=rcp, seed=seed if generator is None else None,
+        rep_g=rep_g, rep_ref=rep_ref, history=found.history, best_step=best_step, steps_run=found.steps_run,
+        stopped=found.stopped, recipe=rcp, seed=seed if generator is None else None,
         seconds=time.perf_counter() - started, data_range=data_range,
     )
 
@@ -438,7 +333,7 @@ def _resolve_recipe(
         overrides["init"] = init
     elif init is not None and not isinstance(init, torch.Tensor):
         raise TypeError(
-            f"init must be 'seed', 'zeros', 'uniform', 'normal' or a tensor of the input's shape, got "
+            f"init must be 'seed', 'grey', 'zeros', 'uniform', 'normal' or a tensor of the input's shape, got "
             f"{type(init).__name__}: {init!r}"
         )
     if regularizers is not None:
@@ -477,290 +372,6 @@ def _not_differentiable(layer: str, out: torch.Tensor, start: str | None) -> Out
         "cannot be inverted by gradient descent; choose an earlier layer (reprinvert.describe(model, x) lists "
         "them) or select= a floating-point tensor of its output"
     )
-
-
-def _finite(total: torch.Tensor) -> torch.Tensor:
-    """0-d bool tensor: every value is finite (v - v == 0 is False for NaN and +-Inf; cheaper than isfinite)."""
-    return ((total - total) == 0).all()
-
-
-# Steps between the loop's checks for a non-finite loss (each check synchronises with the device).
-_CHECK_EVERY = 32
-
-
-@dataclass
-class _Run:
-    best_x: torch.Tensor
-    best_loss: torch.Tensor
-    best_step: torch.Tensor
-    final_x: torch.Tensor
-    history: History
-    steps_run: int
-    stopped: str | None
-    nonfinite: bool  # a NaN/Inf ended the run: its final iterate is unusable
-
-
-def _merge(a: _Run, b: _Run) -> _Run:
-    """Per sample, keep the restart with the lower best loss."""
-    take_b = b.best_loss < a.best_loss
-    shape = (-1,) + (1,) * (a.best_x.dim() - 1)
-    mask = take_b.view(shape)
-    history = b.history if bool(take_b.float().mean() > 0.5) else a.history
-    return _Run(
-        best_x=torch.where(mask, b.best_x, a.best_x),
-        best_loss=torch.where(take_b, b.best_loss, a.best_loss),
-        best_step=torch.where(take_b, b.best_step, a.best_step),
-        final_x=torch.where(mask, b.final_x, a.final_x),
-        history=history,
-        steps_run=max(a.steps_run, b.steps_run),
-        stopped=a.stopped or b.stopped,
-        nonfinite=a.nonfinite or b.nonfinite,
-    )
-
-
-def _optimise(
-    forward: Callable[[torch.Tensor], Any],
-    rcp: Recipe,
-    original: torch.Tensor,
-    init: Init | torch.Tensor,
-    dtype: torch.dtype,
-    target_flat: torch.Tensor | list[torch.Tensor],
-    target_sq: torch.Tensor | list[torch.Tensor],
-    batch: int,
-    g: torch.Generator,
-    callback: Callable[[StepInfo], bool | None] | None,
-    progress: bool,
-    restart: int,
-) -> _Run:
-    """One optimisation run from one starting point."""
-    steps = rcp.steps
-    regs = rcp.regularizers
-    if len({r.name for r in regs}) != len(regs):
-        raise ValueError(f"regularizers have repeated names {[r.name for r in regs]}; give each kind at most once")
-    penalties = [r for r in regs if type(r).penalty is not Regularizer.penalty]
-    names = ["data"] + [r.name for r in penalties] + ["total"]
-    transforms = [r for r in regs if type(r).transform is not Regularizer.transform]
-    posts = [r for r in regs if type(r).after_step is not Regularizer.after_step]
-    device = original.device
-    history = torch.full((steps, len(names), batch), float("nan"), dtype=dtype, device=device)
-    lr_list = [rcp.learning_rate(i) for i in range(steps)]
-    lrs = torch.tensor(lr_list, dtype=torch.float64)
-
-    z = _initial(init, original, dtype, g).requires_grad_(True)
-    best_x = z.detach().clone()
-    best_loss = torch.full((batch,), float("inf"), dtype=dtype, device=device)
-    best_step = torch.zeros(batch, dtype=torch.long, device=device)
-    all_finite = torch.ones((), dtype=torch.bool, device=device)  # no non-finite loss seen yet
-    mask_shape = (-1,) + (1,) * (z.dim() - 1)
-    state: dict[str, torch.Tensor] = {}  # momentum of "sgd", moments of "adam"
-    lbfgs = (
-        torch.optim.LBFGS([z], lr=rcp.lr, max_iter=1, history_size=20, line_search_fn="strong_wolfe")
-        if rcp.optimizer == "lbfgs"
-        else None
-    )
-    bar = _progress_bar(steps, progress, restart)
-    # A callback may stop the run at any step, so with one the loop checks every step (StepInfo never shows a
-    # step after a non-finite loss); otherwise every _CHECK_EVERY steps.
-    check_every = 1 if callback is not None else _CHECK_EVERY
-    # Random transforms (jitter) draw from ``g`` every step. After a late-found non-finite loss the generator is
-    # put back where a per-step check would have left it, so later draws (restarts, the reference perturbation)
-    # do not depend on the check interval: its state at the start of each step since the last check.
-    rng_at_step: dict[int, torch.Tensor] | None = {} if transforms and check_every > 1 else None
-    stopped: str | None = None
-    nonfinite = False
-    steps_run = 0
-
-    def objective(t: float, record: int | None) -> torch.Tensor:
-        """Per-sample total loss at z; records each term at history[record] when asked."""
-        zin = z
-        for r in transforms:
-            zin = r.transform(zin, t, g)
-        out = forward(zin)
-        if isinstance(out, list):  # several layers at once (a batched sweep): one target per chunk of the batch
-            assert isinstance(target_flat, list) and isinstance(target_sq, list)
-            data = torch.cat([
-                _data_loss(rcp.loss, flatten_batch(o, t.shape[0]).to(dtype), t, sq)
-                for o, t, sq in zip(out, target_flat, target_sq)
-            ])
-        else:
-            assert isinstance(target_flat, torch.Tensor) and isinstance(target_sq, torch.Tensor)
-            data = _data_loss(rcp.loss, flatten_batch(out, batch).to(dtype), target_flat, target_sq)
-        if rcp.loss_scale != 1.0:
-            data = data * rcp.loss_scale
-        total = data
-        terms = [data]
-        for r in penalties:
-            p = r.penalty(z, t)
-            if p is not None:
-                total = total + p
-                terms.append(p)
-        if record is not None:  # (detached values: nothing here is recorded by autograd)
-            row = history[record]
-            for k, p in enumerate(terms):
-                row[k] = p.detach()
-            row[-1] = total.detach()
-        return total
-
-    def keep_if_better(total: torch.Tensor, x: torch.Tensor, step: int) -> torch.Tensor:
-        """Per sample, remember ``x`` and ``step`` where ``total`` is lower than the best so far.
-
-        Nothing is taken once any loss has been non-finite (``all_finite`` is False): NaN compares False, and
-        the flag also stops +-Inf and every later step. No host synchronisation. ``total`` and ``x`` are detached.
-        """
-        improved = (total < best_loss) & all_finite
-        best_loss.copy_(torch.where(improved, total, best_loss))
-        best_step.masked_fill_(improved, step)
-        return torch.where(improved.view(mask_shape), x, best_x)
-
-    def first_nonfinite(upto: int) -> tuple[int, list[int]]:
-        """The first recorded step < ``upto`` with a non-finite total loss, and its non-finite samples."""
-        bad = ~torch.isfinite(history[:upto, -1])
-        first = int(bad.any(1).nonzero()[0, 0])
-        return first, bad[first].nonzero().flatten().tolist()
-
-    try:
-        for i in range(steps):
-            t = i / steps
-            lr_i = lr_list[i]
-            if rng_at_step is not None:
-                rng_at_step[i] = g.get_state()
-            if lbfgs is not None:
-                lbfgs.param_groups[0]["lr"] = lr_i
-                evaluated: list[torch.Tensor] = []
-
-                def closure(t: float = t, i: int = i, evaluated: list[torch.Tensor] = evaluated) -> torch.Tensor:
-                    total = objective(t, i if not evaluated else None)  # history records the first evaluation
-                    evaluated.append(total.detach())
-                    if "lbfgs_scale" not in state:
-                        # torch's L-BFGS skips curvature pairs with y.s <= 1e-10 (an absolute threshold), so a
-                        # loss whose gradients are tiny never gets a step size; it optimises loss / initial loss.
-                        state["lbfgs_scale"] = 1.0 / total.detach().sum().clamp_min(torch.finfo(total.dtype).tiny)
-                    scaled = total.sum() * state["lbfgs_scale"]
-                    (grad,) = torch.autograd.grad(scaled, z)
-                    z.grad = grad
-                    return scaled
-
-                current_x = z.detach().clone()
-                lbfgs.step(closure)
-                total = evaluated[0]
-            else:
-                total = objective(t, i)
-                (grad,) = torch.autograd.grad(total.sum(), z)
-                current_x = z.detach()
-            total = total.detach()
-            all_finite &= _finite(total)
-            best_x = keep_if_better(total, current_x, i)
-            # The loop's host synchronisation, every ``check_every`` steps. A non-finite loss found here ends the run
-            # as if it had stopped at that step: the best iterate was frozen there by ``all_finite``.
-            if (i + 1) % check_every == 0 or i == steps - 1:
-                if not bool(all_finite):
-                    at, bad = first_nonfinite(i + 1)
-                    if rng_at_step is not None and at + 1 in rng_at_step:
-                        g.set_state(rng_at_step[at + 1])
-                    stopped = (
-                        f"non-finite loss at step {at} for sample(s) {bad}; kept the best finite iterate "
-                        "(lower the learning rate, or add clamp=(0, 1))"
-                    )
-                    warnings.warn(f"invert stopped early: {stopped}", NonFiniteWarning, stacklevel=3)
-                    nonfinite = True
-                    steps_run = at
-                    break
-                if rng_at_step is not None:
-                    rng_at_step.clear()
-            with torch.no_grad():
-                if lbfgs is None:
-                    _update(rcp, z, grad, lr_i, i, state)
-                for r in posts:
-                    new = r.after_step(z, t)
-                    if new is not None:
-                        z.copy_(new)
-                if rcp.clamp is not None:
-                    z.clamp_(rcp.clamp[0], rcp.clamp[1])
-            steps_run = i + 1
-            if bar is not None:
-                bar.update(1)
-                if (i + 1) % _CHECK_EVERY == 0 or i == steps - 1:  # reading the loss synchronises: not every step
-                    bar.set_postfix(loss=f"{float(total.mean()):.4g}", refresh=False)
-            if callback is not None and callback(
-                StepInfo(step=i, steps=steps, loss=total, input=z.detach(), lr=lr_i)
-            ):
-                stopped = f"callback asked to stop after step {i}"
-                break
-        if not nonfinite:
-            # The iterate after the last update has not been scored yet.
-            with torch.no_grad():
-                total = objective(1.0, None)
-                all_finite &= _finite(total)
-            best_x = keep_if_better(total, z.detach(), steps_run)
-    finally:
-        if bar is not None:
-            bar.close()
-    hist = history[:steps_run].permute(1, 0, 2).detach().cpu()
-    return _Run(
-        best_x=best_x,
-        best_loss=best_loss,
-        best_step=best_step,
-        final_x=z.detach().clone(),
-        history=History(terms={n: hist[k] for k, n in enumerate(names)}, lr=lrs[:steps_run].float()),
-        steps_run=steps_run,
-        stopped=stopped,
-        nonfinite=nonfinite,
-    )
-
-
-def _update(
-    rcp: Recipe,
-    z: torch.Tensor,
-    grad: torch.Tensor,
-    lr: float,
-    step: int,
-    state: dict[str, torch.Tensor],
-) -> None:
-    """One in-place update of ``z`` (under no_grad)."""
-    if rcp.optimizer == "gd":
-        z.sub_(grad, alpha=lr)
-    elif rcp.optimizer == "sgd":
-        if "velocity" not in state or step in rcp.drops:
-            state["velocity"] = torch.zeros_like(z)
-        v = state["velocity"].mul_(rcp.momentum).sub_(grad, alpha=lr)
-        z.add_(v)
-    else:
-        _adam(z, grad, lr, step + 1, state)
-
-
-_ADAM_BETAS = (0.9, 0.999)
-_ADAM_EPS = 1e-8
-
-
-def _adam(z: torch.Tensor, grad: torch.Tensor, lr: float, t: int, state: dict[str, torch.Tensor]) -> None:
-    """Adam's update of ``z`` at step ``t`` (1-based), written out as ``torch.optim.Adam`` computes it on the CPU
-    (its single-tensor path, default betas and eps): the same numbers, without constructing a torch optimizer,
-    whose first construction in a process imports ``torch._dynamo`` (seconds)."""
-    beta1, beta2 = _ADAM_BETAS
-    if "exp_avg" not in state:
-        state["exp_avg"] = torch.zeros_like(z, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(z, memory_format=torch.preserve_format)
-    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-    exp_avg.lerp_(grad, 1 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    bias_correction1 = 1 - beta1**t
-    bias_correction2_sqrt = (1 - beta2**t) ** 0.5
-    denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(_ADAM_EPS)
-    z.addcdiv_(exp_avg, denom, value=-(lr / bias_correction1))
-
-
-def _progress_bar(steps: int, progress: bool, restart: int) -> Any:
-    if not progress:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        warnings.warn(
-            "progress=True needs tqdm: pip install 'reprinvert[progress]'; continuing without a progress bar",
-            stacklevel=4,
-        )
-        return None
-    return tqdm(total=steps, desc="invert" if restart == 0 else f"invert (restart {restart})", leave=False)
 
 
 def nearest_tokens(

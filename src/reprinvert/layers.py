@@ -11,16 +11,14 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, Union
 
 import torch
 from torch import nn
 
-from ._state import frozen
 from .errors import LayerNotFoundError
 
-__all__ = ["Description", "LayerInfo", "LayerSpec", "describe", "list_layers", "resolve_layer"]
+__all__ = ["LayerSpec", "list_layers", "resolve_layer", "runnable"]
 
 LayerSpec = Union[str, int, nn.Module]
 """A layer given as a dotted name, an index into the model's top-level children, or the module itself."""
@@ -181,138 +179,6 @@ def runnable(model: nn.Module) -> nn.Module:
             "Python forward hooks, so layers cannot be captured. Pass the original nn.Module instead"
         )
     return model
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """One row of :func:`describe`.
-
-    Attributes:
-        name: dotted name (``""`` is the model itself).
-        type: the module's class name.
-        output: the output structure, e.g. ``"Tensor[2, 64, 8, 8]"`` or ``"tuple(Tensor[...], None)"``.
-        shape: the output shape when the output is a single tensor, else ``None``.
-        numel: elements in that tensor per sample (all but the first dimension), else ``None``.
-        calls: how many times the module ran during the forward pass (0: never reached).
-        parameters: parameters owned directly or by children.
-    """
-
-    name: str
-    type: str
-    output: str
-    shape: tuple[int, ...] | None
-    numel: int | None
-    calls: int
-    parameters: int
-
-
-@dataclass(frozen=True)
-class Description:
-    """The result of :func:`describe`: one :class:`LayerInfo` per module, in forward (first-call) order.
-
-    Modules that never ran come last with ``calls == 0``. ``str(description)`` is a readable table.
-    """
-
-    model: str
-    input_shape: tuple[int, ...]
-    rows: tuple[LayerInfo, ...]
-
-    def __iter__(self) -> Iterator[LayerInfo]:
-        return iter(self.rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, name: str) -> LayerInfo:
-        for row in self.rows:
-            if row.name == name:
-                return row
-        raise LayerNotFoundError(f"{name!r} is not in this description; names: {[r.name for r in self.rows]}")
-
-    def __str__(self) -> str:
-        header = ("layer", "type", "output", "numel/sample", "calls", "params")
-        table = [header] + [
-            (r.name or "(model)", r.type, r.output, "-" if r.numel is None else str(r.numel), str(r.calls),
-             str(r.parameters))
-            for r in self.rows
-        ]
-        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-        lines = [f"{self.model} on input {list(self.input_shape)}"]
-        for i, row in enumerate(table):
-            lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-            if i == 0:
-                lines.append("  ".join("-" * w for w in widths))
-        return "\n".join(lines)
-
-
-def describe(model: nn.Module, x: Any, *, model_kwargs: dict[str, Any] | None = None) -> Description:
-    """Dry run: one forward pass on ``x`` reporting each module's output shape and how often it ran.
-
-    The model runs in eval mode under ``torch.no_grad()`` and comes back exactly as it was (training flags,
-    ``requires_grad``, buffers); all hooks are removed afterwards, whatever happens.
-
-    Args:
-        model: any ``nn.Module``.
-        x: the input passed as ``model(x, **model_kwargs)``; a tuple is unpacked as positional arguments.
-        model_kwargs: extra keyword arguments for the forward call.
-
-    Returns:
-        A :class:`Description`; ``print(ri.describe(model, x))`` shows a table.
-
-    Example:
-        >>> import torch, torch.nn as nn, reprinvert as ri
-        >>> d = ri.describe(nn.Sequential(nn.Linear(4, 3), nn.ReLU()), torch.zeros(2, 4))
-        >>> [(r.name, r.shape) for r in d]
-        [('', (2, 3)), ('0', (2, 3)), ('1', (2, 3))]
-    """
-    from .capture import describe_structure, model_dtype, private_input, run_model  # capture imports layers
-
-    model = runnable(model)
-    named = list(model.named_modules())
-    calls: dict[str, int] = {name: 0 for name, _ in named}
-    first_output: dict[str, Any] = {}
-    order: list[str] = []
-    handles = []
-
-    def make_hook(name: str) -> Any:
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            calls[name] += 1
-            if name not in first_output:
-                first_output[name] = output
-                order.append(name)
-
-        return hook
-
-    try:
-        for name, module in named:
-            handles.append(module.register_forward_hook(make_hook(name)))
-        with frozen(model, train=False, freeze_parameters=False), torch.no_grad():
-            run_model(model, private_input(x, model_dtype(model)), model_kwargs)
-    finally:
-        for h in handles:
-            h.remove()
-
-    modules = dict(named)
-    rows = []
-    for name in order + [n for n, _ in named if n not in first_output]:
-        out = first_output.get(name)
-        shape = numel = None
-        if isinstance(out, torch.Tensor):
-            shape = tuple(out.shape)
-            numel = int(out[0].numel()) if out.dim() > 0 else 1
-        rows.append(
-            LayerInfo(
-                name=name,
-                type=type(modules[name]).__name__,
-                output=describe_structure(out) if name in first_output else "(never ran)",
-                shape=shape,
-                numel=numel,
-                calls=calls[name],
-                parameters=sum(p.numel() for p in modules[name].parameters()),
-            )
-        )
-    shape_of = tuple(x.shape) if isinstance(x, torch.Tensor) else ()
-    return Description(model=type(model).__name__, input_shape=shape_of, rows=tuple(rows))
 
 
 def _layer_names(layers: Sequence[LayerSpec] | LayerSpec) -> list[LayerSpec]:

@@ -24,6 +24,7 @@ from torch import nn
 
 from ._rng import make_generator
 from ._state import frozen
+from ._tensors import flatten_batch
 from .capture import Hooks, Selector, model_dtype, private_input, run_model
 from .layers import LayerSpec
 
@@ -55,21 +56,6 @@ def _reduce(values: torch.Tensor, reduction: Reduction) -> torch.Tensor:
     if reduction == "sum":
         return values.sum()
     raise ValueError(f"reduction={reduction!r}: expected 'none', 'mean' or 'sum'")
-
-
-def flatten_batch(t: torch.Tensor, batch: int | None = None) -> torch.Tensor:
-    """View ``t`` as ``(B, -1)``. A tensor whose first dimension is not the batch is one sample when B == 1."""
-    if t.dim() == 0:
-        t = t.reshape(1)
-    if batch is not None and t.shape[0] != batch:
-        if batch == 1:
-            return t.reshape(1, -1)
-        raise ValueError(
-            f"a tensor of shape {tuple(t.shape)} does not have the batch size {batch} as its first dimension; "
-            "per-sample metrics need batch-first tensors (choose a batch-first output with select=, or invert "
-            "one sample at a time)"
-        )
-    return t.reshape(t.shape[0], -1)
 
 
 def _squared_norm(t: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .parametrizations import Parametrization
+from .parametrizations import get as get_parametrization
 from .regularizers import AlphaNorm, GaussianBlur, Regularizer, TotalVariation
 
 __all__ = [
@@ -35,11 +37,11 @@ __all__ = [
 
 Optimizer = Literal["gd", "sgd", "adam", "lbfgs"]
 Loss = Literal["l1", "mse", "nmse", "cosine"]
-Init = Literal["seed", "zeros", "uniform", "normal"]
+Init = Literal["seed", "grey", "zeros", "uniform", "normal"]
 
 _OPTIMIZERS = ("gd", "sgd", "adam", "lbfgs")
 _LOSSES = ("l1", "mse", "nmse", "cosine")
-_INITS = ("seed", "zeros", "uniform", "normal")
+_INITS = ("seed", "grey", "zeros", "uniform", "normal")
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,12 @@ class Recipe:
             the seed's); ``"mse"`` mean d^2; ``"nmse"`` ||d||^2 / ||rep(x)||^2 (Mahendran & Vedaldi);
             ``"cosine"`` 1 - cos.
         loss_scale: multiplies the data term (the seed's ``c``).
-        init: ``"seed"`` N(0.7, 0.05^2) (the seed's), ``"zeros"``, ``"uniform"`` U(0, 1), ``"normal"`` N(0, 1).
+        init: ``"seed"`` N(0.7, 0.05^2) (the seed's), ``"grey"`` N(0.5, 0.05^2) (the middle of [0, 1]: what a
+            layer does not constrain stays nearest to any image), ``"zeros"``, ``"uniform"`` U(0, 1), ``"normal"``
+            N(0, 1).
+        parametrization: what the optimizer updates: ``"pixel"`` (the input itself), ``"pyramid"`` or
+            ``"fourier"``, or a :mod:`reprinvert.parametrizations` object with settings (e.g.
+            ``Pyramid(levels=3)``). Inputs without spatial layout are always searched in pixels.
         regularizers: :class:`~reprinvert.regularizers.Regularizer` objects (penalties, transforms, blur).
         clamp: ``(low, high)`` bounds applied after every step, or None.
         restarts: independent runs from different starting points; each sample keeps its best.
@@ -81,6 +88,7 @@ class Recipe:
     regularizers: tuple[Regularizer, ...] = field(default=())
     clamp: tuple[float, float] | None = None
     restarts: int = 1
+    parametrization: Parametrization | str = "pixel"
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> ValueError:
@@ -108,6 +116,10 @@ class Recipe:
             raise bad("clamp", "None or a pair (low, high) with low < high")
         if any(not isinstance(r, Regularizer) for r in self.regularizers):
             raise bad("regularizers", "a tuple of reprinvert.regularizers.Regularizer objects")
+        try:
+            object.__setattr__(self, "parametrization", get_parametrization(self.parametrization))
+        except ValueError as error:
+            raise ValueError(f"Recipe {error}") from None
         object.__setattr__(self, "regularizers", tuple(self.regularizers))
         object.__setattr__(self, "drops", tuple(int(d) for d in self.drops))
 
@@ -134,6 +146,7 @@ class Recipe:
         """JSON-ready description (regularizers as their repr)."""
         out = dataclasses.asdict(self)
         out["regularizers"] = [repr(r) for r in self.regularizers]
+        out["parametrization"] = repr(self.parametrization)
         out["drops"] = list(self.drops)
         out["clamp"] = None if self.clamp is None else list(self.clamp)
         return out

@@ -30,9 +30,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .capture import Selector
+from .capture import Selector, describe
 from .invert import Inversion, _check_options, invert
-from .layers import LayerSpec, describe, resolve_layer, runnable
+from .layers import LayerSpec, resolve_layer, runnable
 from .metrics import DEFAULT_SIGMA
 from .recipes import Init, Loss, Optimizer, Recipe
 from .recipes import get as get_recipe

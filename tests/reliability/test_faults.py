@@ -200,17 +200,17 @@ def _fault_transform(f: Family, m: nn.Module, x: torch.Tensor) -> None:
 
 
 def _fault_optimizer_step(f: Family, m: nn.Module, x: torch.Tensor) -> None:
-    loop = importlib.import_module("reprinvert.invert")  # the module (reprinvert.invert is the function)
-    original = loop._adam
+    loop = importlib.import_module("reprinvert._search")  # the search loop's module
+    original = loop.adam
 
     def step(*args: Any, **kwargs: Any) -> None:
         raise Boom("raised in the optimizer step")
 
-    loop._adam = step
+    loop.adam = step
     try:
         _invert(f, m, x, optimizer="adam")
     finally:
-        loop._adam = original
+        loop.adam = original
 
 
 def _fault_callback(f: Family, m: nn.Module, x: torch.Tensor) -> None:

@@ -1,0 +1,481 @@
+"""Private: the search itself. One entry point, :func:`search`, used by :func:`reprinvert.invert` and the batched sweep.
+
+Given a differentiable ``forward`` (input -> the layer's representation, or a list of them for a batched sweep) and
+the targets, it runs a :class:`~reprinvert.recipes.Recipe`: the starting point, the parametrisation of the input,
+the optimizer and its schedule, regularizers, clamping, restarts, and the bookkeeping every run needs (per-sample
+best iterate, a deferred check for non-finite losses, history, progress, callbacks). Nothing here knows about
+models, hooks or metrics.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ._tensors import flatten_batch
+from .errors import NonFiniteWarning
+from .parametrizations import Parametrized
+from .parametrizations import get as get_parametrization
+from .recipes import Init, Loss, Recipe
+from .regularizers import Regularizer
+
+__all__ = ["Found", "History", "StepInfo", "Targets", "search"]
+
+
+@dataclass(frozen=True)
+class History:
+    """Per-step losses of an inversion, each term separately.
+
+    Attributes:
+        terms: ``{"data": ..., "<regularizer name>": ..., "total": ...}``, each a CPU tensor of shape
+            ``(steps, B)`` (the value per sample at each step, before that step's update; the data term includes
+            ``loss_scale``). With restarts, the run that produced the returned input is kept.
+        lr: the learning rate of each step, shape ``(steps,)``.
+    """
+
+    terms: dict[str, torch.Tensor]
+    lr: torch.Tensor
+
+    def __getitem__(self, term: str) -> torch.Tensor:
+        if term not in self.terms:
+            raise KeyError(f"{term!r} is not a recorded term; terms: {list(self.terms)}")
+        return self.terms[term]
+
+    @property
+    def total(self) -> torch.Tensor:
+        """The summed loss per step and sample, ``(steps, B)``."""
+        return self.terms["total"]
+
+    def as_dict(self) -> dict[str, list[list[float]]]:
+        """JSON-ready: ``{term: [[per-sample values] per step]}``."""
+        out = {k: v.tolist() for k, v in self.terms.items()}
+        out["lr"] = [[v] for v in self.lr.tolist()]
+        return out
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What a ``callback`` receives after each step.
+
+    Attributes:
+        step: 0-based index of the step just taken.
+        steps: total steps planned.
+        loss: per-sample total loss at this step ``(B,)`` (detached).
+        input: the iterate after the update (a detached copy: storing it keeps this step's values).
+        lr: learning rate of the step.
+    """
+
+    step: int
+    steps: int
+    loss: torch.Tensor
+    input: torch.Tensor
+    lr: float
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What the data term compares with: per chunk of the batch (one chunk per layer in a batched sweep).
+
+    Attributes:
+        flat: the target representations, each ``(B_k, n_k)`` in the search's dtype.
+        squared: their squared norms ``(B_k,)`` (kept away from 0), for ``"nmse"`` and ``"cosine"``.
+    """
+
+    flat: tuple[torch.Tensor, ...]
+    squared: tuple[torch.Tensor, ...]
+
+    @classmethod
+    def of(cls, targets: Sequence[torch.Tensor], batch: int, dtype: torch.dtype) -> Targets:
+        flat = tuple(flatten_batch(t.to(dtype), batch) for t in targets)
+        return cls(flat=flat, squared=tuple(t.pow(2).sum(1).clamp_min(torch.finfo(dtype).tiny) for t in flat))
+
+
+@dataclass
+class Found:
+    """The outcome of :func:`search` (per sample: the best restart)."""
+
+    best_x: torch.Tensor
+    best_loss: torch.Tensor
+    best_step: torch.Tensor
+    final_x: torch.Tensor
+    history: History
+    steps_run: int
+    stopped: str | None
+    nonfinite: bool  # a NaN/Inf ended the run: its final iterate is unusable
+    parametrization: str
+
+    def result(self, track_best: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The input to return and the step it comes from, per sample. After a non-finite loss the final
+        iterate is unusable, so the best finite one is returned whatever ``track_best``."""
+        if track_best or self.nonfinite:
+            return self.best_x, self.best_step
+        return self.final_x, torch.full((self.best_x.shape[0],), self.steps_run)
+
+
+def search(
+    forward: Callable[[torch.Tensor], torch.Tensor | list[torch.Tensor]],
+    rcp: Recipe,
+    original: torch.Tensor,
+    targets: Targets,
+    *,
+    init: Init | torch.Tensor,
+    dtype: torch.dtype,
+    generator: torch.Generator,
+    callback: Callable[[StepInfo], bool | None] | None = None,
+    progress: bool = False,
+    spatial: bool = True,
+) -> Found:
+    """Run ``rcp`` (all its restarts) and return, per sample, the best iterate.
+
+    Args:
+        forward: input -> representation (or a list, one per chunk of ``targets``), differentiable.
+        rcp: the recipe.
+        original: a tensor of the searched input's shape, device and layout (the caller's x, or the start layer's
+            output); its values are never read except to shape the start.
+        targets: the data term's targets.
+        init: the recipe's ``init`` or a tensor.
+        dtype: the dtype of the search (float32, or float64 for float64 inputs).
+        generator: all randomness (starting points, random transforms).
+        callback: called after every step; returning True stops.
+        progress: a tqdm bar per run.
+        spatial: the input is a raw input with a spatial layout (False for ``start=`` activations): decides
+            whether an image parametrisation applies.
+    """
+    best: Found | None = None
+    for restart in range(rcp.restarts):
+        run = _run(forward, rcp, original, targets, init, dtype, generator, callback, progress, restart, spatial)
+        best = run if best is None else _merge(best, run)
+    assert best is not None
+    return best
+
+
+def data_loss(kind: Loss, rep: torch.Tensor, target: torch.Tensor, target_sq: torch.Tensor) -> torch.Tensor:
+    """Per-sample data term, shape ``(B,)``; ``rep`` and ``target`` are ``(B, n)`` float tensors."""
+    diff = rep - target
+    if kind == "l1":
+        return diff.abs().sum(1)
+    if kind == "mse":
+        return diff.pow(2).mean(1)
+    if kind == "nmse":
+        return diff.pow(2).sum(1) / target_sq
+    # cosine: 1 - cos, with the norms kept away from 0
+    num = (rep * target).sum(1)
+    den = torch.sqrt(rep.pow(2).sum(1).clamp_min(1e-24) * target_sq)
+    return 1 - num / den
+
+
+def initial(
+    init: Init | torch.Tensor, like: torch.Tensor, dtype: torch.dtype, generator: torch.Generator
+) -> torch.Tensor:
+    """The starting point of a search, shaped like ``like`` (in its layout for channels-last images)."""
+    z = _initial_values(init, like, dtype, generator)
+    if like.dim() == 4 and not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last):
+        # A channels-last input (for a channels-last model) is optimised in that layout: no conversion per step.
+        z = z.contiguous(memory_format=torch.channels_last)
+    return z
+
+
+def _initial_values(
+    init: Init | torch.Tensor, like: torch.Tensor, dtype: torch.dtype, generator: torch.Generator
+) -> torch.Tensor:
+    shape, device = like.shape, like.device
+    if isinstance(init, torch.Tensor):
+        if init.shape != shape:
+            raise ValueError(
+                f"init has shape {tuple(init.shape)}, but the optimised tensor has shape {tuple(shape)}; "
+                "pass a tensor of that shape"
+            )
+        return init.detach().to(device=device, dtype=dtype).clone()
+    if init == "seed":
+        return 0.7 + 0.05 * torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    if init == "grey":
+        return 0.5 + 0.05 * torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    if init == "zeros":
+        return torch.zeros(shape, device=device, dtype=dtype)
+    if init == "uniform":
+        return torch.rand(shape, generator=generator, device=device, dtype=dtype)
+    if init == "normal":
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    raise ValueError(
+        f"init={init!r}: expected 'seed', 'grey', 'zeros', 'uniform', 'normal' or a tensor of the input's shape"
+    )
+
+
+def _finite(total: torch.Tensor) -> torch.Tensor:
+    """0-d bool tensor: every value is finite (v - v == 0 is False for NaN and +-Inf; cheaper than isfinite)."""
+    return ((total - total) == 0).all()
+
+
+# Steps between the loop's checks for a non-finite loss (each check synchronises with the device).
+CHECK_EVERY = 32
+
+
+def _merge(a: Found, b: Found) -> Found:
+    """Per sample, keep the restart with the lower best loss."""
+    take_b = b.best_loss < a.best_loss
+    shape = (-1,) + (1,) * (a.best_x.dim() - 1)
+    mask = take_b.view(shape)
+    history = b.history if bool(take_b.float().mean() > 0.5) else a.history
+    return Found(
+        best_x=torch.where(mask, b.best_x, a.best_x),
+        best_loss=torch.where(take_b, b.best_loss, a.best_loss),
+        best_step=torch.where(take_b, b.best_step, a.best_step),
+        final_x=torch.where(mask, b.final_x, a.final_x),
+        history=history,
+        steps_run=max(a.steps_run, b.steps_run),
+        stopped=a.stopped or b.stopped,
+        nonfinite=a.nonfinite or b.nonfinite,
+        parametrization=a.parametrization,
+    )
+
+
+def _run(
+    forward: Callable[[torch.Tensor], Any],
+    rcp: Recipe,
+    original: torch.Tensor,
+    targets: Targets,
+    init: Init | torch.Tensor,
+    dtype: torch.dtype,
+    g: torch.Generator,
+    callback: Callable[[StepInfo], bool | None] | None,
+    progress: bool,
+    restart: int,
+    spatial: bool,
+) -> Found:
+    """One optimisation run from one starting point."""
+    steps = rcp.steps
+    batch = original.shape[0]
+    regs = rcp.regularizers
+    if len({r.name for r in regs}) != len(regs):
+        raise ValueError(f"regularizers have repeated names {[r.name for r in regs]}; give each kind at most once")
+    penalties = [r for r in regs if type(r).penalty is not Regularizer.penalty]
+    names = ["data"] + [r.name for r in penalties] + ["total"]
+    transforms = [r for r in regs if type(r).transform is not Regularizer.transform]
+    posts = [r for r in regs if type(r).after_step is not Regularizer.after_step]
+    device = original.device
+    history = torch.full((steps, len(names), batch), float("nan"), dtype=dtype, device=device)
+    lr_list = [rcp.learning_rate(i) for i in range(steps)]
+    lrs = torch.tensor(lr_list, dtype=torch.float64)
+
+    param: Parametrized = get_parametrization(rcp.parametrization)._build(
+        initial(init, original, dtype, g), spatial=spatial
+    )
+    best_x = param.render().detach().clone()
+    best_loss = torch.full((batch,), float("inf"), dtype=dtype, device=device)
+    best_step = torch.zeros(batch, dtype=torch.long, device=device)
+    all_finite = torch.ones((), dtype=torch.bool, device=device)  # no non-finite loss seen yet
+    mask_shape = (-1,) + (1,) * (best_x.dim() - 1)
+    states: list[dict[str, torch.Tensor]] = [{} for _ in param.params]  # momentum of "sgd", moments of "adam"
+    lbfgs_state: dict[str, torch.Tensor] = {}
+    lbfgs = (
+        torch.optim.LBFGS(param.params, lr=rcp.lr, max_iter=1, history_size=20, line_search_fn="strong_wolfe")
+        if rcp.optimizer == "lbfgs"
+        else None
+    )
+    bar = _progress_bar(steps, progress, restart)
+    # A callback may stop the run at any step, so with one the loop checks every step (StepInfo never shows a
+    # step after a non-finite loss); otherwise every CHECK_EVERY steps.
+    check_every = 1 if callback is not None else CHECK_EVERY
+    # Random transforms (jitter) draw from ``g`` every step. After a late-found non-finite loss the generator is
+    # put back where a per-step check would have left it, so later draws (restarts, the reference perturbation)
+    # do not depend on the check interval: its state at the start of each step since the last check.
+    rng_at_step: dict[int, torch.Tensor] | None = {} if transforms and check_every > 1 else None
+    stopped: str | None = None
+    nonfinite = False
+    steps_run = 0
+
+    def objective(x: torch.Tensor, t: float, record: int | None) -> torch.Tensor:
+        """Per-sample total loss at the input ``x``; records each term at history[record] when asked."""
+        xin = x
+        for r in transforms:
+            xin = r.transform(xin, t, g)
+        out = forward(xin)
+        reps = out if isinstance(out, list) else [out]  # a batched sweep: one representation per chunk
+        parts = [
+            data_loss(rcp.loss, flatten_batch(o, tf.shape[0]).to(dtype), tf, sq)
+            for o, tf, sq in zip(reps, targets.flat, targets.squared)
+        ]
+        data = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if rcp.loss_scale != 1.0:
+            data = data * rcp.loss_scale
+        total = data
+        terms = [data]
+        for r in penalties:
+            p = r.penalty(x, t)
+            if p is not None:
+                total = total + p
+                terms.append(p)
+        if record is not None:  # (detached values: nothing here is recorded by autograd)
+            row = history[record]
+            for k, p in enumerate(terms):
+                row[k] = p.detach()
+            row[-1] = total.detach()
+        return total
+
+    def keep_if_better(total: torch.Tensor, x: torch.Tensor, step: int) -> torch.Tensor:
+        """Per sample, remember ``x`` and ``step`` where ``total`` is lower than the best so far.
+
+        Nothing is taken once any loss has been non-finite (``all_finite`` is False): NaN compares False, and
+        the flag also stops +-Inf and every later step. No host synchronisation. ``total`` and ``x`` are detached.
+        """
+        improved = (total < best_loss) & all_finite
+        best_loss.copy_(torch.where(improved, total, best_loss))
+        best_step.masked_fill_(improved, step)
+        return torch.where(improved.view(mask_shape), x, best_x)
+
+    def first_nonfinite(upto: int) -> tuple[int, list[int]]:
+        """The first recorded step < ``upto`` with a non-finite total loss, and its non-finite samples."""
+        bad = ~torch.isfinite(history[:upto, -1])
+        first = int(bad.any(1).nonzero()[0, 0])
+        return first, bad[first].nonzero().flatten().tolist()
+
+    try:
+        for i in range(steps):
+            t = i / steps
+            lr_i = lr_list[i]
+            if rng_at_step is not None:
+                rng_at_step[i] = g.get_state()
+            grads: Sequence[torch.Tensor] = ()
+            if lbfgs is not None:
+                lbfgs.param_groups[0]["lr"] = lr_i
+                evaluated: list[torch.Tensor] = []
+
+                def closure(t: float = t, i: int = i, evaluated: list[torch.Tensor] = evaluated) -> torch.Tensor:
+                    total = objective(param.render(), t, i if not evaluated else None)  # history: first evaluation
+                    evaluated.append(total.detach())
+                    if "scale" not in lbfgs_state:
+                        # torch's L-BFGS skips curvature pairs with y.s <= 1e-10 (an absolute threshold), so a
+                        # loss whose gradients are tiny never gets a step size; it optimises loss / initial loss.
+                        lbfgs_state["scale"] = 1.0 / total.detach().sum().clamp_min(torch.finfo(total.dtype).tiny)
+                    scaled = total.sum() * lbfgs_state["scale"]
+                    for p, gp in zip(param.params, torch.autograd.grad(scaled, param.params)):
+                        p.grad = gp
+                    return scaled
+
+                current_x = param.render().detach().clone()
+                lbfgs.step(closure)
+                total = evaluated[0]
+            else:
+                x_now = param.render()
+                total = objective(x_now, t, i)
+                grads = torch.autograd.grad(total.sum(), param.params)
+                current_x = x_now.detach()
+            total = total.detach()
+            all_finite &= _finite(total)
+            best_x = keep_if_better(total, current_x, i)
+            # The loop's host synchronisation, every ``check_every`` steps. A non-finite loss found here ends the run
+            # as if it had stopped at that step: the best iterate was frozen there by ``all_finite``.
+            if (i + 1) % check_every == 0 or i == steps - 1:
+                if not bool(all_finite):
+                    at, bad = first_nonfinite(i + 1)
+                    if rng_at_step is not None and at + 1 in rng_at_step:
+                        g.set_state(rng_at_step[at + 1])
+                    stopped = (
+                        f"non-finite loss at step {at} for sample(s) {bad}; kept the best finite iterate "
+                        "(lower the learning rate, or add clamp=(0, 1))"
+                    )
+                    warnings.warn(f"invert stopped early: {stopped}", NonFiniteWarning, stacklevel=4)
+                    nonfinite = True
+                    steps_run = at
+                    break
+                if rng_at_step is not None:
+                    rng_at_step.clear()
+            with torch.no_grad():
+                for p, gp, scale, state in zip(param.params, grads, param.lr_scales, states):
+                    _update(rcp, p, gp, lr_i * scale, i, state)
+                if posts or rcp.clamp is not None:
+                    now = param.render()
+                    new = now
+                    for r in posts:
+                        out = r.after_step(new, t)
+                        if out is not None:
+                            new = out
+                    if rcp.clamp is not None:
+                        new = new.clamp(rcp.clamp[0], rcp.clamp[1])
+                    param.assign(new, now)
+            steps_run = i + 1
+            if bar is not None:
+                bar.update(1)
+                if (i + 1) % CHECK_EVERY == 0 or i == steps - 1:  # reading the loss synchronises: not every step
+                    bar.set_postfix(loss=f"{float(total.mean()):.4g}", refresh=False)
+            if callback is not None and callback(
+                StepInfo(step=i, steps=steps, loss=total, input=param.render().detach().clone(), lr=lr_i)
+            ):
+                stopped = f"callback asked to stop after step {i}"
+                break
+        final_x = param.render().detach().clone()
+        if not nonfinite:
+            # The iterate after the last update has not been scored yet.
+            with torch.no_grad():
+                total = objective(final_x, 1.0, None)
+                all_finite &= _finite(total)
+            best_x = keep_if_better(total, final_x, steps_run)
+    finally:
+        if bar is not None:
+            bar.close()
+    hist = history[:steps_run].permute(1, 0, 2).detach().cpu()
+    return Found(
+        best_x=best_x,
+        best_loss=best_loss,
+        best_step=best_step,
+        final_x=final_x,
+        history=History(terms={n: hist[k] for k, n in enumerate(names)}, lr=lrs[:steps_run].float()),
+        steps_run=steps_run,
+        stopped=stopped,
+        nonfinite=nonfinite,
+        parametrization=param.kind,
+    )
+
+
+def _update(
+    rcp: Recipe, z: torch.Tensor, grad: torch.Tensor, lr: float, step: int, state: dict[str, torch.Tensor]
+) -> None:
+    """One in-place update of ``z`` (under no_grad)."""
+    if rcp.optimizer == "gd":
+        z.sub_(grad, alpha=lr)
+    elif rcp.optimizer == "sgd":
+        if "velocity" not in state or step in rcp.drops:
+            state["velocity"] = torch.zeros_like(z)
+        v = state["velocity"].mul_(rcp.momentum).sub_(grad, alpha=lr)
+        z.add_(v)
+    else:
+        adam(z, grad, lr, step + 1, state)
+
+
+_ADAM_BETAS = (0.9, 0.999)
+_ADAM_EPS = 1e-8
+
+
+def adam(z: torch.Tensor, grad: torch.Tensor, lr: float, t: int, state: dict[str, torch.Tensor]) -> None:
+    """Adam's update of ``z`` at step ``t`` (1-based), written out as ``torch.optim.Adam`` computes it on the CPU
+    (its single-tensor path, default betas and eps): the same numbers, without constructing a torch optimizer,
+    whose first construction in a process imports ``torch._dynamo`` (seconds)."""
+    beta1, beta2 = _ADAM_BETAS
+    if "exp_avg" not in state:
+        state["exp_avg"] = torch.zeros_like(z, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(z, memory_format=torch.preserve_format)
+    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+    exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    bias_correction1 = 1 - beta1**t
+    bias_correction2_sqrt = (1 - beta2**t) ** 0.5
+    denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(_ADAM_EPS)
+    z.addcdiv_(exp_avg, denom, value=-(lr / bias_correction1))
+
+
+def _progress_bar(steps: int, progress: bool, restart: int) -> Any:
+    if not progress:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        warnings.warn(
+            "progress=True needs tqdm: pip install 'reprinvert[progress]'; continuing without a progress bar",
+            stacklevel=5,
+        )
+        return None
+    return tqdm(total=steps, desc="invert" if restart == 0 else f"invert (restart {restart})", leave=False)
