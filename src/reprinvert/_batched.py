@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._domain import Normalize, chance_input, feed
 from ._search import History, Targets, initial, search
 from ._state import frozen
 from .capture import Hooks, _StopForward, model_dtype, private_input, run_model
@@ -129,7 +130,11 @@ def why_not(
 
 
 def _execution_order(
-    model: nn.Module, names: Sequence[str], x: torch.Tensor, model_kwargs: Mapping[str, Any] | None
+    model: nn.Module,
+    names: Sequence[str],
+    x: torch.Tensor,
+    model_kwargs: Mapping[str, Any] | None,
+    norm: Normalize | None,
 ) -> tuple[list[str], list[torch.Tensor], bool]:
     """The layers in the order they run, their outputs for ``x``, and whether the model changes its input in place."""
     order: list[str] = []
@@ -146,7 +151,7 @@ def _execution_order(
                         order.append(name)
 
                 handles.append(module.register_forward_hook(record))
-            fed = private_input(x, model_dtype(model))
+            fed = private_input(feed(x, norm), model_dtype(model))
             version = fed._version
             outputs = hooks.run(fed, model_kwargs)
         finally:
@@ -163,11 +168,12 @@ def invert_layers(
     *,
     init: torch.Tensor | None,
     seed: int,
-    sigma: float,
+    sigma: float | None,
     data_range: float,
     model_kwargs: Mapping[str, Any] | None,
     track_best: bool,
     progress: bool,
+    normalize: Normalize | None = None,
 ) -> list[Inversion]:
     """Invert every layer in ``names`` in one batched optimisation; results in the order of ``names``.
 
@@ -182,7 +188,7 @@ def invert_layers(
     g = torch.Generator(device=x.device)
     g.manual_seed(seed)
     with torch.inference_mode(False), frozen(model, train=False):
-        order, targets, copy_fed = _execution_order(model, names, x, model_kwargs)
+        order, targets, copy_fed = _execution_order(model, names, x, model_kwargs, normalize)
         if len(order) != len(names):
             raise Declined("not every layer ran")
         for name, t in zip(order, targets):
@@ -198,12 +204,12 @@ def invert_layers(
             fed = z.to(feed_dtype)
             if copy_fed and fed is z:
                 fed = fed.clone()
-            return cuts.run(model, fed, model_kwargs)
+            return cuts.run(model, feed(fed, normalize), model_kwargs)
 
         def stacked(t: torch.Tensor) -> torch.Tensor:
             return t.repeat(L, *([1] * (t.dim() - 1)))
 
-        _check(forward, cuts, x, order, model, model_kwargs, feed_dtype, work_dtype)
+        _check(forward, cuts, x, order, model, model_kwargs, feed_dtype, work_dtype, normalize)
         with cuts:
             original = x.detach()
             # One starting draw of the input's shape, repeated for every layer: what each separate call would draw.
@@ -218,15 +224,17 @@ def invert_layers(
             result_x, best_step = run.result(track_best)
             with torch.no_grad():
                 reps_g = [r.detach().clone() for r in forward(result_x)]
-                x_ref = _reference(original, sigma, g, work_dtype)
+                x_ref = _reference(original, sigma, g, work_dtype, raw=True, data_range=data_range)
                 reps_ref = [r.detach().clone() for r in forward(stacked(x_ref))]
+                x_u = chance_input(original.to(work_dtype))
+                reps_u = [r.detach().clone() for r in forward(stacked(x_u))]
     seconds = (time.perf_counter() - started) / L
     by_name: dict[str, Inversion] = {}
     for k, name in enumerate(order):
         rows = slice(k * batch, (k + 1) * batch)
         by_name[name] = _result(
             layer=name, start=None, original=original, result_x=result_x[rows], x_ref=x_ref, target=targets[k],
-            rep_g=reps_g[k], rep_ref=reps_ref[k],
+            rep_g=reps_g[k], rep_ref=reps_ref[k], x_chance=x_u, rep_chance=reps_u[k],
             history=History(terms={t: v[:, rows].clone() for t, v in run.history.terms.items()}, lr=run.history.lr),
             best_step=best_step[rows], steps_run=run.steps_run, stopped=run.stopped, recipe=rcp, seed=seed,
             seconds=seconds, data_range=data_range,
@@ -243,6 +251,7 @@ def _check(
     model_kwargs: Mapping[str, Any] | None,
     feed_dtype: torch.dtype,
     work_dtype: torch.dtype,
+    normalize: Normalize | None,
 ) -> None:
     """Distinct inputs through the batched forward must give each layer's separately computed output."""
     g = torch.Generator(device=x.device)
@@ -255,7 +264,7 @@ def _check(
         alone = []
         for name, copy_k in zip(order, copies):
             with Hooks(model, name, stop=True) as hooks:
-                alone.append(hooks.run(private_input(copy_k.to(feed_dtype), None), model_kwargs)[name])
+                alone.append(hooks.run(private_input(feed(copy_k.to(feed_dtype), normalize), None), model_kwargs)[name])
         try:
             with cuts:
                 batched = forward(torch.cat(copies))

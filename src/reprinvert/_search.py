@@ -18,7 +18,7 @@ import torch
 
 from ._tensors import flatten_batch
 from .errors import NonFiniteWarning
-from .parametrizations import Parametrized
+from .parametrizations import Parametrized, Pixel
 from .parametrizations import get as get_parametrization
 from .recipes import Init, Loss, Recipe
 from .regularizers import Regularizer
@@ -258,12 +258,19 @@ def _run(
     posts = [r for r in regs if type(r).after_step is not Regularizer.after_step]
     device = original.device
     history = torch.full((steps, len(names), batch), float("nan"), dtype=dtype, device=device)
-    lr_list = [rcp.learning_rate(i) for i in range(steps)]
+    spec = get_parametrization(rcp.parametrization)
+    param: Parametrized = spec._build(initial(init, original, dtype, g), spatial=spatial)
+    # The step at which a parametrisation hands over to plain pixels (never for "pixel" itself); each phase runs
+    # the recipe's whole schedule over its own steps.
+    switch = round(spec.until * steps) if param.kind != "pixel" and spec.until < 1 else -1
+    kind = param.kind
+    if 0 < switch < steps:
+        lr_list = [rcp.learning_rate(i * steps // switch) for i in range(switch)] + [
+            spec.polish_lr * rcp.learning_rate((i - switch) * steps // (steps - switch)) for i in range(switch, steps)
+        ]
+    else:
+        lr_list = [rcp.learning_rate(i) for i in range(steps)]
     lrs = torch.tensor(lr_list, dtype=torch.float64)
-
-    param: Parametrized = get_parametrization(rcp.parametrization)._build(
-        initial(init, original, dtype, g), spatial=spatial
-    )
     best_x = param.render().detach().clone()
     best_loss = torch.full((batch,), float("inf"), dtype=dtype, device=device)
     best_step = torch.zeros(batch, dtype=torch.long, device=device)
@@ -339,12 +346,21 @@ def _run(
             lr_i = lr_list[i]
             if rng_at_step is not None:
                 rng_at_step[i] = g.get_state()
+            if i == switch:
+                param = Pixel()._build(param.render().detach().clone(), spatial=spatial)
+                states = [{}]
+                if lbfgs is not None:
+                    lbfgs = torch.optim.LBFGS(
+                        param.params, lr=rcp.lr, max_iter=1, history_size=20, line_search_fn="strong_wolfe"
+                    )
             grads: Sequence[torch.Tensor] = ()
             if lbfgs is not None:
                 lbfgs.param_groups[0]["lr"] = lr_i
                 evaluated: list[torch.Tensor] = []
 
-                def closure(t: float = t, i: int = i, evaluated: list[torch.Tensor] = evaluated) -> torch.Tensor:
+                def closure(
+                    t: float = t, i: int = i, evaluated: list[torch.Tensor] = evaluated, param: Parametrized = param
+                ) -> torch.Tensor:
                     total = objective(param.render(), t, i if not evaluated else None)  # history: first evaluation
                     evaluated.append(total.detach())
                     if "scale" not in lbfgs_state:
@@ -427,7 +443,7 @@ def _run(
         steps_run=steps_run,
         stopped=stopped,
         nonfinite=nonfinite,
-        parametrization=param.kind,
+        parametrization=kind if switch < 0 else f"{kind}, then pixel from step {switch}",
     )
 
 

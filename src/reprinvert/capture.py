@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from ._domain import NormalizeSpec, feed, resolve_normalize
 from ._state import frozen
 from .errors import LayerCallError, LayerNotFoundError, OutputSelectionError
 from .layers import LayerSpec, _layer_names, resolve_layer, runnable
@@ -491,6 +492,7 @@ def represent(
     stop: bool = True,
     train: bool = False,
     model_kwargs: Mapping[str, Any] | None = None,
+    normalize: NormalizeSpec = None,
 ) -> torch.Tensor:
     """The detached representation of ``x`` at ``layer`` (a clone; the model is left exactly as it was).
 
@@ -508,6 +510,8 @@ def represent(
             reached, so it cannot be reported; ``stop=False`` runs the whole model and reports it.
         train: keep the modules' training flags instead of switching to eval mode.
         model_kwargs: extra keyword arguments for the forward call.
+        normalize: feed the model ``(x - mean) / std``: ``"imagenet"``, ``"inception"`` or ``(mean, std)`` per
+            channel (x stays in pixel space).
 
     Returns:
         The representation, e.g. shape ``(B, C, H, W)`` for a convolution.
@@ -517,10 +521,23 @@ def represent(
         >>> ri.represent(nn.Sequential(nn.Linear(4, 3), nn.Tanh()), "0", torch.zeros(2, 4)).shape
         torch.Size([2, 3])
     """
+    x = normalized_input(x, normalize)
     with frozen(model, train=train), torch.no_grad():
         hooks = Hooks(model, layer, select=select, call=call, stop=stop)
         with hooks:
             return hooks.run(private_input(x, model_dtype(hooks.model)), model_kwargs)[hooks.targets[0].name]
+
+
+def normalized_input(x: Any, normalize: NormalizeSpec) -> Any:
+    """``x`` as the model is fed it under ``normalize`` (checked; ``x`` itself when there is none)."""
+    if normalize is None:
+        return x
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"normalize={normalize!r} needs x to be a tensor (B, C, ...), got {type(x).__name__}; pass extra "
+            "arguments through model_kwargs"
+        )
+    return feed(x, resolve_normalize(normalize, x))
 
 
 @dataclass(frozen=True)
@@ -585,7 +602,9 @@ class Description:
         return "\n".join(lines)
 
 
-def describe(model: nn.Module, x: Any, *, model_kwargs: dict[str, Any] | None = None) -> Description:
+def describe(
+    model: nn.Module, x: Any, *, model_kwargs: dict[str, Any] | None = None, normalize: NormalizeSpec = None
+) -> Description:
     """Dry run: one forward pass on ``x`` reporting each module's output shape and how often it ran.
 
     The model runs in eval mode under ``torch.no_grad()`` and comes back exactly as it was (training flags,
@@ -595,6 +614,7 @@ def describe(model: nn.Module, x: Any, *, model_kwargs: dict[str, Any] | None = 
         model: any ``nn.Module``.
         x: the input passed as ``model(x, **model_kwargs)``; a tuple is unpacked as positional arguments.
         model_kwargs: extra keyword arguments for the forward call.
+        normalize: feed the model ``(x - mean) / std`` (see :func:`represent`).
 
     Returns:
         A :class:`Description`; ``print(ri.describe(model, x))`` shows a table.
@@ -625,7 +645,7 @@ def describe(model: nn.Module, x: Any, *, model_kwargs: dict[str, Any] | None = 
         for name, module in named:
             handles.append(module.register_forward_hook(make_hook(name)))
         with frozen(model, train=False, freeze_parameters=False), torch.no_grad():
-            run_model(model, private_input(x, model_dtype(model)), model_kwargs)
+            run_model(model, private_input(normalized_input(x, normalize), model_dtype(model)), model_kwargs)
     finally:
         for h in handles:
             h.remove()

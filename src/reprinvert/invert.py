@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numbers
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,14 +18,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._domain import NormalizeSpec, chance_input, feed, resolve_normalize
 from ._rng import make_generator
 from ._search import History, StepInfo, Targets, search
 from ._search import adam as _adam  # noqa: F401  (tests compare it with torch.optim.Adam)
 from ._state import frozen
 from .capture import Hooks, Selector, model_dtype, private_input
-from .errors import OutputSelectionError
+from .errors import OutputSelectionError, ReprinvertWarning
 from .layers import LayerSpec, resolve_layer, runnable
-from .metrics import DEFAULT_SIGMA, InversionMetrics, flatten_batch
+from .metrics import DEFAULT_SIGMA, InversionMetrics, flatten_batch, resolve_sigma
 from .recipes import Init, Loss, Optimizer, Recipe
 from .recipes import get as get_recipe
 from .regularizers import Regularizer
@@ -127,10 +129,11 @@ def invert(
     callback: Callable[[StepInfo], bool | None] | None = None,
     track_best: bool = True,
     train: bool = False,
-    sigma: float = DEFAULT_SIGMA,
+    sigma: float | None = None,
     data_range: float = 1.0,
     model_kwargs: Mapping[str, Any] | None = None,
     progress: bool = False,
+    normalize: NormalizeSpec = None,
 ) -> Inversion:
     """Find an input whose representation at ``layer`` matches that of ``x``, and measure how close it is.
 
@@ -159,10 +162,15 @@ def invert(
         callback: called with a :class:`StepInfo` after every step; returning True stops the run.
         track_best: return, per sample, the iterate with the lowest total loss instead of the last one.
         train: keep the model's training flags instead of switching to eval mode (buffers are restored anyway).
-        sigma: standard deviation of the reference perturbation x' = x + N(0, sigma^2) for m_r.
-        data_range: range of the data, for PSNR.
+        sigma: standard deviation of the reference perturbation x' = x + N(0, sigma^2) for m_r. None (the
+            default): 1/25 of ``data_range`` for a raw input (0.04 for images in [0, 1], the seed's), and 1/25 of
+            each sample's root-mean-square value for a ``start=`` activation.
+        data_range: range of the data, for PSNR and the default ``sigma``.
         model_kwargs: extra keyword arguments of the forward call.
         progress: show a progress bar (needs ``tqdm``: ``pip install 'reprinvert[progress]'``).
+        normalize: the model expects ``(x - mean) / std``: ``"imagenet"``, ``"inception"`` ((x - 0.5) / 0.5) or
+            ``(mean, std)`` per channel. ``x``, the search, clamping, regularizers, metrics and the returned
+            input all stay in pixel space; only what the model is fed is normalised.
 
     Returns:
         An :class:`Inversion`: ``.input``, ``.metrics``, ``.history`` and more.
@@ -189,6 +197,9 @@ def invert(
     layer_name, _ = resolve_layer(model, layer)
     start_name = resolve_layer(model, start, argument="start")[0] if start is not None else None
     x = _check_input(x, start_name)
+    norm = resolve_normalize(normalize, x)
+    if start_name is None:
+        check_clamp(rcp.clamp, x, normalized=norm is not None)
     device = next((p.device for p in model.parameters()), x.device)
     if device != x.device:
         raise ValueError(
@@ -204,7 +215,7 @@ def invert(
         # 1. The target: one full forward (no early stop), so a reused layer is caught by the call count. An
         # error raised downstream of the layer (a head that rejects this input size, say) does not matter.
         # The model gets a private copy of x, in its own floating dtype (a half model is fed half).
-        x_in = private_input(x, model_dtype(model))
+        x_in = private_input(feed(x, norm), model_dtype(model))
         with torch.no_grad(), Hooks(
             model, layer_name, select=select, call=call, replace=start_name, tolerate_downstream_errors=True
         ) as probe:
@@ -228,7 +239,7 @@ def invert(
                 if copy_fed and fed is z:
                     fed = fed.clone()
                 if start_name is None:
-                    out = hooks.run(fed, model_kwargs)[layer_name]
+                    out = hooks.run(feed(fed, norm), model_kwargs)[layer_name]
                 else:
                     hooks.replacement = fed
                     try:
@@ -246,22 +257,62 @@ def invert(
             )
             result_x, best_step = found.result(track_best)
 
-            # 2. Metrics: rep(x_g) and the reference rep(x') with x' = x + N(0, sigma^2).
+            # 2. Metrics: rep(x_g), the reference rep(x') with x' = x + N(0, sigma^2), and an unrelated input's.
             with torch.no_grad():
                 rep_g = forward(result_x).detach().clone()
-                x_ref = _reference(original, sigma, g, work_dtype)
+                x_ref = _reference(original, sigma, g, work_dtype, raw=start_name is None, data_range=data_range)
                 rep_ref = forward(x_ref).detach().clone()
+                x_u = chance_input(original.to(work_dtype))
+                rep_u = forward(x_u).detach().clone()
     return _result(
         layer=layer_name, start=start_name, original=original, result_x=result_x, x_ref=x_ref, target=target,
-        rep_g=rep_g, rep_ref=rep_ref, history=found.history, best_step=best_step, steps_run=found.steps_run,
-        stopped=found.stopped, recipe=rcp, seed=seed if generator is None else None,
+        rep_g=rep_g, rep_ref=rep_ref, x_chance=x_u, rep_chance=rep_u, history=found.history, best_step=best_step,
+        steps_run=found.steps_run, stopped=found.stopped, recipe=rcp, seed=seed if generator is None else None,
         seconds=time.perf_counter() - started, data_range=data_range,
     )
 
 
-def _reference(original: torch.Tensor, sigma: float, g: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
-    """The reference input x' = x + N(0, sigma^2) of the metric m_r."""
-    return original.to(dtype) + sigma * torch.randn(original.shape, generator=g, device=original.device, dtype=dtype)
+def _reference(
+    original: torch.Tensor,
+    sigma: float | None,
+    g: torch.Generator,
+    dtype: torch.dtype,
+    *,
+    raw: bool,
+    data_range: float,
+) -> torch.Tensor:
+    """The reference input x' = x + N(0, sigma^2) of the metric m_r.
+
+    ``sigma=None`` is 1/25 of ``data_range`` for a raw input (``raw``) and 1/25 of each sample's root-mean-square
+    value for an activation (``start=``), so the perturbation is faint whatever the activation's scale.
+    """
+    base = original.to(dtype)
+    noise = torch.randn(original.shape, generator=g, device=original.device, dtype=dtype)
+    if sigma is None and not raw:
+        rms = flatten_batch(base, base.shape[0]).pow(2).mean(1).sqrt()
+        return base + (DEFAULT_SIGMA * rms).view((-1,) + (1,) * (base.dim() - 1)) * noise
+    return base + resolve_sigma(sigma, data_range) * noise
+
+
+def check_clamp(clamp: tuple[float, float] | None, x: torch.Tensor, *, normalized: bool) -> None:
+    """Warn when ``x`` itself lies outside the clamp range: the search could never reach it."""
+    if clamp is None or not x.is_floating_point():
+        return
+    lo, hi = float(x.min()), float(x.max())
+    slack = 1e-6 * max(1.0, clamp[1] - clamp[0])
+    if lo < clamp[0] - slack or hi > clamp[1] + slack:
+        hint = (
+            "normalize= expects x in pixel space (e.g. [0, 1]); pass the unnormalised images"
+            if normalized
+            else "if x is already normalised for the model, pass it in pixel space with normalize=(mean, std) (or "
+            "'imagenet'), or drop the clamp"
+        )
+        warnings.warn(
+            f"x has values in [{lo:.4g}, {hi:.4g}], outside clamp={tuple(clamp)}: the search is kept in a range "
+            f"that x leaves, so it cannot land on x; {hint}",
+            ReprinvertWarning,
+            stacklevel=3,
+        )
 
 
 def _result(
@@ -274,6 +325,8 @@ def _result(
     target: torch.Tensor,
     rep_g: torch.Tensor,
     rep_ref: torch.Tensor,
+    x_chance: torch.Tensor,
+    rep_chance: torch.Tensor,
     history: History,
     best_step: torch.Tensor,
     steps_run: int,
@@ -292,6 +345,8 @@ def _result(
         rep=flatten_batch(target, batch),
         rep_g=flatten_batch(rep_g, batch),
         rep_ref=flatten_batch(rep_ref, batch),
+        x_chance=flatten_batch(x_chance, batch),
+        rep_chance=flatten_batch(rep_chance, batch),
         data_range=data_range,
     )
     return Inversion(
@@ -351,8 +406,11 @@ def _check_options(*, train: Any, track_best: Any, sigma: Any, data_range: Any) 
     for flag_name, flag in (("train", train), ("track_best", track_best)):
         if not isinstance(flag, bool):
             raise TypeError(f"{flag_name} must be True or False, got {type(flag).__name__}: {flag!r}")
-    if not _is_number(sigma) or not sigma >= 0:
-        raise ValueError(f"sigma={sigma!r}: expected a non-negative standard deviation (default 1/25)")
+    if sigma is not None and (not _is_number(sigma) or not sigma >= 0):
+        raise ValueError(
+            f"sigma={sigma!r}: expected a non-negative standard deviation (default 1/25): None is 1/25 of "
+            "data_range, or of the start activation's RMS with start="
+        )
     if not _is_number(data_range) or not data_range > 0:
         raise ValueError(f"data_range={data_range!r}: expected a positive number (1.0 for images in [0, 1])")
 

@@ -22,10 +22,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ._domain import NormalizeSpec, chance_input
 from ._rng import make_generator
 from ._state import frozen
 from ._tensors import flatten_batch
-from .capture import Hooks, Selector, model_dtype, private_input, run_model
+from .capture import Hooks, Selector, model_dtype, normalized_input, private_input, run_model
 from .layers import LayerSpec
 
 __all__ = [
@@ -147,30 +148,50 @@ def _perturb(x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch
     return x + sigma * noise
 
 
+def resolve_sigma(sigma: float | None, data_range: float) -> float:
+    """The reference perturbation's standard deviation: ``sigma``, or 1/25 of ``data_range`` when None."""
+    if sigma is None:
+        return DEFAULT_SIGMA * data_range
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma >= 0:
+        raise ValueError(
+            f"sigma={sigma!r}: expected a non-negative standard deviation (default 1/25): None is 1/25 of data_range"
+        )
+    return float(sigma)
+
+
 def reference_distance(
     model: nn.Module,
     layer: LayerSpec,
     x: torch.Tensor,
     *,
-    sigma: float = DEFAULT_SIGMA,
+    sigma: float | None = None,
     seed: int | None = None,
     generator: torch.Generator | None = None,
     select: Selector = None,
     call: int | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
     reduction: Reduction = "none",
+    data_range: float = 1.0,
+    normalize: NormalizeSpec = None,
 ) -> torch.Tensor:
     """m_r = ||rep(x) - rep(x + N(0, sigma^2))||_2 per sample, in eval mode; the model is left untouched.
 
-    A layer *represents* x when an inversion's embedding distance m_g is below this reference.
+    A layer *represents* x when an inversion's embedding distance m_g is below this reference. ``sigma=None``
+    is 1/25 of ``data_range``; ``normalize`` feeds the model ``(x - mean) / std`` (the perturbation is added in
+    pixel space).
     """
     g = make_generator(seed, generator, x.device)
+    sigma = resolve_sigma(sigma, data_range)
     with frozen(model), torch.no_grad(), Hooks(model, layer, select=select, call=call, stop=True) as hooks:
         dtype = model_dtype(hooks.model)
-        rep = hooks.run(private_input(x, dtype), model_kwargs)[hooks.targets[0].name]
-        rep_ref = hooks.run(private_input(_perturb(x, sigma, g), dtype), model_kwargs)[hooks.targets[0].name]
+        rep = hooks.run(private_input(normalized_input(x, normalize), dtype), model_kwargs)[hooks.targets[0].name]
+        x_ref = normalized_input(_perturb(x, sigma, g), normalize)
+        rep_ref = hooks.run(private_input(x_ref, dtype), model_kwargs)[hooks.targets[0].name]
     return _reduce(safe_norm(flatten_batch(rep, x.shape[0]) - flatten_batch(rep_ref, x.shape[0])), reduction)
 
+
+# The per-sample verdicts (booleans) among InversionMetrics' fields.
+_VERDICTS = ("represents", "beats_chance")
 
 # Values per tensor (per float64 copy) that InversionMetrics.from_tensors handles at once.
 _CHUNK_VALUES = 2**14
@@ -189,6 +210,12 @@ class InversionMetrics:
         psnr: of x_g against x, in dB, for data in a range of ``data_range`` (1 for images in [0, 1]).
         represents: m_g < m_r, the layer cannot tell x_g from x better than from a slightly noisy x.
         relative_input_distance: m_i / ||x||.
+        chance_distance: m_c = ||rep(x) - rep(x_u)|| for an unrelated input x_u (the next sample of the batch,
+            or a fixed shuffle of x's entries for a batch of one): how far apart unrelated inputs lie at the layer.
+        chance_input_distance: ||x_u - x||, the input distance of a guess that knows nothing about x.
+        beats_chance: m_i < ||x_u - x||: the inversion lands closer to x than an unrelated input does. A layer
+            can represent x (m_g < m_r) while its inversion does not beat chance: the search found another input
+            the layer cannot tell apart from x.
     """
 
     embedding_distance: torch.Tensor
@@ -199,6 +226,9 @@ class InversionMetrics:
     psnr: torch.Tensor
     represents: torch.Tensor
     relative_input_distance: torch.Tensor
+    chance_distance: torch.Tensor
+    chance_input_distance: torch.Tensor
+    beats_chance: torch.Tensor
 
     @classmethod
     def from_tensors(
@@ -210,15 +240,22 @@ class InversionMetrics:
         rep: torch.Tensor,
         rep_g: torch.Tensor,
         rep_ref: torch.Tensor,
+        x_chance: torch.Tensor | None = None,
+        rep_chance: torch.Tensor | None = None,
         data_range: float = 1.0,
     ) -> InversionMetrics:
-        """Compute every metric from an input, its inversion, its perturbed copy and their representations.
+        """Compute every metric from an input, its inversion, its perturbed copy, an unrelated input and their
+        representations (without ``x_chance`` / ``rep_chance`` the chance fields are NaN and ``beats_chance``
+        False).
 
         The metrics are computed in float64, a few samples at a time (each sample's metrics are its own), so the
         float64 copies never exceed about 2**16 values per tensor whatever the batch and layer size.
         """
         b = x.shape[0]
-        flat = [flatten_batch(t.detach(), b) for t in (x, x_g, x_ref, rep, rep_g, rep_ref)]
+        if x_chance is None or rep_chance is None:
+            x_chance = torch.full_like(x, float("nan"))
+            rep_chance = torch.full_like(rep, float("nan"))
+        flat = [flatten_batch(t.detach(), b) for t in (x, x_g, x_ref, rep, rep_g, rep_ref, x_chance, rep_chance)]
         per_sample = max(max(t.shape[1] for t in flat), 1)
         chunk = max(1, _CHUNK_VALUES // per_sample)
         if chunk >= b:
@@ -237,11 +274,15 @@ class InversionMetrics:
         rep: torch.Tensor,
         rep_g: torch.Tensor,
         rep_ref: torch.Tensor,
+        x_u: torch.Tensor,
+        rep_u: torch.Tensor,
         *,
         data_range: float,
     ) -> InversionMetrics:
         with torch.no_grad():
-            x, x_g, x_ref, rep, rep_g, rep_ref = (t.double() for t in (x, x_g, x_ref, rep, rep_g, rep_ref))
+            x, x_g, x_ref, rep, rep_g, rep_ref, x_u, rep_u = (
+                t.double() for t in (x, x_g, x_ref, rep, rep_g, rep_ref, x_u, rep_u)
+            )
             m_g = embedding_distance(rep, rep_g)
             m_r = embedding_distance(rep, rep_ref)
             m_i = input_distance(x_g, x)
@@ -255,18 +296,21 @@ class InversionMetrics:
                 psnr=psnr(x_g, x, data_range=data_range),
                 represents=m_g < m_r,
                 relative_input_distance=m_i / torch.where(norm_x > 0, norm_x, torch.ones_like(norm_x)),
+                chance_distance=embedding_distance(rep, rep_u),
+                chance_input_distance=(chance_in := input_distance(x_u, x)),
+                beats_chance=m_i < chance_in,
             )
         return cls(**{k: v.cpu() for k, v in values.items()})
 
     def summary(self) -> dict[str, float]:
-        """Means over the batch (``represents``: the fraction of samples represented)."""
+        """Means over the batch (``represents``, ``beats_chance``: the fraction of samples)."""
         return {f.name: float(getattr(self, f.name).double().mean()) for f in fields(self)}
 
     def per_sample(self) -> list[dict[str, float | bool]]:
         """One dict per sample, JSON-ready."""
         n = self.input_distance.shape[0]
         return [
-            {f.name: (bool if f.name == "represents" else float)(getattr(self, f.name)[i]) for f in fields(self)}
+            {f.name: (bool if f.name in _VERDICTS else float)(getattr(self, f.name)[i]) for f in fields(self)}
             for i in range(n)
         ]
 
@@ -274,8 +318,9 @@ class InversionMetrics:
         s = self.summary()
         return (
             f"m_g={s['embedding_distance']:.4g} m_r={s['reference_distance']:.4g} "
-            f"m_i={s['input_distance']:.4g} (||x'-x||={s['perturbation_distance']:.4g}) "
-            f"nfe={s['normalized_feature_error']:.3g} psnr={s['psnr']:.2f}dB represents={s['represents']:.0%}"
+            f"m_i={s['input_distance']:.4g} (||x'-x||={s['perturbation_distance']:.4g}, "
+            f"chance={s['chance_input_distance']:.4g}) nfe={s['normalized_feature_error']:.3g} "
+            f"psnr={s['psnr']:.2f}dB represents={s['represents']:.0%} beats_chance={s['beats_chance']:.0%}"
         )
 
 
@@ -285,13 +330,14 @@ def evaluate(
     x: torch.Tensor,
     x_g: torch.Tensor,
     *,
-    sigma: float = DEFAULT_SIGMA,
+    sigma: float | None = None,
     seed: int | None = None,
     generator: torch.Generator | None = None,
     select: Selector = None,
     call: int | None = None,
     data_range: float = 1.0,
     model_kwargs: Mapping[str, Any] | None = None,
+    normalize: NormalizeSpec = None,
 ) -> InversionMetrics:
     """Measure any candidate ``x_g`` against ``x`` at ``layer`` (what :func:`reprinvert.invert` reports).
 
@@ -300,23 +346,29 @@ def evaluate(
         layer: the layer whose representation is compared.
         x: the original input, ``(B, ...)``.
         x_g: the candidate, same shape as ``x``.
-        sigma: standard deviation of the reference perturbation x' = x + N(0, sigma^2).
+        sigma: standard deviation of the reference perturbation x' = x + N(0, sigma^2); None: 1/25 of
+            ``data_range``.
         seed, generator: randomness of the perturbation.
         select, call: as in :func:`reprinvert.capture`.
-        data_range: the range of the data for PSNR.
+        data_range: the range of the data, for PSNR and the default ``sigma``.
         model_kwargs: extra keyword arguments of the forward call.
+        normalize: feed the model ``(x - mean) / std`` (``"imagenet"``, ``"inception"`` or ``(mean, std)``); x,
+            x_g and the perturbation stay in pixel space.
     """
     _check_pair(x_g, x, "x_g and x")
     g = make_generator(seed, generator, x.device)
-    x_ref = _perturb(x, sigma, g)
+    x_ref = _perturb(x, resolve_sigma(sigma, data_range), g)
+    x_u = chance_input(x)
     with frozen(model), torch.no_grad(), Hooks(model, layer, select=select, call=call, stop=True) as hooks:
         name = hooks.targets[0].name
         dtype = model_dtype(hooks.model)
-        rep, rep_g, rep_ref = (
-            hooks.run(private_input(t.to(x.dtype), dtype), model_kwargs)[name] for t in (x, x_g, x_ref)
+        rep, rep_g, rep_ref, rep_u = (
+            hooks.run(private_input(normalized_input(t.to(x.dtype), normalize), dtype), model_kwargs)[name]
+            for t in (x, x_g, x_ref, x_u)
         )
     return InversionMetrics.from_tensors(
-        x=x, x_g=x_g, x_ref=x_ref, rep=rep, rep_g=rep_g, rep_ref=rep_ref, data_range=data_range
+        x=x, x_g=x_g, x_ref=x_ref, x_chance=x_u, rep=rep, rep_g=rep_g, rep_ref=rep_ref, rep_chance=rep_u,
+        data_range=data_range,
     )
 
 

@@ -57,6 +57,8 @@ class Parametrization:
     """
 
     name: ClassVar[str] = "parametrization"
+    until: float = 1.0
+    polish_lr: float = 1.0
 
     def _build(self, init: Tensor, *, spatial: bool) -> Parametrized:
         raise NotImplementedError  # pragma: no cover - abstract
@@ -106,6 +108,13 @@ class Pixel(Parametrization):
         return _PixelParams([init.requires_grad_(True)], [1.0])
 
 
+def _check_until(owner: str, until: object, polish_lr: object) -> None:
+    if isinstance(until, bool) or not isinstance(until, (int, float)) or not 0 < until <= 1:
+        raise ValueError(f"{owner}.until={until!r}: expected a fraction of the steps in (0, 1]")
+    if isinstance(polish_lr, bool) or not isinstance(polish_lr, (int, float)) or not polish_lr > 0:
+        raise ValueError(f"{owner}.polish_lr={polish_lr!r}: expected a positive factor of the learning rate")
+
+
 def _color_matrices(channels: int, decorrelate: bool, like: Tensor) -> tuple[Tensor, Tensor] | None:
     """(M, M^-1): input colour = M @ parameter colour, or None for no colour transform."""
     if not decorrelate or channels != 3:
@@ -144,6 +153,11 @@ class Pyramid(Parametrization):
         decorrelate: for 3-channel inputs, parametrise colour in the decorrelated basis of
             :data:`COLOR_CORRELATION` (luminance moves faster than colour).
         min_size: smallest side of a coarse level.
+        until: the fraction of the steps after which the search continues in plain pixels (the pyramid is
+            summed into one image and the optimizer starts afresh): the pyramid finds the image's layout, the
+            pixel steps then fit what the slower detail level and colour basis hold back. 1.0: never. Each
+            phase runs the recipe's whole learning-rate schedule over its own steps.
+        polish_lr: the learning rate of the pixel phase relative to the recipe's schedule.
     """
 
     name: ClassVar[str] = "pyramid"
@@ -152,8 +166,11 @@ class Pyramid(Parametrization):
     detail_lr: float = 0.1
     decorrelate: bool = True
     min_size: int = 4
+    until: float = 1.0
+    polish_lr: float = 1.0
 
     def __post_init__(self) -> None:
+        _check_until("Pyramid", self.until, self.polish_lr)
         if isinstance(self.levels, bool) or not isinstance(self.levels, int) or self.levels < 0:
             raise ValueError(f"Pyramid.levels={self.levels!r}: expected a non-negative int")
         if not (isinstance(self.detail_lr, (int, float)) and math.isfinite(self.detail_lr) and self.detail_lr > 0):
@@ -216,14 +233,20 @@ class Fourier(Parametrization):
             space).
         decorrelate: for 3-channel inputs, parametrise colour in the decorrelated basis of
             :data:`COLOR_CORRELATION`.
+        until: the fraction of the steps after which the search continues in plain pixels (1.0: never), as
+            for :class:`Pyramid`.
+        polish_lr: the learning rate of the pixel phase relative to the recipe's schedule.
     """
 
     name: ClassVar[str] = "fourier"
 
     decay: float = 1.0
     decorrelate: bool = True
+    until: float = 1.0
+    polish_lr: float = 1.0
 
     def __post_init__(self) -> None:
+        _check_until("Fourier", self.until, self.polish_lr)
         if not (isinstance(self.decay, (int, float)) and math.isfinite(self.decay) and self.decay >= 0):
             raise ValueError(f"Fourier.decay={self.decay!r}: expected a non-negative number")
 

@@ -30,10 +30,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ._domain import Normalize, NormalizeSpec, resolve_normalize
 from .capture import Selector, describe
 from .invert import Inversion, _check_options, invert
 from .layers import LayerSpec, resolve_layer, runnable
-from .metrics import DEFAULT_SIGMA
 from .recipes import Init, Loss, Optimizer, Recipe
 from .recipes import get as get_recipe
 from .regularizers import Regularizer
@@ -49,6 +49,7 @@ METRICS: tuple[tuple[str, str], ...] = (
     ("reference_distance", "m_r"),
     ("input_distance", "m_i"),
     ("perturbation_distance", "||x'-x||"),
+    ("chance_input_distance", "chance"),
     ("normalized_feature_error", "nfe"),
     ("psnr", "psnr dB"),
 )
@@ -103,7 +104,10 @@ class SweepRow:
         perturbation_distance: mean ||x' - x||.
         normalized_feature_error: mean ||rep(x_g) - rep(x)||^2 / ||rep(x)||^2.
         psnr: mean PSNR of x_g against x in dB.
+        chance_input_distance: mean ||x_u - x|| for an unrelated input x_u (another sample of the batch, or a
+            fixed shuffle of x): the input distance of a guess that knows nothing about x.
         represents: fraction of the inputs with m_g < m_r (1.0: the layer represents every input).
+        beats_chance: fraction of the inputs whose inversion lands closer to x than the unrelated input does.
         seconds: wall time of this layer's inversion.
         steps_run: optimisation steps actually taken.
         stopped: why the inversion ended early, or None.
@@ -118,9 +122,11 @@ class SweepRow:
     reference_distance: float
     input_distance: float
     perturbation_distance: float
+    chance_input_distance: float
     normalized_feature_error: float
     psnr: float
     represents: float
+    beats_chance: float
     seconds: float
     steps_run: int
     stopped: str | None
@@ -231,9 +237,11 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _auto_layers(model: nn.Module, x: torch.Tensor, mode: str, start: str | None, model_kwargs: Any) -> list[str]:
+def _auto_layers(
+    model: nn.Module, x: torch.Tensor, mode: str, start: str | None, model_kwargs: Any, norm: Normalize | None
+) -> list[str]:
     """Layers that ran exactly once with a batch-first tensor output, in execution order."""
-    desc = describe(model, x, model_kwargs=dict(model_kwargs) if model_kwargs else None)
+    desc = describe(model, x, model_kwargs=dict(model_kwargs) if model_kwargs else None, normalize=norm)
     modules = dict(model.named_modules())
     ran = [r for r in desc if r.name and r.calls == 1 and r.shape is not None and r.shape[:1] == (x.shape[0],)]
     if start is not None:
@@ -264,12 +272,13 @@ def _choose_layers(
     every: int | None,
     start: str | None,
     model_kwargs: Any,
+    norm: Normalize | None = None,
 ) -> list[str]:
     if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
         raise ValueError(f"every={every!r}: expected a positive int (invert every k-th layer) or None")
     if layers is None or (isinstance(layers, str) and layers in ("top", "leaves", "all")):
         mode = "top" if layers is None else str(layers)
-        names = _auto_layers(model, x, mode, start, model_kwargs)
+        names = _auto_layers(model, x, mode, start, model_kwargs, norm)
         if not names:
             raise ValueError(
                 f"layers={layers!r}: no {mode!r} layer of {type(model).__name__} ran exactly once with a batch-first "
@@ -342,7 +351,7 @@ def sweep(
     seed: int = 0,
     clamp: tuple[float, float] | None = None,
     start: LayerSpec | None = None,
-    sigma: float = DEFAULT_SIGMA,
+    sigma: float | None = None,
     data_range: float = 1.0,
     model_kwargs: Mapping[str, Any] | None = None,
     optimizer: Optimizer | None = None,
@@ -356,6 +365,7 @@ def sweep(
     train: bool = False,
     progress: bool = True,
     batched: bool | None = None,
+    normalize: NormalizeSpec = None,
 ) -> Sweep:
     """Invert many layers of ``model`` for the inputs ``x`` and tabulate the metrics per layer.
 
@@ -377,8 +387,9 @@ def sweep(
         seed: seed of every inversion (initialisation and reference perturbation).
         clamp: ``(low, high)`` bounds of the input after each step, e.g. ``(0, 1)`` for images.
         start: as in :func:`reprinvert.invert` (token models: the embedding layer).
-        sigma: standard deviation of the reference perturbation x' = x + N(0, sigma^2).
-        data_range: range of the data, for PSNR.
+        sigma: standard deviation of the reference perturbation x' = x + N(0, sigma^2); None: 1/25 of
+            ``data_range`` (of the start activation's RMS with ``start=``), as in :func:`reprinvert.invert`.
+        data_range: range of the data, for PSNR and the default ``sigma``.
         model_kwargs: extra keyword arguments of the forward call.
         optimizer: override the recipe's optimizer (``"gd"``, ``"sgd"``, ``"adam"``, ``"lbfgs"``).
         lr: override the recipe's learning rate.
@@ -399,6 +410,8 @@ def sweep(
             per-sample options only (not L-BFGS, restarts, ``start=``, ``select=``, ``call=`` or ``train=True``).
             Early layers then hold up to L x B activations: pass ``False`` when memory is tight. Which mode ran,
             and why not batched, is in ``provenance.options``.
+        normalize: the model expects ``(x - mean) / std`` (``"imagenet"``, ``"inception"`` or ``(mean, std)``);
+            x and every result stay in pixel space (see :func:`reprinvert.invert`).
 
     Returns:
         A :class:`Sweep`: ``.rows`` (the table), ``.inversions``, ``.provenance``, ``.seconds``; ``str()`` is a
@@ -419,7 +432,7 @@ def sweep(
     started = time.perf_counter()
     options: dict[str, Any] = dict(
         optimizer=optimizer, lr=lr, loss=loss, init=init, regularizers=regularizers, select=select, call=call,
-        track_best=track_best, train=train,
+        track_best=track_best, train=train, normalize=normalize,
     )
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r} ({type(seed).__name__})")
@@ -429,8 +442,10 @@ def sweep(
         raise ValueError(f"x has shape {tuple(x.shape)}: an empty batch; pass at least one sample, batch first")
     base = get_recipe(recipe)
     model = runnable(model)
+    norm = resolve_normalize(normalize, x)
+    options["normalize"] = norm
     start_name = resolve_layer(model, start)[0] if start is not None else None
-    names = _choose_layers(model, x, layers, every, start_name, model_kwargs)
+    names = _choose_layers(model, x, layers, every, start_name, model_kwargs, norm)
     modules = dict(model.named_modules())
 
     if batched not in (None, True, False):
@@ -466,6 +481,7 @@ def sweep(
                     size_ratio=(inv.target[0].numel() if inv.target.dim() else 1) / max(per_sample_in, 1),
                     **{key: s[key] for key, _ in METRICS},
                     represents=s["represents"],
+                    beats_chance=s["beats_chance"],
                     seconds=inv.seconds,
                     steps_run=inv.steps_run,
                     stopped=inv.stopped,
@@ -494,12 +510,13 @@ def sweep(
             "start": start_name,
             "sigma": sigma,
             "data_range": data_range,
+            "normalize": None if norm is None else norm.to_dict(),
             "batched": batched_inversions is not None,
             "not_batched_because": None if batched_inversions is not None else not_batched,
             **{
                 k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
                 for k, v in options.items()
-                if v is not None
+                if v is not None and k != "normalize"
             },
         },
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -523,7 +540,7 @@ def _try_batched(
     clamp: tuple[float, float] | None,
     start: str | None,
     seed: int,
-    sigma: float,
+    sigma: float | None,
     data_range: float,
     model_kwargs: Mapping[str, Any] | None,
     progress: bool,
@@ -553,6 +570,7 @@ def _try_batched(
         return _batched.invert_layers(
             model, names, x, rcp, init=init, seed=seed, sigma=sigma, data_range=data_range,
             model_kwargs=model_kwargs, track_best=options["track_best"], progress=progress and _has_tqdm(),
+            normalize=options["normalize"],
         ), None
     except _batched.Declined as declined:
         return None, str(declined)
