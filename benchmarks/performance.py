@@ -6,7 +6,7 @@ of the ratio within a round. On the CPU the clock is the thread's CPU time (``ti
 thread all compute runs in the calling thread, and time the shared machine gives to other processes is not
 counted); the wall-time ratio is reported next to it. On a GPU the clock is wall time with synchronisation.
 
-overhead    ``reprinvert.invert`` (default recipe: Adam, L1, linear lr decay) against the floor: a minimal
+overhead    ``reprinvert.invert`` (``PIXEL_RECIPE``: Adam, L1, linear lr decay) against the floor: a minimal
             hand-written loop on a truncated copy of the model (``nn.Sequential`` of the modules up to the target
             layer) with the same optimizer, loss and schedule, parameters frozen, no hooks, no bookkeeping.
             Per-step cost is read between step 10 and step 40 of a 40-step run (clock readings at those two step
@@ -76,6 +76,11 @@ import _timing
 import reprinvert as ri
 
 SECTIONS = ("overhead", "truncation", "sweep", "memory", "layout")
+
+#: The recipe the hand-written loops mirror: Adam on pixels, L1, lr 0.3 decaying linearly to 0, no clamp (the
+#: default recipe of reprinvert 0.1). The loop's cost per step does not depend on the recipe's numbers; the
+#: current default adds a pyramid parametrisation, whose cost is measured in benchmarks/inversion_quality.py.
+PIXEL_RECIPE = ri.recipes.default(lr=0.3, init="seed", parametrization="pixel", clamp=None)
 
 
 # -- models -------------------------------------------------------------------------------------------------------
@@ -250,9 +255,10 @@ def user_loop(model: nn.Module, layer: nn.Module, x: torch.Tensor, steps: int, m
 
 
 def library(model: nn.Module, layer: str, x: torch.Tensor, steps: int, marks: Marks | None = None) -> torch.Tensor:
-    """reprinvert.invert with the default recipe. With ``marks`` a callback reads the clocks; a callback also makes
+    """reprinvert.invert with ``PIXEL_RECIPE``. With ``marks`` a callback reads the clocks; a callback also makes
     the loop check for non-finite losses every step, so the figure is if anything an overestimate."""
-    return ri.invert(model, layer, x, steps=steps, callback=None if marks is None else marks.callback).input
+    callback = None if marks is None else marks.callback
+    return ri.invert(model, layer, x, recipe=PIXEL_RECIPE, steps=steps, callback=callback).input
 
 
 def measure_steps(
@@ -421,7 +427,7 @@ def run_overhead_and_truncation(args: Any, device: torch.device, want: set[str])
 
 
 def separate_inversions(model: nn.Module, layers: list[str], x: torch.Tensor, steps: int) -> list[ri.Inversion]:
-    return [ri.invert(model, name, x, steps=steps) for name in layers]
+    return [ri.invert(model, name, x, recipe=PIXEL_RECIPE, steps=steps) for name in layers]
 
 
 def batched_sweep(model: nn.Module, layers: list[str], x: torch.Tensor, steps: int) -> torch.Tensor:
@@ -603,12 +609,12 @@ def run_sweep(args: Any, device: torch.device) -> dict[str, Any]:
             layers = [f"blocks.{k}" for k in range(len(net.blocks))]
         L = len(layers)
         variants: dict[str, Callable[[], Any]] = {
-            "sweep": partial(ri.sweep, net, x, layers=layers, steps=steps, progress=False),
+            "sweep": partial(ri.sweep, net, x, layers=layers, recipe=PIXEL_RECIPE, steps=steps, progress=False),
             "separate": partial(separate_inversions, net, layers, x, steps),
             "batched": partial(batched_sweep, frozen, layers, x, steps),
             "progressive": partial(progressive_sweep, frozen, layers, x, steps),
         }
-        mode = ri.sweep(net, x, layers=layers, steps=1, progress=False).provenance.options
+        mode = ri.sweep(net, x, layers=layers, recipe=PIXEL_RECIPE, steps=1, progress=False).provenance.options
         print(f"timing sweep of {case['model']} over {L} layers, {steps} steps (sweep batched: {mode['batched']}"
               f"{'' if mode['batched'] else ', because ' + str(mode['not_batched_because'])}) ...", flush=True)
         m = measure_calls(variants, repeats=repeats, device=device)
@@ -701,7 +707,7 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
     cpu = device.type == "cpu"
     with _PeakLive() if cpu else contextlib.nullcontext():
         _one_step_truncated(trunc, x)
-        ri.invert(net, layer, x, steps=2)
+        ri.invert(net, layer, x, recipe=PIXEL_RECIPE, steps=2)
     gc.collect()
     if cpu:
         base_rss = _reset_peak_rss()
@@ -721,7 +727,8 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
         if spec["what"] == "forward-backward":
             _one_step_truncated(trunc, x)
         else:
-            ri.invert(net, layer, x, steps=spec["steps"], callback=mark if spec.get("marks") else None)
+            callback = mark if spec.get("marks") else None
+            ri.invert(net, layer, x, recipe=PIXEL_RECIPE, steps=spec["steps"], callback=callback)
     if cpu:
         return {"peak_bytes": meter.peak - base, "peak_rss_bytes": _status_bytes("VmHWM") - base_rss, "marks": marks}
     torch.cuda.synchronize()

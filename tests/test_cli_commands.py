@@ -212,7 +212,7 @@ def test_user_mistakes_one_line(spec: str, image_dir: Path, tmp_path: Path, caps
         (["sweep", spec, img, "--device", "tpu9", *out], "--device 'tpu9'"),
         (["sweep", spec, img, "--recipe", "fancy", *out], "unknown recipe 'fancy'; available: badger"),
         (["invert", spec, img, *out], "the following arguments are required: --layer"),
-        (["sweep", spec, *out], "the following arguments are required: IMAGES"),
+        (["sweep", spec, *out], "give image files or folders (IMAGES), or --tokens with --start"),
         (["layers", spec, "--input-shape", "1,x"], "expected positive integers separated by commas"),
         (["layers", spec, "--input-shape", "1,5,8,8"], "the model failed on an input of shape [1, 5, 8, 8]"),
     ]

@@ -7,19 +7,21 @@ other than an ``nn.Module``, a missing or unreadable weights file, or weights th
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import importlib
 import importlib.util
 import os
 import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["ModelSpecError", "load_model", "load_weights", "parse_device"]
+__all__ = ["ModelSpecError", "load_model", "load_weights", "parse_device", "parse_model_args", "sha256"]
 
 _EXAMPLE = "e.g. mypackage.models:build or path/to/model.py:Net"
 
@@ -71,16 +73,80 @@ def _import_module(target: str, spec: str) -> Any:
             sys.path.remove(cwd)
 
 
-def load_model(spec: str, *, weights: str | Path | None = None) -> nn.Module:
-    """Build the model named by ``spec`` = ``module:factory`` and load ``weights`` into it.
+def parse_model_args(items: Sequence[str] | None) -> dict[str, Any]:
+    """``["pretrained=true", "num_classes=10"]`` -> ``{"pretrained": True, "num_classes": 10}``.
 
-    ``module`` is a dotted module name (the current folder is importable) or a path to a ``.py`` file;
-    ``factory`` is a callable in it (a class or a function, dotted for nested attributes) called with no
-    arguments, which must return an ``nn.Module``. The model is put in eval mode.
+    Values are Python literals (``ast.literal_eval``; ``true``/``false``/``none`` in any case too); anything else
+    is kept as a string.
+    """
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ModelSpecError(f"--model-arg {item!r}: expected NAME=VALUE, e.g. --model-arg num_classes=10")
+        text = text.strip()
+        lowered = {"true": "True", "false": "False", "none": "None"}.get(text.lower(), text)
+        try:
+            out[key] = ast.literal_eval(lowered)
+        except (ValueError, SyntaxError):
+            out[key] = text
+    return out
+
+
+def sha256(path: str | Path) -> str:
+    """The SHA-256 of a file, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_hf(spec: str, args: Mapping[str, Any]) -> nn.Module:
+    """``hf:path``: a Hugging Face model from a local config file or a local model folder (offline)."""
+    path = Path(spec[3:])
+    try:
+        import transformers
+    except ImportError:
+        raise ModelSpecError(
+            f"MODEL_SPEC {spec!r}: Hugging Face models need transformers (pip install transformers)"
+        ) from None
+    if not path.exists():
+        raise ModelSpecError(f"MODEL_SPEC {spec!r}: no config file or model folder at '{path}'")
+    try:
+        if path.is_dir():
+            has_weights = any((path / n).exists() for n in ("model.safetensors", "pytorch_model.bin"))
+            if has_weights:
+                return transformers.AutoModel.from_pretrained(str(path), local_files_only=True, **args)
+            config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+        else:
+            config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+        return transformers.AutoModel.from_config(config, **args)
+    except Exception as exc:
+        raise ModelSpecError(f"MODEL_SPEC {spec!r}: transformers could not build the model ({_short(exc)})") from None
+
+
+def load_model(
+    spec: str, *, weights: str | Path | None = None, args: Mapping[str, Any] | None = None
+) -> nn.Module:
+    """Build the model named by ``spec`` and load ``weights`` into it.
+
+    ``spec`` is ``module:factory`` or ``hf:PATH``. ``module`` is a dotted module name (the current folder is
+    importable) or a path to a ``.py`` file; ``factory`` is a callable in it (a class or a function, dotted for
+    nested attributes) called with ``args`` as keyword arguments, which must return an ``nn.Module``. ``hf:PATH``
+    builds a Hugging Face model (``transformers.AutoModel``) from a local ``config.json`` (random weights) or a
+    local model folder (its weights). The model is put in eval mode.
 
     Raises:
         ModelSpecError: with a one-line message naming the problem.
     """
+    args = dict(args or {})
+    if isinstance(spec, str) and spec.startswith("hf:"):
+        model = _load_hf(spec, args)
+        if weights is not None:
+            load_weights(model, weights)
+        return model.eval()
     if not isinstance(spec, str) or spec.count(":") < 1:
         raise ModelSpecError(f"MODEL_SPEC {spec!r}: expected module:factory ({_EXAMPLE})")
     target, _, attr = spec.rpartition(":")
@@ -97,16 +163,18 @@ def load_model(spec: str, *, weights: str | Path | None = None) -> nn.Module:
             )
         obj = getattr(obj, part)
     if isinstance(obj, nn.Module):
+        if args:
+            raise ModelSpecError(f"MODEL_SPEC {spec!r}: {attr!r} is a module instance, so --model-arg cannot apply")
         model = obj
     else:
         if not callable(obj):
             raise ModelSpecError(f"MODEL_SPEC {spec!r}: {attr!r} is a {type(obj).__name__}, not a callable factory")
         try:
-            model = obj()
+            model = obj(**args)
         except Exception as exc:
-            raise ModelSpecError(
-                f"MODEL_SPEC {spec!r}: calling {attr}() raised {_short(exc)} (the factory must work with no arguments)"
-            ) from None
+            called = f"{attr}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
+            hint = "pass its arguments with --model-arg NAME=VALUE" if not args else "check the --model-arg values"
+            raise ModelSpecError(f"MODEL_SPEC {spec!r}: calling {called} raised {_short(exc)} ({hint})") from None
     if not isinstance(model, nn.Module):
         raise ModelSpecError(f"MODEL_SPEC {spec!r}: {attr}() returned a {type(model).__name__}, not a torch.nn.Module")
     if weights is not None:

@@ -128,6 +128,7 @@ def search(
     callback: Callable[[StepInfo], bool | None] | None = None,
     progress: bool = False,
     spatial: bool = True,
+    lr_scale: float = 1.0,
 ) -> Found:
     """Run ``rcp`` (all its restarts) and return, per sample, the best iterate.
 
@@ -144,10 +145,13 @@ def search(
         progress: a tqdm bar per run.
         spatial: the input is a raw input with a spatial layout (False for ``start=`` activations): decides
             whether an image parametrisation applies.
+        lr_scale: multiplies every learning rate (the input's units relative to [0, 1] data).
     """
     best: Found | None = None
     for restart in range(rcp.restarts):
-        run = _run(forward, rcp, original, targets, init, dtype, generator, callback, progress, restart, spatial)
+        run = _run(
+            forward, rcp, original, targets, init, dtype, generator, callback, progress, restart, spatial, lr_scale
+        )
         best = run if best is None else _merge(best, run)
     assert best is not None
     return best
@@ -245,10 +249,14 @@ def _run(
     progress: bool,
     restart: int,
     spatial: bool,
+    lr_scale: float,
 ) -> Found:
     """One optimisation run from one starting point."""
     steps = rcp.steps
     batch = original.shape[0]
+    if rcp.clamp == "auto":
+        raise ValueError("clamp='auto' must be resolved for the input first (Recipe.for_input)")
+    bounds = rcp.clamp
     regs = rcp.regularizers
     if len({r.name for r in regs}) != len(regs):
         raise ValueError(f"regularizers have repeated names {[r.name for r in regs]}; give each kind at most once")
@@ -258,7 +266,8 @@ def _run(
     posts = [r for r in regs if type(r).after_step is not Regularizer.after_step]
     device = original.device
     history = torch.full((steps, len(names), batch), float("nan"), dtype=dtype, device=device)
-    spec = get_parametrization(rcp.parametrization)
+    # L-BFGS has one step size for all parameters and a line search: it searches plain pixels.
+    spec = Pixel() if rcp.optimizer == "lbfgs" else get_parametrization(rcp.parametrization)
     param: Parametrized = spec._build(initial(init, original, dtype, g), spatial=spatial)
     # The step at which a parametrisation hands over to plain pixels (never for "pixel" itself); each phase runs
     # the recipe's whole schedule over its own steps.
@@ -270,6 +279,8 @@ def _run(
         ]
     else:
         lr_list = [rcp.learning_rate(i) for i in range(steps)]
+    if lr_scale != 1.0:
+        lr_list = [lr * lr_scale for lr in lr_list]
     lrs = torch.tensor(lr_list, dtype=torch.float64)
     best_x = param.render().detach().clone()
     best_loss = torch.full((batch,), float("inf"), dtype=dtype, device=device)
@@ -403,15 +414,15 @@ def _run(
             with torch.no_grad():
                 for p, gp, scale, state in zip(param.params, grads, param.lr_scales, states):
                     _update(rcp, p, gp, lr_i * scale, i, state)
-                if posts or rcp.clamp is not None:
+                if posts or bounds is not None:
                     now = param.render()
                     new = now
                     for r in posts:
                         out = r.after_step(new, t)
                         if out is not None:
                             new = out
-                    if rcp.clamp is not None:
-                        new = new.clamp(rcp.clamp[0], rcp.clamp[1])
+                    if bounds is not None:
+                        new = new.clamp(bounds[0], bounds[1])
                     param.assign(new, now)
             steps_run = i + 1
             if bar is not None:

@@ -114,7 +114,7 @@ def _add_common_options(parser: argparse.ArgumentParser, *, out: str) -> None:
         type=_recipe_name,
         default="default",
         metavar="NAME",
-        help=f"optimisation recipe: {', '.join(available())} (default: %(default)s)",
+        help=f"{', '.join(available())}: the optimisation recipe (default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of every inversion (default: 0)")
     parser.add_argument(
@@ -136,8 +136,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
         metavar="MODEL_SPEC",
-        help="the model as module:factory, e.g. mypackage.models:build or path/to/model.py:Net; the factory is "
-        "called with no arguments and must return a torch.nn.Module (modules in the current folder are importable)",
+        help="the model as module:factory, e.g. mypackage.models:build or path/to/model.py:Net (the factory is "
+        "called with the --model-arg values and must return a torch.nn.Module; modules in the current folder are "
+        "importable), or hf:PATH for a Hugging Face model from a local config.json (random weights) or a local "
+        "model folder (needs transformers)",
     )
     parser.add_argument(
         "--weights",
@@ -146,11 +148,42 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         help="a state dict to load: a torch.save file (read with torch.load(weights_only=True)) or a "
         ".safetensors file (needs the safetensors package)",
     )
+    parser.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a keyword argument of the factory, repeatable; VALUE is a Python literal (10, 0.5, true, 'text', "
+        "(1, 2)), e.g. --model-arg pretrained=true --model-arg num_classes=10",
+    )
 
 
 def _add_image_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "images", nargs="+", metavar="IMAGES", help="image files and/or folders of images (PNG, JPEG, ...)"
+        "images", nargs="*", metavar="IMAGES", help="image files and/or folders of images (PNG, JPEG, ...)"
+    )
+    parser.add_argument(
+        "--tokens",
+        default=None,
+        metavar="IDS|FILE",
+        help="token ids instead of images: comma-separated ids ('15496,995'), or a text file with one sequence of "
+        "comma- or space-separated ids per line (all of one length); use with --start",
+    )
+    parser.add_argument(
+        "--start",
+        default=None,
+        metavar="LAYER",
+        help="optimise the output of this layer instead of the input (for token models: the embedding layer, e.g. "
+        "wte or embeddings.word_embeddings)",
+    )
+    parser.add_argument(
+        "--normalize",
+        type=_normalize,
+        default=None,
+        metavar="NAME|MEANS/STDS",
+        help="the model expects normalised input: imagenet, inception, or per-channel MEAN_R,MEAN_G,MEAN_B/"
+        "STD_R,STD_G,STD_B; images stay in [0, 1] (search, clamp, figures), only what the model is fed is "
+        "normalised",
     )
     parser.add_argument(
         "--size",
@@ -165,19 +198,90 @@ def _add_image_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _normalize(text: str) -> Any:
+    from ._domain import NORMALIZATIONS, resolve_normalize
+
+    key = text.strip().lower()
+    if key in NORMALIZATIONS:
+        return resolve_normalize(key)
+    means, sep, stds = text.partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        return resolve_normalize(
+            (tuple(float(v) for v in means.split(",")), tuple(float(v) for v in stds.split(",")))
+        )
+    except (ValueError, TypeError):
+        raise argparse.ArgumentTypeError(
+            f"expected {', '.join(NORMALIZATIONS)} or MEAN_R,MEAN_G,MEAN_B/STD_R,STD_G,STD_B "
+            f"(e.g. 0.485,0.456,0.406/0.229,0.224,0.225), got {text!r}"
+        ) from None
+
+
 def _load_model(args: argparse.Namespace) -> Any:
-    from ._modelspec import load_model, parse_device
+    from ._modelspec import load_model, parse_device, parse_model_args
 
     device = parse_device(args.device) if hasattr(args, "device") else None
-    model = load_model(args.model, weights=args.weights)
+    model = load_model(args.model, weights=args.weights, args=parse_model_args(getattr(args, "model_arg", None)))
     return model.to(device) if device is not None else model
 
 
-def _load_inputs(args: argparse.Namespace, model: Any) -> Any:
-    from .data import load_images
+def _model_source(args: argparse.Namespace) -> dict[str, Any]:
+    from ._modelspec import parse_model_args, sha256
 
-    x = load_images(args.images, size=args.size, mode="L" if args.grey else "RGB")
-    return x.to(next((p.device for p in model.parameters()), x.device))
+    source: dict[str, Any] = {"spec": args.model, "model_args": parse_model_args(getattr(args, "model_arg", None))}
+    if args.weights is not None:
+        source["weights"] = str(args.weights)
+        source["sha256"] = sha256(args.weights)
+    return source
+
+
+def _read_tokens(text: str) -> Any:
+    """``"1,2,3"`` or a file of lines of ids -> a (B, T) long tensor."""
+    from pathlib import Path
+
+    import torch
+
+    path = Path(text)
+    lines = path.read_text().splitlines() if path.is_file() else [text]
+    rows = []
+    for number, line in enumerate(lines, 1):
+        parts = line.replace(",", " ").split()
+        if not parts:
+            continue
+        if not all(p.isdigit() for p in parts):
+            where = f"line {number} of '{path}'" if path.is_file() else repr(text)
+            raise ValueError(f"--tokens: {where} is not a list of non-negative integer ids")
+        rows.append([int(p) for p in parts])
+    if not rows:
+        raise ValueError(f"--tokens {text!r}: no token ids found")
+    if len({len(r) for r in rows}) != 1:
+        raise ValueError(
+            f"--tokens: the sequences have lengths {sorted({len(r) for r in rows})}; give sequences of one length"
+        )
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def _load_inputs(args: argparse.Namespace, model: Any) -> tuple[Any, list[str]]:
+    """The batch the command inverts and a name per sample."""
+    from .data import image_paths, load_images
+
+    if args.tokens is not None:
+        if args.images:
+            raise ValueError("give either IMAGES or --tokens, not both")
+        if args.start is None:
+            raise ValueError(
+                "--tokens needs --start LAYER (the embedding layer whose output is optimised; token ids cannot be "
+                "optimised by gradient descent)"
+            )
+        x = _read_tokens(args.tokens)
+        names = [f"tokens[{i}]" for i in range(x.shape[0])]
+    else:
+        if not args.images:
+            raise ValueError("give image files or folders (IMAGES), or --tokens with --start for a token model")
+        x = load_images(args.images, size=args.size, mode="L" if args.grey else "RGB")
+        names = [p.name for p in image_paths(args.images)]
+    return x.to(next((p.device for p in model.parameters()), x.device)), names
 
 
 def _model_failed(exc: BaseException, what: str) -> ValueError:
@@ -270,9 +374,10 @@ def _add_sweep(sub: _Subparsers) -> None:
     _add_image_options(parser)
     parser.add_argument(
         "--layers",
-        default="top",
+        default="auto",
         metavar="SPEC",
-        help="'top' (the model's top-level children), 'leaves' (modules without children), 'all', or "
+        help="'auto' (the model's stages: its repeated blocks, with the stem and the final norm, at most 12 evenly "
+        "spaced), 'top' (the model's top-level children), 'leaves' (modules without children), 'all', or "
         "comma-separated names from 'reprinvert layers' (default: %(default)s)",
     )
     parser.add_argument("--every", type=_positive_int, default=None, metavar="K", help="keep every K-th layer")
@@ -292,9 +397,9 @@ def _run_invert(args: argparse.Namespace) -> int:
 
 def _run_sweep(args: argparse.Namespace) -> int:
     spec = args.layers.strip()
-    layers = spec if spec in ("top", "leaves", "all") else [s.strip() for s in spec.split(",") if s.strip()]
+    layers = spec if spec in ("auto", "top", "leaves", "all") else [s.strip() for s in spec.split(",") if s.strip()]
     if not layers:
-        raise ValueError(f"--layers {args.layers!r}: expected top, leaves, all or comma-separated layer names")
+        raise ValueError(f"--layers {args.layers!r}: expected auto, top, leaves, all or comma-separated layer names")
     return _run_inversions(args, layers, args.every)
 
 
@@ -308,33 +413,39 @@ def _run_inversions(args: argparse.Namespace, layers: Any, every: int | None) ->
     from .sweep import sweep
 
     model = _load_model(args)
-    x = _load_inputs(args, model)
-    if not isinstance(layers, str):
-        for layer in layers:
-            try:
-                resolve_layer(model, layer)
-            except LayerNotFoundError:
-                close = difflib.get_close_matches(layer, list_layers(model), n=5, cutoff=0.5)
-                hint = f"closest: {', '.join(close)}; " if close else ""
-                raise LayerNotFoundError(
-                    f"layer {layer!r} is not a layer of {type(model).__name__}; {hint}"
-                    f"list every layer with: reprinvert layers {args.model}"
-                ) from None
+    x, names = _load_inputs(args, model)
+    for layer in ([] if isinstance(layers, str) else layers) + ([args.start] if args.start else []):
+        try:
+            resolve_layer(model, layer)
+        except LayerNotFoundError:
+            close = difflib.get_close_matches(layer, list_layers(model), n=5, cutoff=0.5)
+            hint = f"closest: {', '.join(close)}; " if close else ""
+            raise LayerNotFoundError(
+                f"layer {layer!r} is not a layer of {type(model).__name__}; {hint}"
+                f"list every layer with: reprinvert layers {args.model}"
+            ) from None
     out = Path(args.out)
     try:  # fail before the long work, not after it
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ValueError(f"cannot create the output folder '{out}': {exc.strerror or exc}") from None
+    images = args.tokens is None and args.start is None
     try:
         result = sweep(
             model, x, layers=layers, every=every, recipe=args.recipe, steps=args.steps, seed=args.seed,
-            clamp=None if args.no_clamp else (0.0, 1.0), progress=not args.quiet,
-            batched=False if getattr(args, "one_by_one", False) else None,
+            clamp=False if args.no_clamp or not images else (0.0, 1.0), progress=not args.quiet,
+            batched=False if getattr(args, "one_by_one", False) else None, start=args.start,
+            normalize=args.normalize, input_names=names, model_source=_model_source(args),
         )
     except (RuntimeError, TypeError, IndexError) as exc:
-        raise _model_failed(exc, f"the images (a batch of shape {list(x.shape)}; see --size and --grey)") from None
+        what = "the token ids" if args.tokens is not None else "the images"
+        raise _model_failed(exc, f"{what} (a batch of shape {list(x.shape)}; see --size and --grey)") from None
     paths = write_report(result, out, title=f"reprinvert {args.command}: {args.model}")
     if not args.quiet:
+        if isinstance(layers, str):
+            print(f"layers ({layers}): {', '.join(result.layers)}")
+            for name, reason in result.provenance.skipped_layers:
+                print(f"  skipped {name}: {reason}")
         print(result)
         print("m_g: ||rep(x) - rep(x_g)||, m_r: ||rep(x) - rep(x')|| for x' = x + N(0, (1/25)^2), m_i: ||x_g - x||; "
               "a layer represents x when m_g < m_r.")

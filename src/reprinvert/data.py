@@ -33,6 +33,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "SKIMAGE_PHOTOS",
     "bundled_patches",
+    "image_paths",
     "load_cifar10",
     "load_image",
     "load_images",
@@ -151,6 +152,31 @@ def load_image(path: str | Path, *, size: Size = None, mode: str = "RGB") -> tor
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
+def image_paths(paths_or_folder: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The image files :func:`load_images` reads, in its order (a folder's image files sorted by name).
+
+    Raises:
+        FileNotFoundError: a folder holds no image files.
+        ValueError: an empty list.
+    """
+    items = [paths_or_folder] if isinstance(paths_or_folder, (str, Path)) else list(paths_or_folder)
+    if not items:
+        raise ValueError("paths_or_folder is an empty list; pass an image file, a folder or a list of them")
+    files: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
+            if not found:
+                raise FileNotFoundError(
+                    f"no image files in folder '{p}' (looked for names ending in {', '.join(IMAGE_EXTENSIONS)})"
+                )
+            files.extend(found)
+        else:
+            files.append(p)
+    return files
+
+
 def load_images(
     paths_or_folder: str | Path | Sequence[str | Path], *, size: Size = None, mode: str = "RGB"
 ) -> torch.Tensor:
@@ -179,21 +205,7 @@ def load_images(
     """
     hw = _check_size(size)
     mode = _check_mode(mode)
-    items = [paths_or_folder] if isinstance(paths_or_folder, (str, Path)) else list(paths_or_folder)
-    if not items:
-        raise ValueError("paths_or_folder is an empty list; pass an image file, a folder or a list of them")
-    files: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
-            if not found:
-                raise FileNotFoundError(
-                    f"no image files in folder '{p}' (looked for names ending in {', '.join(IMAGE_EXTENSIONS)})"
-                )
-            files.extend(found)
-        else:
-            files.append(p)
+    files = image_paths(paths_or_folder)
     images = [load_image(f, size=hw, mode=mode) for f in files]
     shapes = {tuple(t.shape[2:]) for t in images}
     if len(shapes) > 1:

@@ -13,7 +13,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -120,7 +120,7 @@ def invert(
     loss: Loss | None = None,
     init: Init | torch.Tensor | None = None,
     regularizers: Sequence[Regularizer] | None = None,
-    clamp: tuple[float, float] | None = None,
+    clamp: tuple[float, float] | Literal["auto", False] | None = None,
     start: LayerSpec | None = None,
     select: Selector = None,
     call: int | None = None,
@@ -148,11 +148,16 @@ def invert(
             ``"mahendran-vedaldi"``); the options below override its fields.
         steps: optimisation steps (default: the recipe's; ``"default"`` uses 300).
         optimizer: ``"gd"``, ``"sgd"``, ``"adam"`` or ``"lbfgs"``.
-        lr: learning rate at the first step (the recipe's schedule scales from it).
+        lr: learning rate at the first step (the recipe's schedule scales from it). Adam's learning rate is in
+            units of data in [0, 1]; with ``start=`` it is multiplied by twice the start activation's
+            root-mean-square value.
         loss: ``"l1"``, ``"mse"``, ``"nmse"`` or ``"cosine"``.
-        init: ``"seed"`` (N(0.7, 0.05^2)), ``"zeros"``, ``"uniform"``, ``"normal"`` or a tensor.
+        init: ``"seed"`` (N(0.7, 0.05^2)), ``"grey"`` (N(0.5, 0.05^2)), ``"zeros"``, ``"uniform"``, ``"normal"``
+            or a tensor.
         regularizers: replace the recipe's regularizers (see :mod:`reprinvert.regularizers`).
-        clamp: ``(low, high)`` bounds applied after each step, e.g. ``(0, 1)`` for images.
+        clamp: ``(low, high)`` bounds applied after each step, e.g. ``(0, 1)`` for images; ``"auto"`` (the
+            default recipe's): (0, 1) for raw inputs in [0, 1], none otherwise; ``False``: no bounds; None: the
+            recipe's.
         start: optimise the output of this module instead of ``x`` (for token models: the embedding layer).
             The start layer must run exactly once, before ``layer``.
         select: which tensor of the layer's output (see :data:`reprinvert.capture.Selector`).
@@ -198,6 +203,7 @@ def invert(
     start_name = resolve_layer(model, start, argument="start")[0] if start is not None else None
     x = _check_input(x, start_name)
     norm = resolve_normalize(normalize, x)
+    rcp = rcp.for_input(x, raw=start_name is None)
     if start_name is None:
         check_clamp(rcp.clamp, x, normalized=norm is not None)
     device = next((p.device for p in model.parameters()), x.device)
@@ -254,6 +260,7 @@ def invert(
                 forward, rcp, original, Targets.of([target], batch, work_dtype),
                 init=init if isinstance(init, torch.Tensor) else rcp.init, dtype=work_dtype, generator=g,
                 callback=callback, progress=progress, spatial=start_name is None,
+                lr_scale=activation_lr_scale(rcp, original) if start_name is not None else 1.0,
             )
             result_x, best_step = found.result(track_best)
 
@@ -294,9 +301,19 @@ def _reference(
     return base + resolve_sigma(sigma, data_range) * noise
 
 
-def check_clamp(clamp: tuple[float, float] | None, x: torch.Tensor, *, normalized: bool) -> None:
+def activation_lr_scale(rcp: Recipe, activation: torch.Tensor) -> float:
+    """Adam's step is in units of the searched tensor, tuned on data in [0, 1] (root-mean-square about 0.5); a
+    ``start=`` activation of another scale (word embeddings: about 0.02) scales it by 2 x its RMS. Plain and
+    momentum gradient descent (whose steps scale with the gradient) are left as they are."""
+    if rcp.optimizer != "adam":
+        return 1.0
+    rms = float(activation.detach().double().pow(2).mean().sqrt())
+    return 2 * rms if rms > 0 else 1.0
+
+
+def check_clamp(clamp: tuple[float, float] | str | None, x: torch.Tensor, *, normalized: bool) -> None:
     """Warn when ``x`` itself lies outside the clamp range: the search could never reach it."""
-    if clamp is None or not x.is_floating_point():
+    if clamp is None or isinstance(clamp, str) or not x.is_floating_point():
         return
     lo, hi = float(x.min()), float(x.max())
     slack = 1e-6 * max(1.0, clamp[1] - clamp[0])
@@ -376,7 +393,7 @@ def _resolve_recipe(
     loss: Loss | None,
     init: Init | torch.Tensor | None,
     regularizers: Sequence[Regularizer] | None,
-    clamp: tuple[float, float] | None,
+    clamp: tuple[float, float] | Literal["auto", False] | None,
 ) -> Recipe:
     """The recipe with :func:`invert`'s overrides applied (a stepped schedule keeps its fractions of the run)."""
     overrides: dict[str, Any] = {
@@ -384,6 +401,8 @@ def _resolve_recipe(
         for k, v in dict(steps=steps, optimizer=optimizer, lr=lr, loss=loss, clamp=clamp).items()
         if v is not None
     }
+    if clamp is False:  # no bounds, whatever the recipe says
+        overrides["clamp"] = None
     if isinstance(init, str):
         overrides["init"] = init
     elif init is not None and not isinstance(init, torch.Tensor):

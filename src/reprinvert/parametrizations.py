@@ -144,8 +144,10 @@ class Pyramid(Parametrization):
     fall below ``min_size`` are not made. Coarse levels start at 0, the detail level at the starting input. Each
     coarse level moves at the recipe's learning rate, the detail level at ``detail_lr`` times it.
 
-    Applies to ``(B, C, L)`` signals and ``(B, C, H, W)`` images; other inputs (flat vectors, ``start=``
-    activations) are searched in plain pixels.
+    Applies to inputs with ``spatial_dims`` spatial dimensions after batch and channel: ``(B, C, H, W)`` images
+    by default, ``(B, C, L)`` signals with ``spatial_dims=1`` (a 3-D input may as well be a ``(B, T, D)``
+    sequence, which has no spatial layout, so signals are opt-in). Other inputs (flat vectors, sequences,
+    ``start=`` activations) are searched in plain pixels.
 
     Attributes:
         levels: number of coarser levels (each half the size of the one above).
@@ -153,6 +155,7 @@ class Pyramid(Parametrization):
         decorrelate: for 3-channel inputs, parametrise colour in the decorrelated basis of
             :data:`COLOR_CORRELATION` (luminance moves faster than colour).
         min_size: smallest side of a coarse level.
+        spatial_dims: 2 for images ``(B, C, H, W)``, 1 for signals ``(B, C, L)``.
         until: the fraction of the steps after which the search continues in plain pixels (the pyramid is
             summed into one image and the optimizer starts afresh): the pyramid finds the image's layout, the
             pixel steps then fit what the slower detail level and colour basis hold back. 1.0: never. Each
@@ -166,11 +169,14 @@ class Pyramid(Parametrization):
     detail_lr: float = 0.1
     decorrelate: bool = True
     min_size: int = 4
+    spatial_dims: int = 2
     until: float = 1.0
     polish_lr: float = 1.0
 
     def __post_init__(self) -> None:
         _check_until("Pyramid", self.until, self.polish_lr)
+        if self.spatial_dims not in (1, 2) or isinstance(self.spatial_dims, bool):
+            raise ValueError(f"Pyramid.spatial_dims={self.spatial_dims!r}: expected 2 (images) or 1 (signals)")
         if isinstance(self.levels, bool) or not isinstance(self.levels, int) or self.levels < 0:
             raise ValueError(f"Pyramid.levels={self.levels!r}: expected a non-negative int")
         if not (isinstance(self.detail_lr, (int, float)) and math.isfinite(self.detail_lr) and self.detail_lr > 0):
@@ -190,7 +196,7 @@ class Pyramid(Parametrization):
         return out[::-1]
 
     def _build(self, init: Tensor, *, spatial: bool) -> Parametrized:
-        if not spatial or init.dim() not in (3, 4):
+        if not spatial or init.dim() != 2 + self.spatial_dims:
             return Pixel()._build(init, spatial=spatial)
         return _PyramidParams(self, init)
 
@@ -200,6 +206,9 @@ class _PyramidParams(Parametrized):
 
     def __init__(self, spec: Pyramid, init: Tensor) -> None:
         self.size = tuple(init.shape[2:])
+        self.channels_last = (
+            init.dim() == 4 and not init.is_contiguous() and init.is_contiguous(memory_format=torch.channels_last)
+        )
         self.color = _color_matrices(init.shape[1], spec.decorrelate, init)
         coarse = [
             torch.zeros((*init.shape[:2], *s), dtype=init.dtype, device=init.device).requires_grad_(True)
@@ -216,7 +225,8 @@ class _PyramidParams(Parametrized):
         return detail if out is None else detail + _resize(out, self.size)
 
     def render(self) -> Tensor:
-        return _mix(self.color[0] if self.color else None, self._colour_space())
+        out = _mix(self.color[0] if self.color else None, self._colour_space())
+        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
     def assign(self, new: Tensor, current: Tensor) -> None:
         self.params[-1].add_(_mix(self.color[1] if self.color else None, new - current))

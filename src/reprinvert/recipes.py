@@ -19,7 +19,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .parametrizations import Parametrization
+from .parametrizations import Parametrization, Pyramid
 from .parametrizations import get as get_parametrization
 from .regularizers import AlphaNorm, GaussianBlur, Regularizer, TotalVariation
 
@@ -70,7 +70,10 @@ class Recipe:
             ``"fourier"``, or a :mod:`reprinvert.parametrizations` object with settings (e.g.
             ``Pyramid(levels=3)``). Inputs without spatial layout are always searched in pixels.
         regularizers: :class:`~reprinvert.regularizers.Regularizer` objects (penalties, transforms, blur).
-        clamp: ``(low, high)`` bounds applied after every step, or None.
+        clamp: ``(low, high)`` bounds applied after every step, None, or ``"auto"``: (0, 1) when the searched
+            tensor is a raw input whose values all lie in [0, 1] (images, in pixel space when ``normalize=`` is
+            given), no bounds otherwise (signals, embeddings, ``start=`` activations). The resolved value is
+            what :attr:`Inversion.recipe` records.
         restarts: independent runs from different starting points; each sample keeps its best.
     """
 
@@ -86,7 +89,7 @@ class Recipe:
     loss_scale: float = 1.0
     init: Init = "seed"
     regularizers: tuple[Regularizer, ...] = field(default=())
-    clamp: tuple[float, float] | None = None
+    clamp: tuple[float, float] | Literal["auto"] | None = None
     restarts: int = 1
     parametrization: Parametrization | str = "pixel"
 
@@ -112,8 +115,12 @@ class Recipe:
             raise bad("loss_scale", "a positive number")
         if not isinstance(self.restarts, int) or self.restarts < 1:
             raise bad("restarts", "a positive int")
-        if self.clamp is not None and not (len(self.clamp) == 2 and self.clamp[0] < self.clamp[1]):
-            raise bad("clamp", "None or a pair (low, high) with low < high")
+        if self.clamp is not None and self.clamp != "auto" and not (
+            isinstance(self.clamp, (tuple, list)) and len(self.clamp) == 2 and self.clamp[0] < self.clamp[1]
+        ):
+            raise bad("clamp", "None or a pair (low, high) with low < high, or 'auto'")
+        if isinstance(self.clamp, list):
+            object.__setattr__(self, "clamp", (float(self.clamp[0]), float(self.clamp[1])))
         if any(not isinstance(r, Regularizer) for r in self.regularizers):
             raise bad("regularizers", "a tuple of reprinvert.regularizers.Regularizer objects")
         try:
@@ -132,6 +139,14 @@ class Recipe:
             )
         return dataclasses.replace(self, **changes)
 
+    def for_input(self, x: Any, *, raw: bool) -> Recipe:
+        """This recipe with ``clamp="auto"`` resolved for the searched tensor ``x``: (0, 1) when ``raw`` (x is the
+        model's input, not a ``start=`` activation) and every value of x lies in [0, 1], else None."""
+        if self.clamp != "auto":
+            return self
+        inside = raw and x.is_floating_point() and bool((x.min() >= 0) & (x.max() <= 1))
+        return self.replace(clamp=(0.0, 1.0) if inside else None)
+
     def learning_rate(self, step: int) -> float:
         """The learning rate used at ``step`` (0-based)."""
         lr = self.lr
@@ -148,7 +163,7 @@ class Recipe:
         out["regularizers"] = [repr(r) for r in self.regularizers]
         out["parametrization"] = repr(self.parametrization)
         out["drops"] = list(self.drops)
-        out["clamp"] = None if self.clamp is None else list(self.clamp)
+        out["clamp"] = self.clamp if self.clamp is None or isinstance(self.clamp, str) else list(self.clamp)
         return out
 
 
@@ -209,21 +224,33 @@ def mahendran_vedaldi(*, steps: int = 2100, restarts: int = 1, **changes: Any) -
 
 
 def default(**changes: Any) -> Recipe:
-    """The measured default: Adam, learning rate 0.3 decaying linearly to 0 over 300 steps, L1 data term.
+    """The measured default: a pyramid search, then plain pixels; Adam, L1, 300 steps.
 
-    Chosen by ``benchmarks/recipes.py`` (table and command in ``docs/recipes.md``): of 29 candidates (Adam over
-    learning rates, schedules and losses, L-BFGS, plain gradient descent, :func:`badger`, :func:`mahendran_vedaldi`),
-    it reached the lowest relative input distance ||x_g - x|| / ||x|| in an equal wall-clock budget on five
-    untrained models (a CNN at a shallow and a middle layer, a ResNet block, a wide MLP on flat vectors, a 1-D conv
-    net on signals): geometric mean 0.0115, every case within the sigma = 1/25 reference scale. It has no
-    image-only regularizer, so it runs on images, signals and flat vectors alike. Adam is invariant to the scale of
-    the loss, so the un-normalised L1 sum needs no ``loss_scale``; the learning rate is in input units (tuned on
-    images in [0, 1] and signals in [-1, 1]): for inputs of a very different spread, scale ``lr`` with it.
-    Starting point: the seed's N(0.7, 0.05^2); no clamping.
+    Chosen by ``benchmarks/inversion_quality.py`` on real trained networks (ImageNet EfficientNet-Lite0), their
+    untrained twins, a Hugging Face ViT, the width-study nets and small CNNs (table and command in
+    ``docs/recipes.md``):
 
-    Any field can be changed with keyword arguments, e.g. ``default(steps=1000)`` or ``default(clamp=(0, 1))``.
+    * the input is searched as a :class:`~reprinvert.parametrizations.Pyramid` (full resolution plus four coarser
+      levels, colour in a decorrelated basis) for the first two thirds of the steps, then as plain pixels for the
+      last third (``Pyramid(until=2/3)``), each phase with Adam at lr 0.03 decaying linearly to 0. The pyramid
+      finds the image's layout where per-pixel steps get stuck in ReLU6 networks (the first block of
+      EfficientNet-Lite0: 15 dB -> 26-29 dB); the pixel phase fits the details exactly where the layer keeps
+      them (identity and orthogonal layers to 1e-3 relative);
+    * L1 data term (sum |rep(x_g) - rep(x)|; Adam is not affected by its scale);
+    * start ``"grey"``, N(0.5, 0.05^2): what a layer does not constrain stays mid-range;
+    * ``clamp="auto"``: (0, 1) for raw inputs in [0, 1] (images), no bounds otherwise.
+
+    Inputs without spatial layout (flat vectors, ``start=`` activations) are searched in plain pixels with the
+    same schedule. The learning rate is in input units (inputs in [0, 1]): for inputs of a very different
+    spread, scale ``lr`` with it.
+
+    Any field can be changed with keyword arguments, e.g. ``default(steps=1000)`` or
+    ``default(parametrization="pixel")``.
     """
-    recipe = Recipe(name="default", steps=300, optimizer="adam", lr=0.3, lr_end=0.0, loss="l1", init="seed")
+    recipe = Recipe(
+        name="default", steps=300, optimizer="adam", lr=0.03, lr_end=0.0, loss="l1", init="grey",
+        parametrization=Pyramid(until=2 / 3), clamp="auto",
+    )
     return recipe.replace(**changes) if changes else recipe
 
 

@@ -31,17 +31,19 @@ import torch
 from torch import nn
 
 from ._domain import Normalize, NormalizeSpec, resolve_normalize
-from .capture import Selector, describe
+from ._state import frozen
+from .capture import LayerInfo, Selector, describe, model_dtype, normalized_input, private_input, run_model
 from .invert import Inversion, _check_options, invert
 from .layers import LayerSpec, resolve_layer, runnable
 from .recipes import Init, Loss, Optimizer, Recipe
 from .recipes import get as get_recipe
 from .regularizers import Regularizer
 
-__all__ = ["METRICS", "LayerMode", "Provenance", "Sweep", "SweepRow", "sweep"]
+__all__ = ["MAX_AUTO_LAYERS", "METRICS", "LayerMode", "Provenance", "Sweep", "SweepRow", "sweep"]
 
-LayerMode = Literal["top", "leaves", "all"]
-"""Automatic layer choices of :func:`sweep`: top-level children, leaf modules, or every module."""
+LayerMode = Literal["auto", "top", "leaves", "all"]
+"""Automatic layer choices of :func:`sweep`: the model's stages (repeated blocks with the stem and the final
+norm), top-level children, leaf modules, or every module."""
 
 #: The metric columns of a sweep table, in order: (field of :class:`SweepRow`, short label).
 METRICS: tuple[tuple[str, str], ...] = (
@@ -69,8 +71,15 @@ class Provenance:
         recipe: the recipe with every override applied, as :meth:`Recipe.to_dict` gives it.
         seed: the seed of every inversion.
         steps: optimisation steps per layer.
-        options: the other options passed to :func:`reprinvert.invert` (JSON-ready ``repr`` where needed).
+        options: the other options passed to :func:`reprinvert.invert` (JSON-ready ``repr`` where needed), how
+            the layers were inverted (``batched``) and what ``SweepRow.seconds`` means (``layer_seconds``).
         created: UTC time the sweep finished, ISO 8601.
+        skipped_layers: with an automatic layer choice, ``(name, reason)`` of each candidate left out (shared
+            modules, outputs that are not one batch-first tensor, layers that do not depend on ``start=``,
+            thinning).
+        inputs: a name per input sample (file names from the command line), or empty.
+        model_source: where the model came from (the command line's model spec, weights file and its sha256), or
+            empty.
     """
 
     reprinvert: str
@@ -85,6 +94,9 @@ class Provenance:
     steps: int
     options: dict[str, Any]
     created: str
+    skipped_layers: tuple[tuple[str, str], ...] = ()
+    inputs: tuple[str, ...] = ()
+    model_source: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -108,7 +120,8 @@ class SweepRow:
             fixed shuffle of x): the input distance of a guess that knows nothing about x.
         represents: fraction of the inputs with m_g < m_r (1.0: the layer represents every input).
         beats_chance: fraction of the inputs whose inversion lands closer to x than the unrelated input does.
-        seconds: wall time of this layer's inversion.
+        seconds: wall time of this layer's inversion; in a batched sweep (``provenance.options["batched"]``) the
+            layers were optimised together, and this is the total divided by the number of layers.
         steps_run: optimisation steps actually taken.
         stopped: why the inversion ended early, or None.
     """
@@ -237,32 +250,168 @@ def _finite(value: Any) -> Any:
     return value
 
 
+#: With ``layers=None`` a sweep inverts at most this many layers, evenly spaced (``every=`` chooses otherwise).
+MAX_AUTO_LAYERS = 12
+
+
 def _auto_layers(
-    model: nn.Module, x: torch.Tensor, mode: str, start: str | None, model_kwargs: Any, norm: Normalize | None
-) -> list[str]:
-    """Layers that ran exactly once with a batch-first tensor output, in execution order."""
+    model: nn.Module,
+    x: torch.Tensor,
+    mode: str,
+    start: str | None,
+    model_kwargs: Any,
+    norm: Normalize | None,
+    cap: int | None,
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """The automatic choice of layers, in execution order, and the candidates skipped with the reason."""
     desc = describe(model, x, model_kwargs=dict(model_kwargs) if model_kwargs else None, normalize=norm)
     modules = dict(model.named_modules())
-    ran = [r for r in desc if r.name and r.calls == 1 and r.shape is not None and r.shape[:1] == (x.shape[0],)]
+    skipped: dict[str, str] = {}
+
+    def why_not(r: LayerInfo) -> str | None:
+        if r.calls == 0:
+            return "never ran for this input"
+        if r.calls > 1:
+            return f"ran {r.calls} times in one forward pass (a shared module: name it with call=)"
+        if r.shape is None:
+            return f"its output is {r.output}, not one tensor (name it with select=)"
+        if r.shape[:1] != (x.shape[0],):
+            return f"its output {list(r.shape)} is not batch first"
+        return None
+
+    order = [r.name for r in desc if r.name]
+    ran = []
+    for r in desc:
+        if not r.name:
+            continue
+        reason = why_not(r)
+        if reason is None:
+            ran.append(r.name)
+        else:
+            skipped[r.name] = reason
     if start is not None:
-        names = [r.name for r in desc]
-        if start not in names:
-            return []
-        after = set(names[names.index(start) + 1 :])
-        ran = [r for r in ran if r.name in after and not r.name.startswith(start + ".")]
+        if start not in order:
+            return [], []
+        depends = _depends_on(model, x, start, model_kwargs, norm)
+        for name in ran:
+            if name not in depends:
+                skipped[name] = f"does not depend on start={start!r}"
+        ran = [n for n in ran if n in depends and n != start and not n.startswith(start + ".")]
     if mode == "all":
-        return [r.name for r in ran]
+        return ran, []
     if mode == "leaves":
-        return [r.name for r in ran if next(iter(modules[r.name].children()), None) is None]
-    # "top": the top-level children; a model that is one wrapper around one container is looked through.
+        return [n for n in ran if next(iter(modules[n].children()), None) is None], []
+    top = _top_level(model)
+    if mode == "auto":
+        blocks = _blocks(model)
+        if blocks:
+            chosen, notes = _stages(blocks, top, order, ran, modules, cap)
+            return chosen, [(n, notes.get(n) or skipped.get(n, "")) for n in order if n in notes or
+                            (n in skipped and (n in top or n in blocks))]
+    return [n for n in ran if n in top], [(n, skipped[n]) for n in order if n in top and n in skipped]
+
+
+def _top_level(model: nn.Module) -> set[str]:
+    """The model's top-level children; a model that is one wrapper around one container is looked through."""
     root, prefix = model, ""
     while True:
         children = list(root.named_children())
         if len(children) != 1 or next(iter(children[0][1].children()), None) is None:
             break
         prefix, root = prefix + children[0][0] + ".", children[0][1]
-    top = {prefix + name for name, _ in root.named_children()}
-    return [r.name for r in ran if r.name in top]
+    return {prefix + name for name, _ in root.named_children()}
+
+
+def _blocks(model: nn.Module) -> set[str]:
+    """The repeated blocks: children of ``ModuleList`` / ``Sequential`` containers whose children are modules of
+    one type with children of their own (``h.N``, ``encoder.layer.N``, ``layers.N``, ``_blocks.N``,
+    ``layerK.N``). Containers inside a block (attention heads, say) are not looked into."""
+    found: set[str] = set()
+    containers: list[str] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.ModuleList, nn.Sequential)):
+            continue
+        if any(name.startswith(c + ".") for c in found):
+            continue
+        kids = list(module.named_children())
+        if len(kids) < 2 or len({type(k) for _, k in kids}) != 1:
+            continue
+        if all(next(iter(k.children()), None) is None for _, k in kids):
+            continue
+        containers.append(name)
+        found.update(f"{name}.{k}" if name else k for k, _ in kids)
+    return found
+
+
+def _stages(
+    blocks: set[str],
+    top: set[str],
+    order: list[str],
+    ran: list[str],
+    modules: dict[str, nn.Module],
+    cap: int | None,
+) -> tuple[list[str], dict[str, str]]:
+    """Blocks, plus the stem (the last top-level module before the first block) and the final norm (the first
+    top-level normalisation after the last block), the blocks thinned evenly to at most ``cap`` layers in all."""
+    chosen_blocks = [n for n in ran if n in blocks]
+    notes: dict[str, str] = {}
+    if not chosen_blocks:
+        return [], notes
+    first, last = order.index(chosen_blocks[0]), order.index(chosen_blocks[-1])
+    before = [n for n in ran if n in top and order.index(n) < first and not _contains(n, blocks)]
+    after = [n for n in ran if n in top and order.index(n) > last and not _contains(n, blocks)]
+    norms = [n for n in after if "norm" in type(modules[n]).__name__.lower()]
+    stem = before[-1:]
+    final = norms[:1]
+    for n in before[:-1]:
+        notes[n] = "before the stem's output (the last top-level module before the first block)"
+    for n in after:
+        if n not in final:
+            notes[n] = "after the blocks and not their final normalisation"
+    budget = len(chosen_blocks) if cap is None else cap - len(stem) - len(final)
+    if len(chosen_blocks) > budget:
+        keep = {round(i * (len(chosen_blocks) - 1) / (budget - 1)) for i in range(budget)} if budget > 1 else {0}
+        for i, n in enumerate(chosen_blocks):
+            if i not in keep:
+                notes[n] = f"thinned to {cap} evenly spaced layers (every=1 inverts all)"
+        chosen_blocks = [n for i, n in enumerate(chosen_blocks) if i in keep]
+    return stem + chosen_blocks + final, notes
+
+
+def _contains(name: str, blocks: set[str]) -> bool:
+    return any(b.startswith(name + ".") for b in blocks)
+
+
+def _depends_on(
+    model: nn.Module, x: torch.Tensor, start: str, model_kwargs: Any, norm: Normalize | None
+) -> set[str]:
+    """The modules whose output depends (through autograd) on the output of ``start``."""
+    depends: set[str] = set()
+    handles = []
+    try:
+        for name, module in model.named_modules():
+            if name == start:
+
+                def replace(m: nn.Module, a: Any, out: Any) -> Any:
+                    return out.detach().requires_grad_(True).clone() if isinstance(out, torch.Tensor) else None
+
+                handles.append(module.register_forward_hook(replace))
+            elif name:
+
+                def record(m: nn.Module, a: Any, out: Any, name: str = name) -> None:
+                    if isinstance(out, torch.Tensor) and out.requires_grad:
+                        depends.add(name)
+
+                handles.append(module.register_forward_hook(record))
+        with torch.inference_mode(False), frozen(model), torch.enable_grad():
+            try:
+                run_model(model, private_input(normalized_input(x, norm), model_dtype(model)), model_kwargs)
+            except Exception:  # a head that rejects the input: what ran before it is recorded
+                pass
+    finally:
+        for h in handles:
+            h.remove()
+    return depends
 
 
 def _choose_layers(
@@ -273,12 +422,18 @@ def _choose_layers(
     start: str | None,
     model_kwargs: Any,
     norm: Normalize | None = None,
-) -> list[str]:
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """The layers to invert and, for an automatic choice, the candidates skipped with the reason."""
     if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
         raise ValueError(f"every={every!r}: expected a positive int (invert every k-th layer) or None")
-    if layers is None or (isinstance(layers, str) and layers in ("top", "leaves", "all")):
-        mode = "top" if layers is None else str(layers)
-        names = _auto_layers(model, x, mode, start, model_kwargs, norm)
+    skipped: list[tuple[str, str]] = []
+    names: list[str]
+    if layers is None or (isinstance(layers, str) and layers in ("auto", "top", "leaves", "all")):
+        mode = "auto" if layers is None else str(layers)
+        cap = MAX_AUTO_LAYERS if every is None else None  # every= thins the whole list instead
+        names, skipped = _auto_layers(model, x, mode, start, model_kwargs, norm, cap)
+        if mode == "auto" and not names:
+            mode = "top"
         if not names:
             raise ValueError(
                 f"layers={layers!r}: no {mode!r} layer of {type(model).__name__} ran exactly once with a batch-first "
@@ -288,7 +443,7 @@ def _choose_layers(
     else:
         specs = [layers] if isinstance(layers, (str, int, nn.Module)) else list(layers)
         if not specs:
-            raise ValueError("layers is an empty list; pass None (the top-level layers), 'leaves', 'all' or names")
+            raise ValueError("layers is an empty list; pass None (the model's stages), 'leaves', 'all' or names")
         names = []
         for spec in specs:
             name = resolve_layer(model, spec)[0]
@@ -300,8 +455,10 @@ def _choose_layers(
                 f"every={every} is larger than the number of layers chosen ({len(names)}: {names}); "
                 f"use every <= {len(names)}"
             )
+        dropped = [n for i, n in enumerate(names) if (i + 1) % every]
+        skipped += [(n, f"every={every} keeps every {every}-th layer") for n in dropped]
         names = names[every - 1 :: every]
-    return names
+    return names, skipped
 
 
 class _LayerBar:
@@ -349,7 +506,7 @@ def sweep(
     recipe: Recipe | str = "default",
     steps: int | None = None,
     seed: int = 0,
-    clamp: tuple[float, float] | None = None,
+    clamp: tuple[float, float] | Literal["auto", False] | None = None,
     start: LayerSpec | None = None,
     sigma: float | None = None,
     data_range: float = 1.0,
@@ -366,6 +523,8 @@ def sweep(
     progress: bool = True,
     batched: bool | None = None,
     normalize: NormalizeSpec = None,
+    input_names: Sequence[str] | None = None,
+    model_source: Mapping[str, Any] | None = None,
 ) -> Sweep:
     """Invert many layers of ``model`` for the inputs ``x`` and tabulate the metrics per layer.
 
@@ -376,16 +535,23 @@ def sweep(
         model: any ``nn.Module`` (run in eval mode; parameters, buffers, flags and hooks restored).
         x: the inputs, batch first, e.g. ``(B, C, H, W)`` images in [0, 1] or ``(B, T)`` token ids with
             ``start=``.
-        layers: which layers: ``None`` or ``"top"`` (the model's top-level children, looking through a single
-            wrapper container), ``"leaves"`` (every module without children), ``"all"`` (every module), a list
-            of layer specifications (names, indices, modules; see :func:`reprinvert.resolve_layer`) or one of
-            them. The automatic choices keep only modules that ran exactly once with a batch-first tensor
-            output, in execution order (and, with ``start=``, only those after the start layer).
-        every: keep every k-th of the chosen layers: the k-th, 2k-th, ... (1-based).
+        layers: which layers: ``None`` or ``"auto"`` (the model's stages: the children of containers of repeated
+            blocks, such as ``h.N``, ``encoder.layer.N``, ``layers.N``, ``_blocks.N``, ``layerK.N``, with the
+            stem or embedding before them and the final normalisation after them, thinned evenly to
+            :data:`MAX_AUTO_LAYERS`; a model without repeated blocks gets ``"top"``), ``"top"`` (the top-level
+            children, looking through a single wrapper container), ``"leaves"`` (every module without children),
+            ``"all"`` (every module), a list of layer specifications (names, indices, modules; see
+            :func:`reprinvert.resolve_layer`) or one of them. The automatic choices keep only modules that ran
+            exactly once with a batch-first tensor output, in execution order, and, with ``start=``, only those
+            whose output depends on the start layer's. What was left out, and why, is in
+            ``provenance.skipped_layers``.
+        every: keep every k-th of the chosen layers: the k-th, 2k-th, ... (1-based); with ``layers=None`` the
+            blocks are then not thinned to :data:`MAX_AUTO_LAYERS` first.
         recipe: a :class:`~reprinvert.recipes.Recipe` or its name (see :func:`reprinvert.recipes.available`).
         steps: optimisation steps per layer (default: the recipe's).
         seed: seed of every inversion (initialisation and reference perturbation).
-        clamp: ``(low, high)`` bounds of the input after each step, e.g. ``(0, 1)`` for images.
+        clamp: ``(low, high)`` bounds of the input after each step, e.g. ``(0, 1)`` for images; ``"auto"``,
+            ``False`` (no bounds) or None (the recipe's), as in :func:`reprinvert.invert`.
         start: as in :func:`reprinvert.invert` (token models: the embedding layer).
         sigma: standard deviation of the reference perturbation x' = x + N(0, sigma^2); None: 1/25 of
             ``data_range`` (of the start activation's RMS with ``start=``), as in :func:`reprinvert.invert`.
@@ -412,6 +578,9 @@ def sweep(
             and why not batched, is in ``provenance.options``.
         normalize: the model expects ``(x - mean) / std`` (``"imagenet"``, ``"inception"`` or ``(mean, std)``);
             x and every result stay in pixel space (see :func:`reprinvert.invert`).
+        input_names: a name per sample of ``x`` (e.g. file names), kept in the provenance and the reports.
+        model_source: where the model came from (e.g. ``{"spec": ..., "weights": ..., "sha256": ...}``), kept in
+            the provenance.
 
     Returns:
         A :class:`Sweep`: ``.rows`` (the table), ``.inversions``, ``.provenance``, ``.seconds``; ``str()`` is a
@@ -440,12 +609,16 @@ def sweep(
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}; convert with torch.as_tensor(x)")
     if x.dim() == 0 or x.shape[0] == 0:
         raise ValueError(f"x has shape {tuple(x.shape)}: an empty batch; pass at least one sample, batch first")
+    if input_names is not None and len(input_names) != x.shape[0]:
+        raise ValueError(
+            f"input_names has {len(input_names)} names for a batch of {x.shape[0]}; give one name per sample"
+        )
     base = get_recipe(recipe)
     model = runnable(model)
     norm = resolve_normalize(normalize, x)
     options["normalize"] = norm
     start_name = resolve_layer(model, start)[0] if start is not None else None
-    names = _choose_layers(model, x, layers, every, start_name, model_kwargs, norm)
+    names, skipped = _choose_layers(model, x, layers, every, start_name, model_kwargs, norm)
     modules = dict(model.named_modules())
 
     if batched not in (None, True, False):
@@ -506,12 +679,14 @@ def sweep(
         options={
             "layers": layers if layers is None or isinstance(layers, str) else repr(layers),
             "every": every,
-            "clamp": None if clamp is None else list(clamp),
+            "clamp": None if rcp.clamp is None else list(rcp.clamp),  # the bounds that applied
             "start": start_name,
             "sigma": sigma,
             "data_range": data_range,
             "normalize": None if norm is None else norm.to_dict(),
             "batched": batched_inversions is not None,
+            "layer_seconds": "measured per layer" if batched_inversions is None
+            else "share: the batched optimisation's total / number of layers",
             "not_batched_because": None if batched_inversions is not None else not_batched,
             **{
                 k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
@@ -520,6 +695,9 @@ def sweep(
             },
         },
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        skipped_layers=tuple(skipped),
+        inputs=tuple(str(n) for n in input_names) if input_names is not None else (),
+        model_source=dict(model_source or {}),
     )
     return Sweep(
         rows=tuple(rows),
@@ -537,7 +715,7 @@ def _try_batched(
     base: Recipe,
     *,
     steps: int | None,
-    clamp: tuple[float, float] | None,
+    clamp: tuple[float, float] | Literal["auto", False] | None,
     start: str | None,
     seed: int,
     sigma: float | None,
@@ -558,7 +736,7 @@ def _try_batched(
         rcp = _resolve_recipe(
             base, steps=steps, optimizer=options["optimizer"], lr=options["lr"], loss=options["loss"],
             init=options["init"], regularizers=options["regularizers"], clamp=clamp,
-        )
+        ).for_input(x, raw=start is None)
         why = _batched.why_not(
             rcp, layers=names, start=start, select=options["select"], call=options["call"], train=options["train"],
         )
