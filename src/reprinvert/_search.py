@@ -128,7 +128,7 @@ def search(
     callback: Callable[[StepInfo], bool | None] | None = None,
     progress: bool = False,
     spatial: bool = True,
-    lr_scale: float = 1.0,
+    units: float | None = None,
 ) -> Found:
     """Run ``rcp`` (all its restarts) and return, per sample, the best iterate.
 
@@ -145,12 +145,14 @@ def search(
         progress: a tqdm bar per run.
         spatial: the input is a raw input with a spatial layout (False for ``start=`` activations): decides
             whether an image parametrisation applies.
-        lr_scale: multiplies every learning rate (the input's units relative to [0, 1] data).
+        units: for an activation (``start=``), its scale relative to data in [0, 1] (2 x its root-mean-square
+            value): Adam's learning rate is multiplied by it, and the ``"seed"`` and ``"grey"`` starts are
+            centred on 0 at that scale. None for raw inputs.
     """
     best: Found | None = None
     for restart in range(rcp.restarts):
         run = _run(
-            forward, rcp, original, targets, init, dtype, generator, callback, progress, restart, spatial, lr_scale
+            forward, rcp, original, targets, init, dtype, generator, callback, progress, restart, spatial, units
         )
         best = run if best is None else _merge(best, run)
     assert best is not None
@@ -173,9 +175,22 @@ def data_loss(kind: Loss, rep: torch.Tensor, target: torch.Tensor, target_sq: to
 
 
 def initial(
-    init: Init | torch.Tensor, like: torch.Tensor, dtype: torch.dtype, generator: torch.Generator
+    init: Init | torch.Tensor,
+    like: torch.Tensor,
+    dtype: torch.dtype,
+    generator: torch.Generator,
+    *,
+    units: float | None = None,
 ) -> torch.Tensor:
-    """The starting point of a search, shaped like ``like`` (in its layout for channels-last images)."""
+    """The starting point of a search, shaped like ``like`` (in its layout for channels-last images).
+
+    With ``units`` (an activation's scale, see :func:`search`) the ``"seed"`` and ``"grey"`` starts, which are
+    meant for data in [0, 1], are moved to a zero-centred activation: N((c - 0.5) * units, (0.05 * units)^2).
+    """
+    if units is not None and isinstance(init, str) and init in ("seed", "grey"):
+        centre = (0.7 if init == "seed" else 0.5) - 0.5
+        noise = torch.randn(like.shape, generator=generator, device=like.device, dtype=dtype)
+        return centre * units + 0.05 * units * noise
     z = _initial_values(init, like, dtype, generator)
     if like.dim() == 4 and not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last):
         # A channels-last input (for a channels-last model) is optimised in that layout: no conversion per step.
@@ -249,7 +264,7 @@ def _run(
     progress: bool,
     restart: int,
     spatial: bool,
-    lr_scale: float,
+    units: float | None,
 ) -> Found:
     """One optimisation run from one starting point."""
     steps = rcp.steps
@@ -268,7 +283,7 @@ def _run(
     history = torch.full((steps, len(names), batch), float("nan"), dtype=dtype, device=device)
     # L-BFGS has one step size for all parameters and a line search: it searches plain pixels.
     spec = Pixel() if rcp.optimizer == "lbfgs" else get_parametrization(rcp.parametrization)
-    param: Parametrized = spec._build(initial(init, original, dtype, g), spatial=spatial)
+    param: Parametrized = spec._build(initial(init, original, dtype, g, units=units), spatial=spatial)
     # The step at which a parametrisation hands over to plain pixels (never for "pixel" itself); each phase runs
     # the recipe's whole schedule over its own steps.
     switch = round(spec.until * steps) if param.kind != "pixel" and spec.until < 1 else -1
@@ -279,8 +294,8 @@ def _run(
         ]
     else:
         lr_list = [rcp.learning_rate(i) for i in range(steps)]
-    if lr_scale != 1.0:
-        lr_list = [lr * lr_scale for lr in lr_list]
+    if units is not None and rcp.optimizer == "adam":  # Adam's steps are in the searched tensor's units
+        lr_list = [lr * units for lr in lr_list]
     lrs = torch.tensor(lr_list, dtype=torch.float64)
     best_x = param.render().detach().clone()
     best_loss = torch.full((batch,), float("inf"), dtype=dtype, device=device)

@@ -153,7 +153,8 @@ def invert(
             root-mean-square value.
         loss: ``"l1"``, ``"mse"``, ``"nmse"`` or ``"cosine"``.
         init: ``"seed"`` (N(0.7, 0.05^2)), ``"grey"`` (N(0.5, 0.05^2)), ``"zeros"``, ``"uniform"``, ``"normal"``
-            or a tensor.
+            or a tensor. With ``start=``, ``"seed"`` and ``"grey"`` are centred on 0 at the activation's scale
+            (2 x its root-mean-square value u): N(0.2 u, (0.05 u)^2) and N(0, (0.05 u)^2).
         regularizers: replace the recipe's regularizers (see :mod:`reprinvert.regularizers`).
         clamp: ``(low, high)`` bounds applied after each step, e.g. ``(0, 1)`` for images; ``"auto"`` (the
             default recipe's): (0, 1) for raw inputs in [0, 1], none otherwise; ``False``: no bounds; None: the
@@ -260,7 +261,7 @@ def invert(
                 forward, rcp, original, Targets.of([target], batch, work_dtype),
                 init=init if isinstance(init, torch.Tensor) else rcp.init, dtype=work_dtype, generator=g,
                 callback=callback, progress=progress, spatial=start_name is None,
-                lr_scale=activation_lr_scale(rcp, original) if start_name is not None else 1.0,
+                units=activation_units(original) if start_name is not None else None,
             )
             result_x, best_step = found.result(track_best)
 
@@ -301,12 +302,9 @@ def _reference(
     return base + resolve_sigma(sigma, data_range) * noise
 
 
-def activation_lr_scale(rcp: Recipe, activation: torch.Tensor) -> float:
-    """Adam's step is in units of the searched tensor, tuned on data in [0, 1] (root-mean-square about 0.5); a
-    ``start=`` activation of another scale (word embeddings: about 0.02) scales it by 2 x its RMS. Plain and
-    momentum gradient descent (whose steps scale with the gradient) are left as they are."""
-    if rcp.optimizer != "adam":
-        return 1.0
+def activation_units(activation: torch.Tensor) -> float:
+    """The scale of a ``start=`` activation relative to data in [0, 1] (root-mean-square about 0.5): 2 x its RMS.
+    Word embeddings (RMS about 0.02) get 0.04: Adam's steps and the grey start are scaled to match."""
     rms = float(activation.detach().double().pow(2).mean().sqrt())
     return 2 * rms if rms > 0 else 1.0
 
