@@ -29,33 +29,49 @@ def relative(res: ri.Inversion) -> float:
     return float(res.metrics.relative_input_distance.max())
 
 
-# The default recipe's L1 data term (chosen for speed to about 1e-2, see docs/recipes.md) plateaus near 2e-3
-# relative; exact recovery is a job for the squared error, which these known-answer tests ask for explicitly.
-EXACT = {"loss": "mse"}
+# The known answers hold with the default recipe itself (its 300 steps), and with a squared-error data term.
+RECIPES = {"default": {}, "mse": {"loss": "mse"}}
 
 
-def test_identity_layer_inverts_exactly() -> None:
+@pytest.mark.parametrize("options", RECIPES.values(), ids=RECIPES.keys())
+def test_identity_layer_inverts_exactly(options: dict[str, Any]) -> None:
     model = nn.Sequential(nn.Identity(), nn.Linear(12, 3))
     x = torch.rand(3, 12)
-    res = ri.invert(model, "0", x, steps=300, **EXACT)
+    res = ri.invert(model, "0", x, **options)
     assert relative(res) < 1e-3
     assert bool(res.metrics.represents.all())
 
 
-def test_identity_on_images() -> None:
+@pytest.mark.parametrize("size", [8, 32])
+@pytest.mark.parametrize("options", RECIPES.values(), ids=RECIPES.keys())
+def test_identity_on_images(options: dict[str, Any], size: int) -> None:
+    """Random images: the worst case for the default's pyramid and colour basis, which its pixel phase fixes."""
     model = nn.Sequential(nn.Identity(), nn.Conv2d(3, 2, 3))
-    x = torch.rand(2, 3, 8, 8)
-    res = ri.invert(model, "0", x, **EXACT)
+    x = torch.rand(2, 3, size, size)
+    res = ri.invert(model, "0", x, **options)
     assert relative(res) < 1e-3
-    assert relative(ri.invert(model, "0", x)) < 1e-2  # the default recipe: fast to about 1e-2
 
 
-def test_orthogonal_linear_inverts_exactly() -> None:
+@pytest.mark.parametrize("options", RECIPES.values(), ids=RECIPES.keys())
+def test_orthogonal_linear_inverts_exactly(options: dict[str, Any]) -> None:
     model = orthogonal_linear(16)
     x = torch.rand(4, 16)
-    res = ri.invert(model, "0", x, steps=300, **EXACT)
+    res = ri.invert(model, "0", x, **options)
     assert relative(res) < 1e-3
     assert res.input.shape == x.shape and res.input.dtype == x.dtype
+
+
+def test_orthogonal_colour_mixing_on_photos() -> None:
+    """A 1x1 convolution with an orthogonal 3x3 matrix on real photos. L1 under Adam has a precision floor when
+    the loss's axes are not the pixels': the default lands within 2.5e-3 relative (measured 1.0-2.0e-3, 64 dB),
+    the squared error within 1e-3 (measured 1.5-2.3e-4)."""
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64))
+    conv = nn.Conv2d(3, 3, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(q.view(3, 3, 1, 1))
+    x = ri.data.sample_images(size=32)
+    assert relative(ri.invert(nn.Sequential(conv), "0", x)) < 2.5e-3
+    assert relative(ri.invert(nn.Sequential(conv), "0", x, loss="mse")) < 1e-3
 
 
 def test_narrow_relu_cannot_invert() -> None:

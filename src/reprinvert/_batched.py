@@ -237,6 +237,7 @@ def invert_layers(
             rep_g=reps_g[k], rep_ref=reps_ref[k], x_chance=x_u, rep_chance=reps_u[k],
             history=History(terms={t: v[:, rows].clone() for t, v in run.history.terms.items()}, lr=run.history.lr),
             best_step=best_step[rows], steps_run=run.steps_run, stopped=run.stopped, recipe=rcp, seed=seed,
+            parametrization=run.parametrization,
             seconds=seconds, data_range=data_range,
         )
     return [by_name[n] for n in names]

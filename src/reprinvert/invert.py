@@ -54,6 +54,8 @@ class Inversion:
         seed: the seed, if randomness came from one.
         seconds: wall time of the optimisation.
         original: the tensor that was optimised towards: ``x`` or, with ``start=``, the start layer's output.
+        parametrization: what the search updated: ``"pixel"``, ``"pyramid"``, ``"fourier"``, or e.g.
+            ``"pyramid, then pixel from step 200"`` (see :mod:`reprinvert.parametrizations`).
     """
 
     input: torch.Tensor
@@ -70,6 +72,7 @@ class Inversion:
     seed: int | None
     seconds: float
     original: torch.Tensor = field(repr=False)
+    parametrization: str = "pixel"
 
     def __repr__(self) -> str:
         return (
@@ -275,7 +278,8 @@ def invert(
     return _result(
         layer=layer_name, start=start_name, original=original, result_x=result_x, x_ref=x_ref, target=target,
         rep_g=rep_g, rep_ref=rep_ref, x_chance=x_u, rep_chance=rep_u, history=found.history, best_step=best_step,
-        steps_run=found.steps_run, stopped=found.stopped, recipe=rcp, seed=seed if generator is None else None,
+        steps_run=found.steps_run, stopped=found.stopped, parametrization=found.parametrization, recipe=rcp,
+        seed=seed if generator is None else None,
         seconds=time.perf_counter() - started, data_range=data_range,
     )
 
@@ -313,7 +317,7 @@ def check_clamp(clamp: tuple[float, float] | str | None, x: torch.Tensor, *, nor
     """Warn when ``x`` itself lies outside the clamp range: the search could never reach it."""
     if clamp is None or isinstance(clamp, str) or not x.is_floating_point():
         return
-    lo, hi = float(x.min()), float(x.max())
+    lo, hi = float(x.detach().min()), float(x.detach().max())
     slack = 1e-6 * max(1.0, clamp[1] - clamp[0])
     if lo < clamp[0] - slack or hi > clamp[1] + slack:
         hint = (
@@ -350,6 +354,7 @@ def _result(
     seed: int | None,
     seconds: float,
     data_range: float,
+    parametrization: str = "pixel",
 ) -> Inversion:
     """The :class:`Inversion` of one layer, its metrics computed from the tensors."""
     batch = original.shape[0]
@@ -379,6 +384,7 @@ def _result(
         seed=seed,
         seconds=seconds,
         original=original,
+        parametrization=parametrization,
     )
 
 

@@ -144,7 +144,7 @@ class Recipe:
         model's input, not a ``start=`` activation) and every value of x lies in [0, 1], else None."""
         if self.clamp != "auto":
             return self
-        inside = raw and x.is_floating_point() and bool((x.min() >= 0) & (x.max() <= 1))
+        inside = raw and x.is_floating_point() and bool((x.detach().min() >= 0) & (x.detach().max() <= 1))
         return self.replace(clamp=(0.0, 1.0) if inside else None)
 
     def learning_rate(self, step: int) -> float:
