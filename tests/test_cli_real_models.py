@@ -115,7 +115,8 @@ def test_token_model_from_the_command_line(factory: Path, tmp_path: Path, capsys
     assert main(argv) == 0
     data = json.loads((out / "metrics.json").read_text())
     assert [r["layer"] for r in data["layers"]] == ["proj", "act"]
-    assert data["provenance"]["options"]["start"] == "embed" and data["provenance"]["inputs"] == ["tokens[0]", "tokens[1]"]
+    assert data["provenance"]["options"]["start"] == "embed"
+    assert data["provenance"]["inputs"] == ["tokens[0]", "tokens[1]"]
     assert main(["invert", f"{factory}:Tokens", "--tokens", "3,4,5", "--start", "embed", "--layer", "act",
                  "--steps", "2", "--out", str(out), "--quiet"]) == 0
     for argv, message in [
