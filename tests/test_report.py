@@ -192,3 +192,24 @@ def test_html_renders_in_headless_chromium(result: ri.Sweep, tmp_path: Path) -> 
         assert img.size == (1200, 900)
         colours = img.convert("RGB").getcolors(maxcolors=1 << 20)
         assert colours is not None and len(colours) > 500
+
+
+@pytest.mark.parametrize(
+    ("beats", "m_i", "perturbation", "label", "cls"),
+    [
+        (1.0, 0.5, 1.0, "recovered", "yes"),
+        (1.0, 2.0, 1.0, "beats chance", "some"),
+        (0.5, 0.5, 1.0, "50% beat chance", "some"),
+        (0.0, 0.5, 1.0, "chance level", "no"),  # never "ok" when the inversion is no closer than chance
+    ],
+)
+def test_verdict_follows_what_was_measured(result: ri.Sweep, beats: float, m_i: float, perturbation: float,
+                                            label: str, cls: str) -> None:
+    import dataclasses
+
+    row = dataclasses.replace(result.rows[0], beats_chance=beats, input_distance=m_i,
+                              perturbation_distance=perturbation, represents=1.0)
+    assert report.verdict(row) == (label, cls)
+    relabelled = dataclasses.replace(result, rows=(row, *result.rows[1:]))
+    page = report.html_page(relabelled)
+    assert f">{label}<" in page

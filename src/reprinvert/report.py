@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import make_grid
-from .sweep import METRICS, Sweep
+from .sweep import METRICS, Sweep, SweepRow
 
 __all__ = [
     "can_show_images",
@@ -44,6 +44,7 @@ __all__ = [
     "save_html",
     "save_json",
     "save_plot",
+    "verdict",
     "write_report",
 ]
 
@@ -88,12 +89,27 @@ def can_show_images(result: Sweep) -> bool:
     return all(c.dim() == 4 and c.shape[1] in (1, 3) and c.is_floating_point() for c in cols)
 
 
+def verdict(row: SweepRow) -> tuple[str, str]:
+    """What a layer's inversions measured, as a short label and a class (``"yes"``, ``"some"``, ``"no"``).
+
+    * ``"recovered"`` (yes): every inversion lands closer to x than an unrelated input does, and on average
+      within the size of the faint reference perturbation (m_i <= ||x' - x||).
+    * ``"beats chance"`` (some): every inversion lands closer to x than an unrelated input, but farther than the
+      faint perturbation.
+    * ``"k% beat chance"`` (some) / ``"chance level"`` (no): some / none of them do. A layer may *represent* x
+      (m_g < m_r) and still be here: the search found another input the layer cannot tell from x.
+    """
+    if row.beats_chance >= 1:
+        if row.input_distance <= row.perturbation_distance:
+            return "recovered", "yes"
+        return "beats chance", "some"
+    if row.beats_chance > 0:
+        return f"{row.beats_chance:.0%} beat chance", "some"
+    return "chance level", "no"
+
+
 def _labels(result: Sweep) -> list[str]:
-    out = ["original"]
-    for r in result.rows:
-        mark = "ok" if r.represents >= 1 else ("no" if r.represents <= 0 else f"{r.represents:.0%}")
-        out.append(f"{r.layer} ({mark})")
-    return out
+    return ["original", *(f"{r.layer} ({verdict(r)[0]})" for r in result.rows)]
 
 
 def _auto_scale(h: int, w: int) -> int:
@@ -103,8 +119,8 @@ def _auto_scale(h: int, w: int) -> int:
 def grid_image(result: Sweep, *, scale: int | None = None, max_rows: int | None = 8) -> Any:
     """The grid as a ``PIL.Image``: rows = inputs, columns = the original then each layer's reconstruction.
 
-    Column titles are ``"<layer> (ok)"`` when the layer represents every input (m_g < m_r), ``(no)`` when it
-    represents none, else the fraction.
+    Column titles are ``"<layer> (<verdict>)"`` with the measured :func:`verdict`: ``recovered``, ``beats
+    chance``, the fraction that beat chance, or ``chance level``.
 
     Args:
         result: a :class:`~reprinvert.Sweep` of image inputs (see :func:`can_show_images`).
@@ -275,7 +291,7 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
 table { border-collapse: collapse; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th { background: #f3f3f3; } td.name { text-align: left; font-family: monospace; }
-tr.yes td.rep { background: #d9f2d9; } tr.no td.rep { background: #f8dcdc; }
+tr.yes td.rep { background: #d9f2d9; } tr.some td.rep { background: #fbefd0; } tr.no td.rep { background: #f8dcdc; }
 img { max-width: 100%; image-rendering: pixelated; border: 1px solid #ddd; }
 .note { color: #555; font-size: 0.9em; }
 """
@@ -287,7 +303,7 @@ def _table_html(head: Sequence[str], rows: Sequence[Sequence[Any]], classes: Seq
         cls = f' class="{classes[i]}"' if classes else ""
         cells = []
         for j, value in enumerate(row):
-            td = ' class="name"' if j == 0 else (' class="rep"' if head[j] == "represents" else "")
+            td = ' class="name"' if j == 0 else (' class="rep"' if head[j] == "verdict" else "")
             cells.append(f"<td{td}>{html.escape(str(value))}</td>")
         out.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
     out.append("</table>")
@@ -327,14 +343,18 @@ def _html_page(result: Sweep, *, title: str | None, plot: bool, plot_png: bytes 
         '<p class="note">How much of the input survives at each layer? Each reconstruction x_g is an input the '
         "model maps (almost) to the same representation as the original x. The layer <em>represents</em> x when "
         "m_g = ||rep(x) − rep(x_g)|| is below m_r = ||rep(x) − rep(x′)|| for a faint perturbation "
-        "x′ = x + N(0, σ²); m_i = ||x_g − x|| says how far from x the search landed.</p>",
+        "x′ = x + N(0, σ²); m_i = ||x_g − x|| says how far from x the search landed, next to the distance of a "
+        "faint perturbation (||x′ − x||) and of an unrelated input (chance: another input of the batch, or a "
+        "shuffle of x).</p>",
     ]
     if can_show_images(result):
         png = _png_bytes(grid_image(result))
         parts += [
             "<h2>Reconstructions</h2>",
-            '<p class="note">Rows: inputs. Columns: the original, then the inversion of each layer '
-            "(ok: represented, m_g &lt; m_r).</p>",
+            '<p class="note">Rows: inputs. Columns: the original, then the inversion of each layer, titled by '
+            "what it measured: <em>recovered</em> (closer to x than an unrelated input, and within the faint "
+            "perturbation's distance), <em>beats chance</em> (closer than an unrelated input only), or "
+            "<em>chance level</em>.</p>",
             f'<img id="grid" alt="grid of reconstructions per layer" src="{_data_uri(png)}">',
         ]
     parts.append("<h2>Metrics against depth</h2>")
@@ -346,17 +366,19 @@ def _html_page(result: Sweep, *, title: str | None, plot: bool, plot_png: bytes 
         parts.append(f'<img id="plot" alt="metrics against depth" src="{_data_uri(plot_png)}">')
     else:
         parts.append(f'<p class="note">No plot: {html.escape(_PLOT_HINT if plot else "disabled")}.</p>')
-    head = ["layer", "type", "shape", "size/input", *(label for _, label in METRICS), "represents", "seconds"]
+    head = ["layer", "type", "shape", "size/input", *(label for _, label in METRICS), "represents", "verdict",
+            "seconds"]
     body, classes = [], []
     for r in result.rows:
+        label, cls = verdict(r)
         body.append([
             r.layer, r.type, "x".join(map(str, r.representation_shape)), _num(r.size_ratio),
-            *(_num(getattr(r, k)) for k, _ in METRICS), f"{r.represents:.0%}", f"{r.seconds:.2f}",
+            *(_num(getattr(r, k)) for k, _ in METRICS), f"{r.represents:.0%}", label, f"{r.seconds:.2f}",
         ])
-        classes.append("yes" if r.represents >= 1 else ("no" if r.represents <= 0 else "some"))
+        classes.append(cls)
     parts += ["<h2>Per layer (means over the inputs)</h2>", _table_html(head, body, classes)]
     per = result.table(per_sample=True)
-    keys = ["layer", "sample", *(k for k, _ in METRICS), "represents"]
+    keys = ["layer", "sample", *(k for k, _ in METRICS), "represents", "beats_chance"]
     parts += [
         "<details><summary>Per input</summary>",
         _table_html(keys, [[_num(row[k]) for k in keys] for row in per]),
