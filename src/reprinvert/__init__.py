@@ -15,7 +15,7 @@ Example:
 
 from __future__ import annotations
 
-from . import corruptions, data, experiments, metrics, models, recipes, regularizers, report, train
+from . import corruptions, data, experiments, metrics, models, parametrizations, recipes, regularizers, report, train
 from ._version import __version__
 from .capture import Captured, Description, LayerInfo, capture, describe, represent
 from .errors import (
@@ -63,6 +63,7 @@ __all__ = [
     "metrics",
     "models",
     "nearest_tokens",
+    "parametrizations",
     "recipes",
     "regularizers",
     "report",

@@ -544,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Example:
         >>> from reprinvert.cli import main
         >>> main(["--version"])
-        reprinvert 0.1.0
+        reprinvert 0.2.0.dev0
         0
     """
     parser = build_parser()
