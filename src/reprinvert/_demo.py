@@ -153,6 +153,7 @@ def run_demo(
                 "size_ratio": res.target.numel() / x.numel(),
                 **{key: summary[key] for key, _ in _COLUMNS},
                 "represents": bool(res.metrics.represents.all()),
+                "beats_chance": bool(res.metrics.beats_chance.all()),
                 "seconds": res.seconds,
             }
         )
