@@ -125,8 +125,8 @@ def feed(x: torch.Tensor, normalize: Normalize | None) -> torch.Tensor:
 
 
 def chance_input(x: torch.Tensor) -> torch.Tensor:
-    """An input unrelated to each sample of ``x``: the next sample of the batch, or, for a batch of one, a fixed
-    shuffle of its entries (the same permutation every time, whatever the seed)."""
+    """An input unrelated to each sample of ``x``: the previous sample of the batch (cyclically), or, for a batch
+    of one, a fixed shuffle of its entries (the same permutation every time, whatever the seed)."""
     if x.shape[0] > 1:
         return torch.roll(x, shifts=1, dims=0)
     flat = x.reshape(1, -1)

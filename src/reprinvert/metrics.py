@@ -210,8 +210,9 @@ class InversionMetrics:
         psnr: of x_g against x, in dB, for data in a range of ``data_range`` (1 for images in [0, 1]).
         represents: m_g < m_r, the layer cannot tell x_g from x better than from a slightly noisy x.
         relative_input_distance: m_i / ||x||.
-        chance_distance: m_c = ||rep(x) - rep(x_u)|| for an unrelated input x_u (the next sample of the batch,
-            or a fixed shuffle of x's entries for a batch of one): how far apart unrelated inputs lie at the layer.
+        chance_distance: m_c = ||rep(x) - rep(x_u)|| for an unrelated input x_u (the previous sample of the batch,
+            cyclically, or a fixed shuffle of x's entries for a batch of one): how far apart unrelated inputs lie at
+            the layer.
         chance_input_distance: ||x_u - x||, the input distance of a guess that knows nothing about x.
         beats_chance: m_i < ||x_u - x||: the inversion lands closer to x than an unrelated input does. A layer
             can represent x (m_g < m_r) while its inversion does not beat chance: the search found another input

@@ -140,7 +140,8 @@ def grid_image(result: Sweep, *, scale: int | None = None, max_rows: int | None 
         raise ValueError(f"max_rows={max_rows!r}: expected a positive int or None")
     cols = [c.detach().cpu()[:max_rows] for c in result.reconstructions()]
     h, w = cols[0].shape[-2:]
-    rows = [f"#{i}" for i in range(cols[0].shape[0])]
+    names = result.provenance.inputs
+    rows = [names[i] if i < len(names) else f"#{i}" for i in range(cols[0].shape[0])]
     return make_grid(
         cols,
         scale=_auto_scale(h, w) if scale is None else scale,
@@ -378,7 +379,8 @@ def _html_page(result: Sweep, *, title: str | None, plot: bool, plot_png: bytes 
         classes.append(cls)
     parts += ["<h2>Per layer (means over the inputs)</h2>", _table_html(head, body, classes)]
     per = result.table(per_sample=True)
-    keys = ["layer", "sample", *(k for k, _ in METRICS), "represents", "beats_chance"]
+    keys = ["layer", "sample", *(["input"] if result.provenance.inputs else []), *(k for k, _ in METRICS),
+            "represents", "beats_chance"]
     parts += [
         "<details><summary>Per input</summary>",
         _table_html(keys, [[_num(row[k]) for k in keys] for row in per]),

@@ -199,7 +199,8 @@ class Sweep:
         """The metrics as JSON-ready rows.
 
         Args:
-            per_sample: one row per (layer, input) with that input's metrics and ``represents`` as a bool,
+            per_sample: one row per (layer, input) with that input's metrics, ``represents`` and
+                ``beats_chance`` as bools, and the input's name (``provenance.inputs``) when there is one,
                 instead of one row per layer with batch means.
 
         Returns:
@@ -208,10 +209,13 @@ class Sweep:
         if not per_sample:
             return [r.as_dict() for r in self.rows]
         out = []
+        names = self.provenance.inputs
         for row, inv in zip(self.rows, self.inversions):
             for i, values in enumerate(inv.metrics.per_sample()):
+                named = {"input": names[i]} if i < len(names) else {}
                 out.append(
-                    {"layer": row.layer, "index": row.index, "sample": i, **{k: _finite(v) for k, v in values.items()}}
+                    {"layer": row.layer, "index": row.index, "sample": i, **named,
+                     **{k: _finite(v) for k, v in values.items()}}
                 )
         return out
 
@@ -682,6 +686,8 @@ def sweep(
             "clamp": None if rcp.clamp is None else list(rcp.clamp),  # the bounds that applied
             "start": start_name,
             "sigma": sigma,
+            "sigma_used": _sigma_used(sigma, data_range, start_name),
+            "chance": "the previous sample of the batch" if x.shape[0] > 1 else "a fixed shuffle of x's entries",
             "data_range": data_range,
             "normalize": None if norm is None else norm.to_dict(),
             "batched": batched_inversions is not None,
@@ -754,6 +760,15 @@ def _try_batched(
         return None, str(declined)
     except Exception as error:  # the one-by-one path reports genuine errors
         return None, f"{type(error).__name__}: {error}"
+
+
+def _sigma_used(sigma: float | None, data_range: float, start: str | None) -> float | str:
+    """The reference perturbation's standard deviation as the inversions used it."""
+    if sigma is not None:
+        return float(sigma)
+    if start is not None:
+        return "1/25 of each sample's RMS at the start layer"
+    return data_range / 25
 
 
 def _has_tqdm() -> bool:
