@@ -372,13 +372,9 @@ def _run(
             lr_i = lr_list[i]
             if rng_at_step is not None:
                 rng_at_step[i] = g.get_state()
-            if i == switch:
+            if i == switch:  # hand over to plain pixels, with a fresh optimizer state (never with L-BFGS)
                 param = Pixel()._build(param.render().detach().clone(), spatial=spatial)
                 states = [{}]
-                if lbfgs is not None:
-                    lbfgs = torch.optim.LBFGS(
-                        param.params, lr=rcp.lr, max_iter=1, history_size=20, line_search_fn="strong_wolfe"
-                    )
             grads: Sequence[torch.Tensor] = ()
             if lbfgs is not None:
                 lbfgs.param_groups[0]["lr"] = lr_i

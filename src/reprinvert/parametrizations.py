@@ -20,8 +20,7 @@ the best iterate is tracked on the input; the per-sample independence of a batch
 equals separate inversions).
 
 Inputs without the layout a parametrisation needs (flat vectors for a pyramid, a ``start=`` activation) are
-searched in plain pixels; the inversion records which parametrisation actually ran in ``Recipe.name``-free form
-in ``Inversion.parametrization``.
+searched in plain pixels; ``Inversion.parametrization`` records what actually ran. L-BFGS always searches pixels.
 
 Example:
     >>> import torch, reprinvert as ri
@@ -33,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -49,7 +49,7 @@ __all__ = ["COLOR_CORRELATION", "Fourier", "Parametrization", "Pixel", "Pyramid"
 COLOR_CORRELATION = ((0.26, 0.09, 0.02), (0.27, 0.00, -0.05), (0.27, -0.09, 0.03))
 
 
-class Parametrization:
+class Parametrization(abc.ABC):
     """Base class of the ways to parametrise the searched input.
 
     Subclasses implement :meth:`_build`, which returns a :class:`Parametrized` holding the parameter tensors
@@ -60,8 +60,9 @@ class Parametrization:
     until: float = 1.0
     polish_lr: float = 1.0
 
+    @abc.abstractmethod
     def _build(self, init: Tensor, *, spatial: bool) -> Parametrized:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """The parameters for a search that starts at ``init`` (a raw input when ``spatial``)."""
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready description."""
