@@ -396,3 +396,14 @@ def test_deferred_check_leaves_the_generator_as_a_per_step_check_would(at: int) 
     assert a_metrics.keys() == b_metrics.keys()
     for key, value in a_metrics.items():
         assert value == b_metrics[key] or (math.isnan(value) and math.isnan(b_metrics[key])), key
+
+
+def test_results_are_snapshots_not_views_of_the_callers_tensor(cnn: SmallCNN) -> None:
+    x = torch.rand(2, 3, 8, 8)
+    res = ri.invert(cnn, "conv1", x, steps=2)
+    result = ri.sweep(cnn, x, layers=["relu1", "conv2"], steps=2, progress=False)
+    for t in (res.original, *result.reconstructions()):
+        assert t.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+    before = res.original.clone()
+    x.add_(1.0)  # the caller changes x afterwards: the results keep what was inverted
+    assert torch.equal(res.original, before) and torch.equal(result.reconstructions()[0], before)

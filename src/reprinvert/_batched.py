@@ -211,7 +211,7 @@ def invert_layers(
 
         _check(forward, cuts, x, order, model, model_kwargs, feed_dtype, work_dtype, normalize)
         with cuts:
-            original = x.detach()
+            original = x.detach().clone()  # a snapshot, not the caller's storage
             # One starting draw of the input's shape, repeated for every layer: what each separate call would draw.
             start = initial(init if init is not None else rcp.init, original, work_dtype, g)
             with torch.enable_grad():

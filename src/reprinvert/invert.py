@@ -231,7 +231,8 @@ def invert(
         ) as probe:
             version = x_in._version
             target = probe.run(x_in, model_kwargs)[layer_name]
-            original = probe.replaced_output if start_name is not None else x.detach()
+            # A snapshot: the result never shares storage with the caller's x.
+            original = probe.replaced_output if start_name is not None else x.detach().clone()
             # A model that changes what it is fed in place (a first ReLU(inplace=True)) gets a copy at each step.
             copy_fed = x_in._version != version if start_name is None else probe.replaced_modified
         assert original is not None
