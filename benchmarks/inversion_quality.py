@@ -4,6 +4,7 @@
     python benchmarks/inversion_quality.py --quick          # 1 photo, 2 layers per case, 30 steps (a smoke run)
     python benchmarks/inversion_quality.py --only effnet-trained --recipes default,pixel-0.3
     python benchmarks/inversion_quality.py --jobs 2         # cases in two processes (one torch thread each)
+    python benchmarks/inversion_quality.py --table          # print the docs' tables from the committed results
 
 Cases (models in eval mode; photos from scikit-image's bundled data, centre-cropped and resized with Pillow):
 
@@ -34,6 +35,7 @@ at most 3x). Results: ``benchmarks/results/inversion_quality.json``; ``docs/reci
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing as mp
 import platform
@@ -163,11 +165,28 @@ def _last_layer(model: nn.Module) -> str:
 def run_one(entry: dict[str, Any], layer: str, recipe: ri.Recipe, steps: int) -> dict[str, Any]:
     x = entry["x"]
     curve: dict[int, float] = {}
+    reported: dict[int, float] = {}
     marks = {round(s * steps / STEPS) for s in CURVE}
+    # The loss in StepInfo is that of the input before the step's update: the previous callback's input.
+    state: dict[str, Any] = {"previous": None, "best": None, "best_loss": None}
+
+    def distance(t: torch.Tensor) -> float:
+        return float((t.double() - x.double()).flatten(1).norm(dim=1).mean())
 
     def callback(info: ri.StepInfo) -> None:
+        if state["previous"] is not None:
+            loss = info.loss.double()
+            if state["best"] is None:
+                state["best"], state["best_loss"] = state["previous"], loss
+            else:
+                better = (loss < state["best_loss"]).view(-1, *([1] * (x.dim() - 1)))
+                state["best"] = torch.where(better, state["previous"], state["best"])
+                state["best_loss"] = torch.minimum(loss, state["best_loss"])
+        state["previous"] = info.input
         if info.step + 1 in marks:
-            curve[info.step + 1] = float((info.input.double() - x.double()).flatten(1).norm(dim=1).mean())
+            curve[info.step + 1] = distance(info.input)  # the iterate
+            if state["best"] is not None:
+                reported[info.step + 1] = distance(state["best"])  # what a run stopped here would return
 
     started = time.process_time()
     res = ri.invert(
@@ -187,6 +206,7 @@ def run_one(entry: dict[str, Any], layer: str, recipe: ri.Recipe, steps: int) ->
         "chance_input_distance": m.chance_input_distance.tolist(),
         "beats_chance": m.beats_chance.tolist(),
         "curve": {str(k): curve[k] for k in sorted(curve)},
+        "curve_reported": {str(k): reported[k] for k in sorted(reported)},
         "input": res.input,
     }
 
@@ -224,7 +244,7 @@ def run_case(name: str, quick: bool, only_recipes: list[str] | None) -> dict[str
                     row["at_default_time"] = {k: again[k] for k in ("steps", "psnr", "input_distance", "mg_over_mr")}
                     print(f"{'':18s} {layer:12s} {rname:18s} at the default's time ({fit} steps): psnr "
                           f"{_fmt(again['psnr'])}", flush=True)
-            if entry["name"] == "effnet-trained" and layer == "_blocks.2" and not quick:
+            if entry["name"] == "effnet-trained" and layer == "_blocks.2" and not quick and len(rows) >= 8:
                 _figure(entry["x"], rows)
             for row in rows.values():
                 row.pop("input")
@@ -252,7 +272,11 @@ def main() -> None:
     parser.add_argument("--recipes", default=None, help="comma-separated recipes")
     parser.add_argument("--jobs", type=int, default=1, help="cases in this many processes")
     parser.add_argument("--out", default=None, help=f"JSON file (default {RESULTS}; --quick writes nothing)")
+    parser.add_argument("--table", action="store_true", help="print the tables of the results file and stop")
     args = parser.parse_args()
+    if args.table:
+        print(report(json.loads((Path(args.out) if args.out else RESULTS).read_text())))
+        return
     names = args.only.split(",") if args.only else list(cases(args.quick))
     only_recipes = args.recipes.split(",") if args.recipes else None
     started = time.time()
@@ -279,6 +303,43 @@ def main() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=1))
         print(f"wrote {path}")
+
+
+def report(payload: dict[str, Any]) -> str:
+    """The tables of ``docs/recipes.md``: the targets, mean PSNR per layer, m_g / m_r, the m_i curves."""
+    cases_ = payload["cases"]
+    lines = [f"results of: {payload['command']} ({payload['finished']}, {payload['machine']})", ""]
+    trained = cases_.get("effnet-trained", {})
+    if trained:
+        lines += ["targets (EfficientNet-Lite0, ImageNet weights, 128 px): PSNR per photo (" + ", ".join(PHOTOS)
+                  + "), default recipe, 300 steps", "", "| layer | target | PSNR (dB) | m_g / m_r | CPU s |",
+                  "|---|---|---|---|---|"]
+        for layer, target in (("_blocks.0", 25), ("_blocks.2", 18)):
+            row = trained.get(layer, {}).get("default")
+            if row:
+                lines.append(f"| {layer} | {target} | {_fmt(row['psnr'])} | {_fmt(row['mg_over_mr'], 2)} | "
+                             f"{row['cpu_seconds']:.1f} |")
+        lines.append("")
+    lines.append(summary(payload))
+    lines += ["", "m_g / m_r (mean over the photos) at equal steps; below 1: the layer represents x"]
+    for case, layers in cases_.items():
+        recipes_seen = list(next(iter(layers.values())))
+        lines += ["", f"{case}", "| layer | " + " | ".join(recipes_seen) + " |", "|---" * (len(recipes_seen) + 1) + "|"]
+        for layer, rows in layers.items():
+            cells = [f"{sum(rows[r]['mg_over_mr']) / len(rows[r]['mg_over_mr']):.2f}" for r in recipes_seen]
+            lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+    for key, what in (("curve", "the iterate"), ("curve_reported", "the input a run stopped there would return")):
+        lines += ["", f"m_i of {what}, default recipe (mean over the photos) at steps " + ", ".join(map(str, CURVE))
+                  + "; 'rises' marks a curve that goes up by more than 2% anywhere", ""]
+        for case, layers in cases_.items():
+            for layer, rows in layers.items():
+                curve = list(rows["default"].get(key, {}).values()) if "default" in rows else []
+                if not curve:
+                    continue
+                rises = any(b > a * 1.02 for a, b in itertools.pairwise(curve))
+                values = " ".join(f"{v:8.3f}" for v in curve)
+                lines.append(f"{case:18s} {layer:12s} {values}" + ("  rises" if rises else ""))
+    return "\n".join(lines)
 
 
 def summary(payload: dict[str, Any]) -> str:
