@@ -35,7 +35,7 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -154,7 +154,8 @@ class Pyramid(Parametrization):
         levels: number of coarser levels (each half the size of the one above).
         detail_lr: learning rate of the full-resolution level relative to the recipe's ``lr``.
         decorrelate: for 3-channel inputs, parametrise colour in the decorrelated basis of
-            :data:`COLOR_CORRELATION` (luminance moves faster than colour).
+            :data:`COLOR_CORRELATION` (luminance moves faster than colour): ``True`` for every level,
+            ``"coarse"`` for the coarse levels only (the detail level stays RGB), ``False`` for none.
         min_size: smallest side of a coarse level.
         spatial_dims: 2 for images ``(B, C, H, W)``, 1 for signals ``(B, C, L)``.
         until: the fraction of the steps after which the search continues in plain pixels (the pyramid is
@@ -168,7 +169,7 @@ class Pyramid(Parametrization):
 
     levels: int = 4
     detail_lr: float = 0.1
-    decorrelate: bool = True
+    decorrelate: bool | Literal["coarse"] = True
     min_size: int = 4
     spatial_dims: int = 2
     until: float = 1.0
@@ -176,6 +177,8 @@ class Pyramid(Parametrization):
 
     def __post_init__(self) -> None:
         _check_until("Pyramid", self.until, self.polish_lr)
+        if self.decorrelate not in (True, False, "coarse"):
+            raise ValueError(f"Pyramid.decorrelate={self.decorrelate!r}: expected True, False or 'coarse'")
         if self.spatial_dims not in (1, 2) or isinstance(self.spatial_dims, bool):
             raise ValueError(f"Pyramid.spatial_dims={self.spatial_dims!r}: expected 2 (images) or 1 (signals)")
         if isinstance(self.levels, bool) or not isinstance(self.levels, int) or self.levels < 0:
@@ -210,27 +213,32 @@ class _PyramidParams(Parametrized):
         self.channels_last = (
             init.dim() == 4 and not init.is_contiguous() and init.is_contiguous(memory_format=torch.channels_last)
         )
-        self.color = _color_matrices(init.shape[1], spec.decorrelate, init)
+        self.color = _color_matrices(init.shape[1], bool(spec.decorrelate), init)
+        # The detail level in the colour basis too (True), or in plain RGB ("coarse": only the coarse levels carry
+        # the natural-image colour prior, so the detail level can reach any colour at its own pace).
+        self.detail_color = self.color if spec.decorrelate is True else None
         coarse = [
             torch.zeros((*init.shape[:2], *s), dtype=init.dtype, device=init.device).requires_grad_(True)
             for s in spec.sizes(tuple(init.shape))
         ]
-        detail = _mix(self.color[1] if self.color else None, init).contiguous().requires_grad_(True)
+        detail = _mix(self.detail_color[1] if self.detail_color else None, init).contiguous().requires_grad_(True)
         super().__init__([*coarse, detail], [1.0] * len(coarse) + [spec.detail_lr])
 
-    def _colour_space(self) -> Tensor:
+    def render(self) -> Tensor:
         *coarse, detail = self.params
         out: Tensor | None = None
         for p in coarse:
             out = p if out is None else p + _resize(out, tuple(p.shape[2:]))
-        return detail if out is None else detail + _resize(out, self.size)
-
-    def render(self) -> Tensor:
-        out = _mix(self.color[0] if self.color else None, self._colour_space())
-        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
+        if self.detail_color is not None:  # every level in the colour basis: one mix at the end
+            image = _mix(self.detail_color[0], detail if out is None else detail + _resize(out, self.size))
+        else:
+            image = detail
+            if out is not None:
+                image = image + _mix(self.color[0] if self.color else None, _resize(out, self.size))
+        return image.contiguous(memory_format=torch.channels_last) if self.channels_last else image
 
     def assign(self, new: Tensor, current: Tensor) -> None:
-        self.params[-1].add_(_mix(self.color[1] if self.color else None, new - current))
+        self.params[-1].add_(_mix(self.detail_color[1] if self.detail_color else None, new - current))
 
 
 @dataclass(frozen=True, kw_only=True)
