@@ -1,9 +1,8 @@
 """How close do inversions land on real models? Every recipe, side by side, at equal steps and equal CPU time.
 
-    python benchmarks/inversion_quality.py                  # everything (about an hour on 2 cores)
-    python benchmarks/inversion_quality.py --quick          # 1 photo, 2 layers per case, 30 steps (a smoke run)
+    python benchmarks/inversion_quality.py --jobs 2         # everything (about 1.5 hours on 2 cores)
+    python benchmarks/inversion_quality.py --quick          # 2 layers per case, 50 steps (a smoke run)
     python benchmarks/inversion_quality.py --only effnet-trained --recipes default,pixel-0.3
-    python benchmarks/inversion_quality.py --jobs 2         # cases in two processes (one torch thread each)
     python benchmarks/inversion_quality.py --table          # print the docs' tables from the committed results
 
 Cases (models in eval mode; photos from scikit-image's bundled data, centre-cropped and resized with Pillow):
@@ -19,17 +18,19 @@ width             the width study's fully connected nets on 29x29x3 photos (2523
 small             the benchmarks' small CNN (first and third ReLU), small ResNet (second block) and
                   reprinvert's UNet (quick preset, last layer), untrained, 32x32.
 
-Recipes: ``default`` (reprinvert's), ``pixel-0.3`` (reprinvert 0.1's default: Adam lr 0.3 on pixels, seed start,
-no clamp), ``pixel-0.03`` (the default without its parametrisation), ``pyramid`` (the default without the pixel
-phase), ``fourier`` (the default's schedule on lucid's decorrelated Fourier image), ``lbfgs`` (L-BFGS with a
+Recipes, each at the default's 500 steps: ``default`` (reprinvert's), ``pixel-0.3`` (reprinvert 0.1's default:
+Adam lr 0.3 on pixels, seed start, no clamp), ``pixel`` (the default without its parametrisation),
+``pyramid-decorrelated`` (every level in the colour basis), ``pyramid+pixel`` (that, handing over to pixels for the
+last third), ``fourier`` (the default's schedule on lucid's decorrelated Fourier image), ``lbfgs`` (L-BFGS with a
 strong-Wolfe line search on pixels, squared error), ``badger`` (the seed author's ``badger("cnn")``; ``"mlp"``
-preset on the width nets) and ``mahendran-vedaldi``, each at 300 steps; ``default+jitter`` and ``default+tv``
-(transformation robustness and a TV prior scaled to the data) on the EfficientNet cases.
+preset on the width nets) and ``mahendran-vedaldi``; ``default+jitter`` and ``default+tv`` (transformation
+robustness and a TV prior scaled to the data) on the EfficientNet cases.
 
-For each (case, layer, recipe): PSNR, input distance m_i and m_g / m_r of the returned (best) iterate after 300
-steps; m_i at steps 30, 75, 150, 225 and 300 (the curve); CPU seconds; and the same figures at the default's CPU
-time (recipes whose cost per step differs from the default's by more than 25% are rerun with the steps that fit,
-at most 3x). Results: ``benchmarks/results/inversion_quality.json``; ``docs/recipes.md`` has the tables.
+For each (case, layer, recipe): PSNR, input distance m_i and m_g / m_r of the returned (best) iterate; m_i at 10,
+25, 50, 75 and 100% of the steps, of the iterate and of the input a run stopped there would return (the curves);
+CPU seconds; and the same figures at the default's CPU time (recipes whose cost per step differs from the
+default's by more than 25% are rerun with the steps that fit, at most 3x). Results:
+``benchmarks/results/inversion_quality.json``; ``docs/recipes.md`` has the tables.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ from reprinvert import recipes
 from reprinvert.parametrizations import Fourier, Pyramid
 from reprinvert.regularizers import Jitter, TotalVariation
 
-STEPS = 300
-CURVE = (30, 75, 150, 225, 300)
+STEPS = recipes.default().steps  # every recipe gets the default's own number of steps
+CURVE = tuple(round(f * STEPS) for f in (0.1, 0.25, 0.5, 0.75, 1.0))
 RESULTS = Path(__file__).parent / "results" / "inversion_quality.json"
 FIGURE = Path(__file__).parent.parent / "docs" / "images" / "recipes" / "effnet_blocks2.png"
 PHOTOS = ("chelsea", "coffee", "astronaut")
@@ -68,8 +69,9 @@ def recipe_table(case: str) -> dict[str, ri.Recipe]:
     table = {
         "default": recipes.default(),
         "pixel-0.3": recipes.default(lr=0.3, init="seed", parametrization="pixel", clamp=None),
-        "pixel-0.03": recipes.default(parametrization="pixel"),
-        "pyramid": recipes.default(parametrization=Pyramid()),
+        "pixel": recipes.default(parametrization="pixel"),
+        "pyramid-decorrelated": recipes.default(parametrization=Pyramid(decorrelate=True)),
+        "pyramid+pixel": recipes.default(parametrization=Pyramid(decorrelate=True, until=2 / 3)),
         "fourier": recipes.default(parametrization=Fourier()),
         "lbfgs": recipes.Recipe(name="lbfgs", optimizer="lbfgs", lr=1.0, loss="mse", init="grey", clamp="auto"),
         "badger": recipes.badger("mlp" if width else "cnn"),
@@ -78,7 +80,7 @@ def recipe_table(case: str) -> dict[str, ri.Recipe]:
     if case.startswith("effnet"):
         table["default+jitter"] = recipes.default(regularizers=(Jitter(max_shift=2),))
         table["default+tv"] = recipes.default(regularizers=(TotalVariation(weight=0.05, scale=1.0),))
-    return {k: v.replace(steps=STEPS) for k, v in table.items()}
+    return table  # each keeps its own schedule; invert(steps=...) rescales stepped schedules (M&V's drops)
 
 
 # ---------------------------------------------------------------------------------------------- cases
@@ -217,14 +219,13 @@ def run_case(name: str, quick: bool, only_recipes: list[str] | None) -> dict[str
     table = recipe_table(name)
     if only_recipes:
         table = {k: v for k, v in table.items() if k in only_recipes}
-    steps = 30 if quick else STEPS
+    steps = STEPS // 10 if quick else STEPS
     out: dict[str, Any] = {}
     for entry in entries:
         per_layer: dict[str, Any] = {}
         for layer in entry["layers"]:
             rows: dict[str, Any] = {}
             for rname, rcp in table.items():
-                rcp = rcp.replace(steps=steps, drops=tuple(round(d * steps / STEPS) for d in rcp.drops))
                 row = run_one(entry, layer, rcp, steps)
                 rows[rname] = row
                 print(f"{entry['name']:18s} {layer:12s} {rname:18s} psnr {_fmt(row['psnr'])} "
@@ -238,9 +239,7 @@ def run_case(name: str, quick: bool, only_recipes: list[str] | None) -> dict[str
                     if abs(fit - steps) <= 0.25 * steps:
                         row["at_default_time"] = {k: row[k] for k in ("steps", "psnr", "input_distance", "mg_over_mr")}
                         continue
-                    base = table[rname]
-                    rcp = base.replace(steps=fit, drops=tuple(round(d * fit / STEPS) for d in base.drops))
-                    again = run_one(entry, layer, rcp, fit)
+                    again = run_one(entry, layer, table[rname], fit)
                     row["at_default_time"] = {k: again[k] for k in ("steps", "psnr", "input_distance", "mg_over_mr")}
                     print(f"{'':18s} {layer:12s} {rname:18s} at the default's time ({fit} steps): psnr "
                           f"{_fmt(again['psnr'])}", flush=True)
@@ -254,8 +253,8 @@ def run_case(name: str, quick: bool, only_recipes: list[str] | None) -> dict[str
 
 
 def _figure(x: torch.Tensor, rows: dict[str, Any]) -> None:
-    names = [n for n in rows if n in ("default", "pixel-0.3", "pixel-0.03", "pyramid", "fourier", "lbfgs", "badger",
-                                      "mahendran-vedaldi")]
+    names = [n for n in rows if n in ("default", "pixel-0.3", "pixel", "pyramid-decorrelated", "pyramid+pixel",
+                                      "fourier", "lbfgs", "badger", "mahendran-vedaldi")]
     columns = [x] + [rows[n]["input"].clamp(0, 1) for n in names]
     FIGURE.parent.mkdir(parents=True, exist_ok=True)
     ri.data.save_grid(columns, FIGURE, column_labels=["photo", *names], scale=1)
@@ -267,7 +266,7 @@ def _fmt(values: list[float], digits: int = 1) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1-2 layers per case, 30 steps")
+    parser.add_argument("--quick", action="store_true", help="1-2 layers per case, a tenth of the steps")
     parser.add_argument("--only", default=None, help="comma-separated cases")
     parser.add_argument("--recipes", default=None, help="comma-separated recipes")
     parser.add_argument("--jobs", type=int, default=1, help="cases in this many processes")
@@ -294,7 +293,7 @@ def main() -> None:
                     "processor": platform.processor() or platform.machine(), "threads_per_job": 1},
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "wall_seconds": time.time() - started,
-        "steps": 30 if args.quick else STEPS,
+        "steps": STEPS // 10 if args.quick else STEPS,
         "cases": results,
     }
     print(summary(payload))
@@ -312,8 +311,8 @@ def report(payload: dict[str, Any]) -> str:
     trained = cases_.get("effnet-trained", {})
     if trained:
         lines += ["targets (EfficientNet-Lite0, ImageNet weights, 128 px): PSNR per photo (" + ", ".join(PHOTOS)
-                  + "), default recipe, 300 steps", "", "| layer | target | PSNR (dB) | m_g / m_r | CPU s |",
-                  "|---|---|---|---|---|"]
+                  + f"), default recipe, {payload['steps']} steps", "",
+                  "| layer | target | PSNR (dB) | m_g / m_r | CPU s |", "|---|---|---|---|---|"]
         for layer, target in (("_blocks.0", 25), ("_blocks.2", 18)):
             row = trained.get(layer, {}).get("default")
             if row:

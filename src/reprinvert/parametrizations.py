@@ -145,8 +145,8 @@ class Pyramid(Parametrization):
     fall below ``min_size`` are not made. Coarse levels start at 0, the detail level at the starting input. Each
     coarse level moves at the recipe's learning rate, the detail level at ``detail_lr`` times it.
 
-    Applies to inputs with ``spatial_dims`` spatial dimensions after batch and channel: ``(B, C, H, W)`` images
-    by default, ``(B, C, L)`` signals with ``spatial_dims=1`` (a 3-D input may as well be a ``(B, T, D)``
+    Applies to inputs with ``spatial_dims`` spatial dimensions after batch and channel, large enough for at least
+    one coarse level: ``(B, C, H, W)`` images by default, ``(B, C, L)`` signals with ``spatial_dims=1`` (a 3-D input may as well be a ``(B, T, D)``
     sequence, which has no spatial layout, so signals are opt-in). Other inputs (flat vectors, sequences,
     ``start=`` activations) are searched in plain pixels.
 
@@ -154,8 +154,9 @@ class Pyramid(Parametrization):
         levels: number of coarser levels (each half the size of the one above).
         detail_lr: learning rate of the full-resolution level relative to the recipe's ``lr``.
         decorrelate: for 3-channel inputs, parametrise colour in the decorrelated basis of
-            :data:`COLOR_CORRELATION` (luminance moves faster than colour): ``True`` for every level,
-            ``"coarse"`` for the coarse levels only (the detail level stays RGB), ``False`` for none.
+            :data:`COLOR_CORRELATION` (luminance moves faster than colour): ``"coarse"`` for the coarse levels only
+            (the detail level stays RGB and can reach any colour, random ones included), ``True`` for every level
+            (colour detail then moves 4-8 times slower than luminance), ``False`` for none.
         min_size: smallest side of a coarse level.
         spatial_dims: 2 for images ``(B, C, H, W)``, 1 for signals ``(B, C, L)``.
         until: the fraction of the steps after which the search continues in plain pixels (the pyramid is
@@ -169,7 +170,7 @@ class Pyramid(Parametrization):
 
     levels: int = 4
     detail_lr: float = 0.1
-    decorrelate: bool | Literal["coarse"] = True
+    decorrelate: bool | Literal["coarse"] = "coarse"
     min_size: int = 4
     spatial_dims: int = 2
     until: float = 1.0
@@ -200,8 +201,8 @@ class Pyramid(Parametrization):
         return out[::-1]
 
     def _build(self, init: Tensor, *, spatial: bool) -> Parametrized:
-        if not spatial or init.dim() != 2 + self.spatial_dims:
-            return Pixel()._build(init, spatial=spatial)
+        if not spatial or init.dim() != 2 + self.spatial_dims or not self.sizes(tuple(init.shape)):
+            return Pixel()._build(init, spatial=spatial)  # no layout, or too small for any coarse level
         return _PyramidParams(self, init)
 
 

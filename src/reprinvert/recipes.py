@@ -224,32 +224,33 @@ def mahendran_vedaldi(*, steps: int = 2100, restarts: int = 1, **changes: Any) -
 
 
 def default(**changes: Any) -> Recipe:
-    """The measured default: a pyramid search, then plain pixels; Adam, L1, 300 steps.
+    """The measured default: a multi-scale pyramid search with Adam, L1, 500 steps.
 
     Chosen by ``benchmarks/inversion_quality.py`` on real trained networks (ImageNet EfficientNet-Lite0), their
     untrained twins, a Hugging Face ViT, the width-study nets and small CNNs (table and command in
     ``docs/recipes.md``):
 
-    * the input is searched as a :class:`~reprinvert.parametrizations.Pyramid` (full resolution plus four coarser
-      levels, colour in a decorrelated basis) for the first two thirds of the steps, then as plain pixels for the
-      last third (``Pyramid(until=2/3)``), each phase with Adam at lr 0.03 decaying linearly to 0. The pyramid
-      finds the image's layout where per-pixel steps get stuck in ReLU6 networks (the first block of
-      EfficientNet-Lite0: 15 dB -> 26-29 dB); the pixel phase fits the details exactly where the layer keeps
-      them (identity and orthogonal layers to 1e-3 relative);
+    * the input is searched as a :class:`~reprinvert.parametrizations.Pyramid`: a full-resolution detail level
+      (RGB, at 0.1 x the learning rate) plus four coarser levels (colour in a decorrelated basis). Adam moves a
+      coarse level's parameter over a whole region, so the search finds the image's layout first, where per-pixel
+      steps get stuck in ReLU6 networks (the first block of EfficientNet-Lite0: 18 dB on pixels, 27-32 dB here);
+      the detail level, slow but free, recovers what the layer keeps exactly (identity and orthogonal layers to
+      1e-3 relative and better);
+    * Adam, lr 0.03 decaying linearly to 0 over 500 steps;
     * L1 data term (sum |rep(x_g) - rep(x)|; Adam is not affected by its scale);
     * start ``"grey"``, N(0.5, 0.05^2): what a layer does not constrain stays mid-range;
     * ``clamp="auto"``: (0, 1) for raw inputs in [0, 1] (images), no bounds otherwise.
 
-    Inputs without spatial layout (flat vectors, ``start=`` activations) are searched in plain pixels with the
-    same schedule. The learning rate is in input units (inputs in [0, 1]): for inputs of a very different
-    spread, scale ``lr`` with it.
+    Inputs without an image layout (flat vectors, signals, sequences, ``start=`` activations) are searched in
+    plain pixels with the same schedule. The learning rate is in input units (inputs in [0, 1]); with ``start=``
+    it is scaled to the activation.
 
     Any field can be changed with keyword arguments, e.g. ``default(steps=1000)`` or
     ``default(parametrization="pixel")``.
     """
     recipe = Recipe(
-        name="default", steps=300, optimizer="adam", lr=0.03, lr_end=0.0, loss="l1", init="grey",
-        parametrization=Pyramid(until=2 / 3), clamp="auto",
+        name="default", steps=500, optimizer="adam", lr=0.03, lr_end=0.0, loss="l1", init="grey",
+        parametrization=Pyramid(), clamp="auto",
     )
     return recipe.replace(**changes) if changes else recipe
 
