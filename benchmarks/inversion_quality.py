@@ -17,6 +17,7 @@ width             the width study's fully connected nets on 29x29x3 photos (2523
                   ReLU 0.5x, 2x and 3x the input width (2 layers; the second is inverted).
 small             the benchmarks' small CNN (first and third ReLU), small ResNet (second block) and
                   reprinvert's UNet (quick preset, last layer), untrained, 32x32.
+identity          the known answer: an identity layer, on three random images and on the photos, 32x32.
 
 Recipes, each at the default's 500 steps: ``default`` (reprinvert's), ``pixel-0.3`` (reprinvert 0.1's default:
 Adam lr 0.3 on pixels, seed start, no clamp), ``pixel`` (the default without its parametrisation),
@@ -150,7 +151,16 @@ def cases(quick: bool) -> dict[str, Callable[[], list[dict[str, Any]]]]:
         ]
         return entries[:1] if quick else entries
 
+    def identity_case() -> list[dict[str, Any]]:
+        """The known answer: an identity layer gives back its input exactly; random images are the worst case for a
+        natural-image prior."""
+        model = nn.Sequential(nn.Identity(), nn.Conv2d(3, 2, 3)).eval()
+        noise = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        return [dict(name="identity-random", model=model, x=noise, layers=["0"], normalize=None),
+                dict(name="identity-photos", model=model, x=photos(32), layers=["0"], normalize=None)]
+
     return {
+        "identity": identity_case,
         "effnet-trained": lambda: effnet_case(True),
         "effnet-untrained": lambda: effnet_case(False),
         "vit": vit_case,
