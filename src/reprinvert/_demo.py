@@ -85,7 +85,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 def run_demo(
     out: str | Path = "reprinvert-demo",
     *,
-    steps: int = 200,
+    steps: int = 500,
     size: int = 64,
     seed: int = 0,
     image: str = "astronaut",

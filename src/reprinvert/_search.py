@@ -447,10 +447,11 @@ def _run(
                 break
         final_x = param.render().detach().clone()
         if not nonfinite:
-            # The iterate after the last update has not been scored yet.
-            with torch.no_grad():
-                total = objective(final_x, 1.0, None)
-                all_finite &= _finite(total)
+            # The iterate after the last update has not been scored yet. Scored as the steps are (gradients on), so
+            # a model with a separate inference path is scored on the function the search minimises.
+            with torch.enable_grad():
+                total = objective(final_x.clone().requires_grad_(True), 1.0, None).detach()
+            all_finite &= _finite(total)
             best_x = keep_if_better(total, final_x, steps_run)
     finally:
         if bar is not None:

@@ -56,6 +56,8 @@ class _StopForward(BaseException):
 def describe_structure(obj: Any, _depth: int = 0) -> str:
     """A short description of a (nested) module output, e.g. ``"tuple(Tensor[2, 5, 16], None)"``."""
     if isinstance(obj, torch.Tensor):
+        if obj.is_nested:  # nested tensors have no single shape
+            return f"NestedTensor[{obj.size(0)} x {obj.dim() - 1}-d]"
         return f"Tensor[{', '.join(str(s) for s in obj.shape)}]"
     if obj is None:
         return "None"
@@ -224,6 +226,7 @@ class Hooks:
         clone_last: bool = True,
         replace: LayerSpec | None = None,
         tolerate_downstream_errors: bool = False,
+        grad_path: bool = False,
     ) -> None:
         model = runnable(model)
         specs = _layer_names(layers)
@@ -249,6 +252,9 @@ class Hooks:
         self.stop = stop
         self.clone_last = clone_last
         self.tolerate_downstream_errors = tolerate_downstream_errors
+        # With a replaced module and no replacement: feed on a floating copy of its output that requires grad, so the
+        # rest of the forward pass takes the path an optimisation takes.
+        self.grad_path = grad_path
         self.replace_name: str | None = None
         self.replace_module: nn.Module | None = None
         if replace is not None:
@@ -310,6 +316,10 @@ class Hooks:
         original = select_output(output, None, layer=self.replace_name or "?")
         if self.replacement is None:
             self.replaced_output = original.detach().clone()
+            if self.grad_path and original.is_floating_point() and torch.is_grad_enabled():
+                live = original.detach().requires_grad_(True).clone()
+                self._replaced_live = (live, live._version)
+                return live
             self._replaced_live = (original, original._version)
             return None
         if self.replacement.shape != original.shape:
@@ -496,9 +506,10 @@ def represent(
 ) -> torch.Tensor:
     """The detached representation of ``x`` at ``layer`` (a clone; the model is left exactly as it was).
 
-    The model runs in eval mode (``train=True`` keeps its flags; buffers are restored either way) under
-    ``torch.no_grad()``, and the forward pass stops right after the layer. It receives a copy of ``x`` (so an
-    in-place first operation cannot change the caller's tensor), converted to the model's floating dtype.
+    The model runs in eval mode (``train=True`` keeps its flags; buffers are restored either way) on the path an
+    inversion takes (gradients enabled, nothing differentiated), and the forward pass stops right after the layer.
+    It receives a copy of ``x`` (so an in-place first operation cannot change the caller's tensor), converted to
+    the model's floating dtype.
 
     Args:
         model: any ``nn.Module``.
@@ -522,10 +533,22 @@ def represent(
         torch.Size([2, 3])
     """
     x = normalized_input(x, normalize)
-    with frozen(model, train=train), torch.no_grad():
+    # Gradients on, the input requiring them (nothing is differentiated): the path an inversion takes, so a model
+    # with a separate inference path gives the representation an inversion matches.
+    with frozen(model, train=train), torch.enable_grad():
         hooks = Hooks(model, layer, select=select, call=call, stop=stop)
         with hooks:
-            return hooks.run(private_input(x, model_dtype(hooks.model)), model_kwargs)[hooks.targets[0].name]
+            fed = requiring_grad(private_input(x, model_dtype(hooks.model)))
+            return hooks.run(fed, model_kwargs)[hooks.targets[0].name]
+
+
+def requiring_grad(x: Any) -> Any:
+    """Floating tensors of ``x`` (a tensor or a tuple of arguments) as non-leaf tensors that require grad."""
+    if isinstance(x, tuple):
+        return tuple(requiring_grad(a) for a in x)
+    if isinstance(x, torch.Tensor) and x.is_floating_point():
+        return x.detach().requires_grad_(True).clone()
+    return x
 
 
 def normalized_input(x: Any, normalize: NormalizeSpec) -> Any:
@@ -607,7 +630,8 @@ def describe(
 ) -> Description:
     """Dry run: one forward pass on ``x`` reporting each module's output shape and how often it ran.
 
-    The model runs in eval mode under ``torch.no_grad()`` and comes back exactly as it was (training flags,
+    The model runs in eval mode, with gradients enabled and a floating input that requires them (the path an
+    inversion takes; nothing is differentiated), and comes back exactly as it was (training flags,
     ``requires_grad``, buffers); all hooks are removed afterwards, whatever happens.
 
     Args:
@@ -644,8 +668,11 @@ def describe(
     try:
         for name, module in named:
             handles.append(module.register_forward_hook(make_hook(name)))
-        with frozen(model, train=False, freeze_parameters=False), torch.no_grad():
-            run_model(model, private_input(normalized_input(x, normalize), model_dtype(model)), model_kwargs)
+        # Gradients on, with a floating input that requires them: the path an inversion takes (a model with a
+        # separate inference path, such as nn.TransformerEncoder's fast path, is described as it is inverted).
+        with frozen(model, train=False), torch.enable_grad():
+            fed = private_input(normalized_input(x, normalize), model_dtype(model))
+            run_model(model, requiring_grad(fed), model_kwargs)
     finally:
         for h in handles:
             h.remove()
@@ -655,7 +682,7 @@ def describe(
     for name in order + [n for n, _ in named if n not in first_output]:
         out = first_output.get(name)
         shape = numel = None
-        if isinstance(out, torch.Tensor):
+        if isinstance(out, torch.Tensor) and not out.is_nested:
             shape = tuple(out.shape)
             numel = int(out[0].numel()) if out.dim() > 0 else 1
         rows.append(

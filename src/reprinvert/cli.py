@@ -69,9 +69,9 @@ def _add_demo(sub: _Subparsers) -> None:
     parser.add_argument(
         "--steps",
         type=_positive_int,
-        default=200,
+        default=500,
         metavar="N",
-        help="optimisation steps per layer (default: %(default)s)",
+        help="optimisation steps per layer (default: %(default)s, the default recipe's)",
     )
     parser.add_argument(
         "--size", type=_positive_int, default=64, metavar="PX", help="image height and width (default: %(default)s)"
@@ -107,7 +107,7 @@ def _add_common_options(parser: argparse.ArgumentParser, *, out: str) -> None:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="optimisation steps per layer (default: the recipe's; 300 for 'default')",
+        help="optimisation steps per layer (default: the recipe's; 500 for 'default')",
     )
     parser.add_argument(
         "--recipe",

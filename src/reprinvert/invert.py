@@ -23,7 +23,7 @@ from ._rng import make_generator
 from ._search import History, StepInfo, Targets, search
 from ._search import adam as _adam  # noqa: F401  (tests compare it with torch.optim.Adam)
 from ._state import frozen
-from .capture import Hooks, Selector, model_dtype, private_input
+from .capture import Hooks, Selector, model_dtype, private_input, requiring_grad
 from .errors import OutputSelectionError, ReprinvertWarning
 from .layers import LayerSpec, resolve_layer, runnable
 from .metrics import DEFAULT_SIGMA, InversionMetrics, flatten_batch, resolve_sigma
@@ -225,16 +225,22 @@ def invert(
         # 1. The target: one full forward (no early stop), so a reused layer is caught by the call count. An
         # error raised downstream of the layer (a head that rejects this input size, say) does not matter.
         # The model gets a private copy of x, in its own floating dtype (a half model is fed half).
+        # The target is computed on the search's path (gradients on, the optimised tensor requiring them), so a model
+        # with a separate inference path (nn.TransformerEncoder's fast path with a padding mask) is inverted on the
+        # function the search minimises.
         x_in = private_input(feed(x, norm), model_dtype(model))
-        with torch.no_grad(), Hooks(
-            model, layer_name, select=select, call=call, replace=start_name, tolerate_downstream_errors=True
+        with torch.enable_grad(), Hooks(
+            model, layer_name, select=select, call=call, replace=start_name, tolerate_downstream_errors=True,
+            grad_path=True,
         ) as probe:
-            version = x_in._version
-            target = probe.run(x_in, model_kwargs)[layer_name]
+            fed = requiring_grad(x_in) if start_name is None else x_in
+            version = fed._version
+            target = probe.run(fed, model_kwargs)[layer_name]
             # A snapshot: the result never shares storage with the caller's x.
             original = probe.replaced_output if start_name is not None else x.detach().clone()
             # A model that changes what it is fed in place (a first ReLU(inplace=True)) gets a copy at each step.
-            copy_fed = x_in._version != version if start_name is None else probe.replaced_modified
+            copy_fed = fed._version != version if start_name is None else probe.replaced_modified
+            del fed
         assert original is not None
         # Half-precision inputs are optimised in float32 (float64 stays float64); the model is fed its dtype.
         work_dtype = torch.float64 if original.dtype == torch.float64 else torch.float32
@@ -261,6 +267,10 @@ def invert(
                     raise _not_differentiable(layer_name, out, start_name)
                 return out
 
+            def measured(t: torch.Tensor) -> torch.Tensor:
+                """rep(t) computed as the search computes it (gradients on), like the target."""
+                return forward(t.detach().to(work_dtype).requires_grad_(True)).detach().clone()
+
             found = search(
                 forward, rcp, original, Targets.of([target], batch, work_dtype),
                 init=init if isinstance(init, torch.Tensor) else rcp.init, dtype=work_dtype, generator=g,
@@ -270,12 +280,11 @@ def invert(
             result_x, best_step = found.result(track_best)
 
             # 2. Metrics: rep(x_g), the reference rep(x') with x' = x + N(0, sigma^2), and an unrelated input's.
-            with torch.no_grad():
-                rep_g = forward(result_x).detach().clone()
-                x_ref = _reference(original, sigma, g, work_dtype, raw=start_name is None, data_range=data_range)
-                rep_ref = forward(x_ref).detach().clone()
-                x_u = chance_input(original.to(work_dtype))
-                rep_u = forward(x_u).detach().clone()
+            rep_g = measured(result_x)
+            x_ref = _reference(original, sigma, g, work_dtype, raw=start_name is None, data_range=data_range)
+            rep_ref = measured(x_ref)
+            x_u = chance_input(original.to(work_dtype))
+            rep_u = measured(x_u)
     return _result(
         layer=layer_name, start=start_name, original=original, result_x=result_x, x_ref=x_ref, target=target,
         rep_g=rep_g, rep_ref=rep_ref, x_chance=x_u, rep_chance=rep_u, history=found.history, best_step=best_step,

@@ -26,7 +26,7 @@ from ._domain import NormalizeSpec, chance_input
 from ._rng import make_generator
 from ._state import frozen
 from ._tensors import flatten_batch
-from .capture import Hooks, Selector, model_dtype, normalized_input, private_input, run_model
+from .capture import Hooks, Selector, model_dtype, normalized_input, private_input, requiring_grad, run_model
 from .layers import LayerSpec
 
 __all__ = [
@@ -182,11 +182,12 @@ def reference_distance(
     """
     g = make_generator(seed, generator, x.device)
     sigma = resolve_sigma(sigma, data_range)
-    with frozen(model), torch.no_grad(), Hooks(model, layer, select=select, call=call, stop=True) as hooks:
+    with frozen(model), torch.enable_grad(), Hooks(model, layer, select=select, call=call, stop=True) as hooks:
         dtype = model_dtype(hooks.model)
-        rep = hooks.run(private_input(normalized_input(x, normalize), dtype), model_kwargs)[hooks.targets[0].name]
+        name = hooks.targets[0].name
+        rep = hooks.run(requiring_grad(private_input(normalized_input(x, normalize), dtype)), model_kwargs)[name]
         x_ref = normalized_input(_perturb(x, sigma, g), normalize)
-        rep_ref = hooks.run(private_input(x_ref, dtype), model_kwargs)[hooks.targets[0].name]
+        rep_ref = hooks.run(requiring_grad(private_input(x_ref, dtype)), model_kwargs)[name]
     return _reduce(safe_norm(flatten_batch(rep, x.shape[0]) - flatten_batch(rep_ref, x.shape[0])), reduction)
 
 
@@ -360,11 +361,13 @@ def evaluate(
     g = make_generator(seed, generator, x.device)
     x_ref = _perturb(x, resolve_sigma(sigma, data_range), g)
     x_u = chance_input(x)
-    with frozen(model), torch.no_grad(), Hooks(model, layer, select=select, call=call, stop=True) as hooks:
+    with frozen(model), torch.enable_grad(), Hooks(model, layer, select=select, call=call, stop=True) as hooks:
         name = hooks.targets[0].name
         dtype = model_dtype(hooks.model)
         rep, rep_g, rep_ref, rep_u = (
-            hooks.run(private_input(normalized_input(t.to(x.dtype), normalize), dtype), model_kwargs)[name]
+            hooks.run(requiring_grad(private_input(normalized_input(t.to(x.dtype), normalize), dtype)), model_kwargs)[
+                name
+            ]
             for t in (x, x_g, x_ref, x_u)
         )
     return InversionMetrics.from_tensors(

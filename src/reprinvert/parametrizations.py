@@ -146,9 +146,9 @@ class Pyramid(Parametrization):
     coarse level moves at the recipe's learning rate, the detail level at ``detail_lr`` times it.
 
     Applies to inputs with ``spatial_dims`` spatial dimensions after batch and channel, large enough for at least
-    one coarse level: ``(B, C, H, W)`` images by default, ``(B, C, L)`` signals with ``spatial_dims=1`` (a 3-D input may as well be a ``(B, T, D)``
-    sequence, which has no spatial layout, so signals are opt-in). Other inputs (flat vectors, sequences,
-    ``start=`` activations) are searched in plain pixels.
+    one coarse level: ``(B, C, H, W)`` images by default, ``(B, C, L)`` signals with ``spatial_dims=1`` (a 3-D
+    input may as well be a ``(B, T, D)`` sequence, which has no spatial layout, so signals are opt-in). Other
+    inputs (flat vectors, sequences, ``start=`` activations) are searched in plain pixels.
 
     Attributes:
         levels: number of coarser levels (each half the size of the one above).
