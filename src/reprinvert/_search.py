@@ -90,7 +90,7 @@ class Targets:
 
     @classmethod
     def of(cls, targets: Sequence[torch.Tensor], batch: int, dtype: torch.dtype) -> Targets:
-        flat = tuple(flatten_batch(t.to(dtype), batch) for t in targets)
+        flat = tuple(flatten_batch(t, batch).to(dtype) for t in targets)
         return cls(flat=flat, squared=tuple(t.pow(2).sum(1).clamp_min(torch.finfo(dtype).tiny) for t in flat))
 
 

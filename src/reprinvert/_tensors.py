@@ -8,7 +8,13 @@ __all__ = ["flatten_batch"]
 
 
 def flatten_batch(t: torch.Tensor, batch: int | None = None) -> torch.Tensor:
-    """View ``t`` as ``(B, -1)``. A tensor whose first dimension is not the batch is one sample when B == 1."""
+    """View ``t`` as ``(B, -1)``. A tensor whose first dimension is not the batch is one sample when B == 1.
+
+    A complex tensor is viewed as its real and imaginary parts (``torch.view_as_real``), so no distance, loss or
+    metric drops the imaginary part.
+    """
+    if t.is_complex():
+        t = torch.view_as_real(t.resolve_conj())
     if t.dim() == 0:
         t = t.reshape(1)
     if batch is not None and t.shape[0] != batch:

@@ -159,6 +159,29 @@ def resolve_sigma(sigma: float | None, data_range: float) -> float:
     return float(sigma)
 
 
+def _representations(
+    model: nn.Module,
+    layer: LayerSpec,
+    inputs: list[torch.Tensor],
+    select: Selector,
+    call: int | None,
+    model_kwargs: Mapping[str, Any] | None,
+    normalize: NormalizeSpec,
+) -> list[torch.Tensor]:
+    """rep(layer) of each input, in eval mode, on the path an inversion takes. The first forward pass runs the
+    whole model (an error after the layer does not matter), so a layer that runs more than once is an error unless
+    ``call`` picks the call, as in :func:`reprinvert.invert`; the others stop right after the layer."""
+    out = []
+    with frozen(model), torch.enable_grad():
+        for k, t in enumerate(inputs):
+            with Hooks(
+                model, layer, select=select, call=call, stop=k > 0, tolerate_downstream_errors=k == 0
+            ) as hooks:
+                fed = requiring_grad(private_input(normalized_input(t, normalize), model_dtype(hooks.model)))
+                out.append(hooks.run(fed, model_kwargs)[hooks.targets[0].name])
+    return out
+
+
 def reference_distance(
     model: nn.Module,
     layer: LayerSpec,
@@ -182,12 +205,8 @@ def reference_distance(
     """
     g = make_generator(seed, generator, x.device)
     sigma = resolve_sigma(sigma, data_range)
-    with frozen(model), torch.enable_grad(), Hooks(model, layer, select=select, call=call, stop=True) as hooks:
-        dtype = model_dtype(hooks.model)
-        name = hooks.targets[0].name
-        rep = hooks.run(requiring_grad(private_input(normalized_input(x, normalize), dtype)), model_kwargs)[name]
-        x_ref = normalized_input(_perturb(x, sigma, g), normalize)
-        rep_ref = hooks.run(requiring_grad(private_input(x_ref, dtype)), model_kwargs)[name]
+    x_ref = _perturb(x, sigma, g)
+    rep, rep_ref = _representations(model, layer, [x, x_ref], select, call, model_kwargs, normalize)
     return _reduce(safe_norm(flatten_batch(rep, x.shape[0]) - flatten_batch(rep_ref, x.shape[0])), reduction)
 
 
@@ -361,15 +380,9 @@ def evaluate(
     g = make_generator(seed, generator, x.device)
     x_ref = _perturb(x, resolve_sigma(sigma, data_range), g)
     x_u = chance_input(x)
-    with frozen(model), torch.enable_grad(), Hooks(model, layer, select=select, call=call, stop=True) as hooks:
-        name = hooks.targets[0].name
-        dtype = model_dtype(hooks.model)
-        rep, rep_g, rep_ref, rep_u = (
-            hooks.run(requiring_grad(private_input(normalized_input(t.to(x.dtype), normalize), dtype)), model_kwargs)[
-                name
-            ]
-            for t in (x, x_g, x_ref, x_u)
-        )
+    rep, rep_g, rep_ref, rep_u = _representations(
+        model, layer, [t.to(x.dtype) for t in (x, x_g, x_ref, x_u)], select, call, model_kwargs, normalize
+    )
     return InversionMetrics.from_tensors(
         x=x, x_g=x_g, x_ref=x_ref, x_chance=x_u, rep=rep, rep_g=rep_g, rep_ref=rep_ref, rep_chance=rep_u,
         data_range=data_range,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 from torch import nn
 
@@ -35,3 +36,43 @@ def test_transformer_fast_path_target_is_the_function_the_search_minimises() -> 
         res = ri.invert(enc, "layers.0", x, model_kwargs=kwargs, steps=100)
     assert desc["layers.0"].shape == (2, 5, 8)
     assert bool(res.metrics.represents.all())
+
+
+def test_complex_outputs_keep_their_imaginary_part() -> None:
+    """A layer with complex output: distances, the loss and the metrics use real and imaginary parts."""
+
+    class Spectrum(nn.Module):
+        """fft(lin(x)): complex, and invertible."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.lin = nn.Linear(8, 8)
+            self.fft = nn.Identity()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fft(torch.fft.fft(self.lin(x)))
+
+    model, x = Spectrum().eval(), torch.rand(2, 8)
+    moved = x.clone()
+    moved[:, 0] += 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when a cast drops an imaginary part
+        m = ri.evaluate(model, "fft", x, moved)
+        res = ri.invert(model, "fft", x)
+    with torch.no_grad():
+        expected = (model(x) - model(moved)).abs().pow(2).sum(1).sqrt().double()
+    torch.testing.assert_close(m.embedding_distance, expected)
+    assert float(res.metrics.relative_input_distance.max()) < 1e-2
+
+
+def test_evaluate_and_reference_distance_refuse_a_reused_layer_without_call() -> None:
+    """As invert does: a shared module's 'output' is ambiguous, so call= must say which."""
+    from conftest import Shared
+
+    model, x = Shared(), torch.randn(2, 4)
+    with pytest.raises(ri.LayerCallError, match=r"ran 2 times .* pass call=0..1"):
+        ri.evaluate(model, "lin", x, x)
+    with pytest.raises(ri.LayerCallError, match=r"ran 2 times .* pass call=0..1"):
+        ri.metrics.reference_distance(model, "lin", x)
+    assert ri.evaluate(model, "lin", x, x, call=1).embedding_distance.tolist() == [0.0, 0.0]
