@@ -232,6 +232,9 @@ def _finite(total: torch.Tensor) -> torch.Tensor:
 # Steps between the loop's checks for a non-finite loss (each check synchronises with the device).
 CHECK_EVERY = 32
 
+# Rows of the history allocated at a time.
+_HISTORY_BLOCK = 1024
+
 
 def _merge(a: Found, b: Found) -> Found:
     """Per sample, keep the restart with the lower best loss."""
@@ -280,7 +283,22 @@ def _run(
     transforms = [r for r in regs if type(r).transform is not Regularizer.transform]
     posts = [r for r in regs if type(r).after_step is not Regularizer.after_step]
     device = original.device
-    history = torch.full((steps, len(names), batch), float("nan"), dtype=dtype, device=device)
+    # The history grows in blocks as steps run, so a long plan that a callback stops early costs what ran.
+    blocks: list[torch.Tensor] = []
+    lr_blocks: list[torch.Tensor] = []  # the learning rate of each step, on the CPU
+
+    def history_row(step: int) -> torch.Tensor:
+        while step >= len(blocks) * _HISTORY_BLOCK:
+            rows = min(_HISTORY_BLOCK, steps - len(blocks) * _HISTORY_BLOCK)
+            blocks.append(torch.full((rows, len(names), batch), float("nan"), dtype=dtype, device=device))
+            lr_blocks.append(torch.full((rows,), float("nan"), dtype=torch.float64))
+        return blocks[step // _HISTORY_BLOCK][step % _HISTORY_BLOCK]
+
+    def history_upto(upto: int) -> torch.Tensor:
+        if not blocks:
+            return torch.empty((0, len(names), batch), dtype=dtype, device=device)
+        return torch.cat(blocks)[:upto]
+
     # L-BFGS has one step size for all parameters and a line search: it searches plain pixels.
     spec = Pixel() if rcp.optimizer == "lbfgs" else get_parametrization(rcp.parametrization)
     param: Parametrized = spec._build(initial(init, original, dtype, g, units=units), spatial=spatial)
@@ -288,15 +306,17 @@ def _run(
     # the recipe's whole schedule over its own steps.
     switch = round(spec.until * steps) if param.kind != "pixel" and spec.until < 1 else -1
     kind = param.kind
-    if 0 < switch < steps:
-        lr_list = [rcp.learning_rate(i * steps // switch) for i in range(switch)] + [
-            spec.polish_lr * rcp.learning_rate((i - switch) * steps // (steps - switch)) for i in range(switch, steps)
-        ]
-    else:
-        lr_list = [rcp.learning_rate(i) for i in range(steps)]
-    if units is not None and rcp.optimizer == "adam":  # Adam's steps are in the searched tensor's units
-        lr_list = [lr * units for lr in lr_list]
-    lrs = torch.tensor(lr_list, dtype=torch.float64)
+    lr_scale = units if units is not None and rcp.optimizer == "adam" else 1.0  # Adam's steps: the tensor's units
+
+    def lr_at(i: int) -> float:
+        """The learning rate of step ``i``: with a hand-over each phase runs the whole schedule over its steps."""
+        if 0 < switch < steps:
+            if i < switch:
+                return lr_scale * rcp.learning_rate(i * steps // switch)
+            return lr_scale * spec.polish_lr * rcp.learning_rate((i - switch) * steps // (steps - switch))
+        return lr_scale * rcp.learning_rate(i)
+
+
     best_x = param.render().detach().clone()
     best_loss = torch.full((batch,), float("inf"), dtype=dtype, device=device)
     best_step = torch.zeros(batch, dtype=torch.long, device=device)
@@ -343,7 +363,7 @@ def _run(
                 total = total + p
                 terms.append(p)
         if record is not None:  # (detached values: nothing here is recorded by autograd)
-            row = history[record]
+            row = history_row(record)
             for k, p in enumerate(terms):
                 row[k] = p.detach()
             row[-1] = total.detach()
@@ -362,14 +382,16 @@ def _run(
 
     def first_nonfinite(upto: int) -> tuple[int, list[int]]:
         """The first recorded step < ``upto`` with a non-finite total loss, and its non-finite samples."""
-        bad = ~torch.isfinite(history[:upto, -1])
+        bad = ~torch.isfinite(history_upto(upto)[:, -1])
         first = int(bad.any(1).nonzero()[0, 0])
         return first, bad[first].nonzero().flatten().tolist()
 
     try:
         for i in range(steps):
             t = i / steps
-            lr_i = lr_list[i]
+            lr_i = lr_at(i)
+            history_row(i)  # makes sure the block of step i exists
+            lr_blocks[i // _HISTORY_BLOCK][i % _HISTORY_BLOCK] = lr_i
             if rng_at_step is not None:
                 rng_at_step[i] = g.get_state()
             if i == switch:  # hand over to plain pixels, with a fresh optimizer state (never with L-BFGS)
@@ -456,13 +478,16 @@ def _run(
     finally:
         if bar is not None:
             bar.close()
-    hist = history[:steps_run].permute(1, 0, 2).detach().cpu()
+    hist = history_upto(steps_run).permute(1, 0, 2).detach().cpu()
     return Found(
         best_x=best_x,
         best_loss=best_loss,
         best_step=best_step,
         final_x=final_x,
-        history=History(terms={n: hist[k] for k, n in enumerate(names)}, lr=lrs[:steps_run].float()),
+        history=History(
+            terms={n: hist[k] for k, n in enumerate(names)},
+            lr=(torch.cat(lr_blocks)[:steps_run] if lr_blocks else torch.empty(0, dtype=torch.float64)).float(),
+        ),
         steps_run=steps_run,
         stopped=stopped,
         nonfinite=nonfinite,

@@ -128,9 +128,10 @@ def select_output(output: Any, select: Selector = None, *, layer: str = "?") -> 
         value = output
         for key in select if isinstance(select, tuple) else (select,):
             try:
-                if isinstance(value, (Mapping, tuple, list)):
+                if isinstance(value, Mapping) or (isinstance(value, (tuple, list)) and not isinstance(key, str)):
                     value = value[key]  # type: ignore[index]
                 elif isinstance(key, str):
+                    # attributes: NamedTuple fields (PackedSequence.data), torch.return_types, dataclasses, objects
                     value = getattr(value, key)
                 else:
                     raise TypeError
@@ -378,6 +379,14 @@ class Hooks:
                     f"layer {t.name!r} ({type(t.module).__name__}) ran {t.count} times in one forward pass "
                     f"(a shared or reused module); pass call=0..{t.count - 1} to choose which call to capture"
                 )
+        captured = all(t.value is not None for t in self.targets)
+        if self.replace_module is not None and self.replace_count == 0 and captured:
+            names = ", ".join(repr(t.name) for t in self.targets)
+            raise LayerCallError(
+                f"start layer {self.replace_name!r} ran 0 times in one forward pass; a start layer must run exactly "
+                f"once, before the layer it feeds, and it did not run before layer {names}: choose an earlier start "
+                "or a later layer (reprinvert.describe(model, x) lists the layers in the order they run)"
+            )
         if self.replace_module is not None and self.replace_count != 1:
             raise LayerCallError(
                 f"start layer {self.replace_name!r} ran {self.replace_count} times in one forward pass; "

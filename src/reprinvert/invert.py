@@ -82,6 +82,12 @@ class Inversion:
 
 
 def _check_input(x: Any, start: str | None) -> torch.Tensor:
+    if isinstance(x, (tuple, list)) and any(isinstance(a, torch.Tensor) for a in x):
+        raise TypeError(
+            f"x is a {type(x).__name__} of {len(x)} arguments, but invert optimises one input tensor: pass that "
+            "tensor as x and the model's other arguments as keywords, model_kwargs={'name': value}, or optimise an "
+            "inner tensor with start=<layer>"
+        )
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}; convert with torch.as_tensor(x)")
     if x.layout != torch.strided:

@@ -76,3 +76,47 @@ def test_evaluate_and_reference_distance_refuse_a_reused_layer_without_call() ->
     with pytest.raises(ri.LayerCallError, match=r"ran 2 times .* pass call=0..1"):
         ri.metrics.reference_distance(model, "lin", x)
     assert ri.evaluate(model, "lin", x, x, call=1).embedding_distance.tolist() == [0.0, 0.0]
+
+
+def test_selectors_reach_named_fields() -> None:
+    """NamedTuple fields, PackedSequence.data and torch.return_types fields, by name."""
+    from collections import namedtuple
+
+    from reprinvert.capture import select_output
+
+    pair = namedtuple("pair", "first second")
+    t = torch.ones(2, 3)
+    assert select_output(pair(t, None), "first") is t
+    values = torch.max(torch.rand(3, 4), dim=1)
+    assert select_output(values, "values") is values.values and select_output(values, 1) is values.indices
+    packed = nn.utils.rnn.pack_padded_sequence(torch.rand(2, 3, 4), [3, 2], batch_first=True)
+    assert select_output(packed, "data") is packed.data
+
+
+def test_clear_errors_for_a_tuple_input_and_a_start_after_the_layer() -> None:
+    from conftest import TokenModel
+
+    with pytest.raises(TypeError, match=r"x is a tuple of 2 arguments.*model_kwargs=\{'name': value\}"):
+        ri.invert(nn.Linear(2, 2), "", (torch.rand(1, 2), torch.rand(1, 2)))  # type: ignore[arg-type]
+    with pytest.raises(ri.LayerCallError, match=r"start layer 'proj' ran 0 times .* did not run before layer 'embed'"):
+        ri.invert(TokenModel(), "embed", torch.randint(0, 10, (2, 4)), start="proj", steps=2)
+
+
+def test_a_long_plan_stopped_early_costs_what_ran() -> None:
+    """steps=5_000_000 stopped by a callback after 3 steps: the history and the schedule grow with the steps that
+    ran (a plan allocated up front would take 120 MB for the history alone). Measured in a fresh process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, torch, torch.nn as nn, reprinvert as ri\n"
+        "m = nn.Sequential(nn.Linear(4, 4)); x = torch.rand(2, 4)\n"
+        "ri.invert(m, '0', x, steps=3)\n"  # warm-up: imports, kernels, allocator
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "r = ri.invert(m, '0', x, steps=5_000_000, callback=lambda info: info.step >= 2)\n"
+        "grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before\n"
+        "print(r.steps_run, tuple(r.history.total.shape), tuple(r.history.lr.shape), grown)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[:4] == ["3", "(3,", "2)", "(3,)"]  # steps run, history (steps, batch), learning rates (steps,)
+    assert int(out[4]) < 30 * 1024, f"peak memory grew by {int(out[4]) // 1024} MB"
