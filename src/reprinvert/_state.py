@@ -45,6 +45,14 @@ def frozen(model: nn.Module, *, train: bool = False, freeze_parameters: bool = T
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    inference = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_inference()]
+    if inference:
+        raise TypeError(
+            f"the model holds inference tensors ({', '.join(inference[:3])}{', ...' if len(inference) > 3 else ''}): "
+            "it was built or loaded under torch.inference_mode(), and autograd cannot run through such tensors; "
+            "pass a copy, copy.deepcopy(model), whose tensors are normal ones, or build the model outside "
+            "inference_mode"
+        )
     with _lock_for(model):
         yield from _frozen(model, train=train, freeze_parameters=freeze_parameters)
 

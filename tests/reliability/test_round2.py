@@ -120,3 +120,20 @@ def test_a_long_plan_stopped_early_costs_what_ran() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[:4] == ["3", "(3,", "2)", "(3,)"]  # steps run, history (steps, batch), learning rates (steps,)
     assert int(out[4]) < 30 * 1024, f"peak memory grew by {int(out[4]) // 1024} MB"
+
+
+def test_a_model_built_under_inference_mode_is_refused_and_left_as_it_was() -> None:
+    import copy
+
+    with torch.inference_mode():
+        model = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    flags = [p.requires_grad for p in model.parameters()]
+    for call in (
+        lambda: ri.invert(model, "0", torch.rand(2, 4), steps=2),
+        lambda: ri.represent(model, "0", torch.rand(2, 4)),
+        lambda: ri.describe(model, torch.rand(2, 4)),
+    ):
+        with pytest.raises(TypeError, match=r"inference tensors \(0.weight, 0.bias\).*copy.deepcopy\(model\)"):
+            call()
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert ri.invert(copy.deepcopy(model), "0", torch.rand(2, 4), steps=2).steps_run == 2
