@@ -6,6 +6,7 @@ blanket ``train()``), every parameter's ``requires_grad`` and every buffer's val
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from collections.abc import Iterator
@@ -16,8 +17,9 @@ from torch import nn
 
 __all__ = ["frozen"]
 
-# One re-entrant lock per model: two threads working on the same model would otherwise each snapshot the state
-# the other had temporarily set, and restore it.
+# One re-entrant lock per module: two threads working on the same module (the same model, or two models that share
+# a backbone) would otherwise each snapshot the state the other had temporarily set, and restore it. A call locks
+# every module of its model, always in the same order (by id), so two calls never wait on each other in a cycle.
 _LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 
@@ -45,6 +47,12 @@ def frozen(model: nn.Module, *, train: bool = False, freeze_parameters: bool = T
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    lazy = [name for name, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
+    if lazy:
+        raise TypeError(
+            f"the model has uninitialised (lazy) parameters ({', '.join(lazy[:3])}): a forward pass would create "
+            "them, and reprinvert leaves your model as it was; run model(x) once yourself to initialise them"
+        )
     inference = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_inference()]
     if inference:
         raise TypeError(
@@ -53,7 +61,9 @@ def frozen(model: nn.Module, *, train: bool = False, freeze_parameters: bool = T
             "pass a copy, copy.deepcopy(model), whose tensors are normal ones, or build the model outside "
             "inference_mode"
         )
-    with _lock_for(model):
+    with contextlib.ExitStack() as locks:
+        for _, module in sorted({id(m): m for m in model.modules()}.items()):
+            locks.enter_context(_lock_for(module))
         yield from _frozen(model, train=train, freeze_parameters=freeze_parameters)
 
 
@@ -64,6 +74,10 @@ def _frozen(model: nn.Module, *, train: bool, freeze_parameters: bool) -> Iterat
     # Each buffer by owner and name, so a forward that rebinds one (``self.count = self.count + 1``) is undone too.
     buffers = [
         (m, name, b, b.detach().clone()) for m in model.modules() for name, b in m._buffers.items() if b is not None
+    ]
+    # What each module registered before: a forward that registers a buffer or parameter has it removed again.
+    registered = [
+        (m, set(m._buffers), set(m._parameters)) for m in model.modules() if not isinstance(m, torch.jit.ScriptModule)
     ]
     # A model may draw from the global RNG (dropout with train=True, a VAE's sampling): give it back as it was.
     rng = torch.get_rng_state()
@@ -85,6 +99,11 @@ def _frozen(model: nn.Module, *, train: bool, freeze_parameters: bool) -> Iterat
         for p, req in zip(params, requires):
             if p.requires_grad != req:
                 p.requires_grad_(req)
+        for m, buffer_names, parameter_names in registered:
+            for name in set(m._buffers) - buffer_names:
+                del m._buffers[name]
+            for name in set(m._parameters) - parameter_names:
+                del m._parameters[name]
         with torch.no_grad():
             for m, name, b, saved in buffers:
                 if m._buffers.get(name) is not b:

@@ -137,3 +137,51 @@ def test_a_model_built_under_inference_mode_is_refused_and_left_as_it_was() -> N
             call()
     assert [p.requires_grad for p in model.parameters()] == flags
     assert ri.invert(copy.deepcopy(model), "0", torch.rand(2, 4), steps=2).steps_run == 2
+
+
+def test_two_threads_on_two_models_that_share_a_backbone() -> None:
+    """Each call locks every module of its model, so a shared submodule's flags are restored, not overwritten."""
+    import threading
+
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.1), nn.ReLU())
+    models = [nn.Sequential(backbone, nn.Linear(8, k)).train() for k in (2, 3)]
+    errors: list[BaseException] = []
+
+    def work(model: nn.Module) -> None:
+        try:
+            for _ in range(15):
+                ri.invert(model, "0", torch.rand(2, 8), steps=3)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(m,)) for m in models]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert all(m.training for m in backbone.modules()) and all(p.requires_grad for p in backbone.parameters())
+
+
+def test_what_a_forward_registers_is_removed_and_lazy_models_are_refused() -> None:
+    class Registers(nn.Module):
+        """lin(x); registers a buffer on its first forward."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if not hasattr(self, "seen"):
+                self.register_buffer("seen", torch.ones(1))
+            return self.lin(x)
+
+    model = Registers()
+    ri.describe(model, torch.rand(2, 4))
+    ri.invert(model, "lin", torch.rand(2, 4), steps=2)
+    assert list(model._buffers) == []
+    lazy = nn.Sequential(nn.LazyLinear(4))
+    with pytest.raises(TypeError, match=r"uninitialised \(lazy\) parameters \(0.weight, 0.bias\).*run model\(x\) once"):
+        ri.describe(lazy, torch.rand(2, 3))
+    assert isinstance(lazy[0].weight, nn.parameter.UninitializedParameter)
