@@ -12,6 +12,7 @@ normalisation belongs in ``normalize=`` rather than in the images.
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 import torch
@@ -48,7 +49,11 @@ def main(argv: list[str] | None = None) -> Path:
     # The pitfall: normalising the images yourself and clamping to [0, 1] puts x out of the search's reach.
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    pre = ri.invert(model, "_conv_stem", (x - mean) / std, steps=steps, clamp=(0.0, 1.0))
+    with warnings.catch_warnings(record=True) as caught:  # reprinvert warns about exactly this
+        warnings.simplefilter("always")
+        pre = ri.invert(model, "_conv_stem", (x - mean) / std, steps=steps, clamp=(0.0, 1.0))
+    for w in caught:
+        print(f"reprinvert warned: {w.message}")
     ours = ri.invert(model, "_conv_stem", x, steps=steps, normalize="imagenet")
     print(f"first convolution, PSNR (dB): pre-normalised images with a [0, 1] clamp "
           f"{pre.metrics.psnr.mean():.1f}; normalize='imagenet' {ours.metrics.psnr.mean():.1f}")
