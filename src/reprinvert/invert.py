@@ -278,7 +278,8 @@ def invert(
                 return forward(t.detach().to(work_dtype).requires_grad_(True)).detach().clone()
 
             found = search(
-                forward, rcp, original, Targets.of([target], batch, work_dtype),
+                _gradient_checked(forward, layer_name, start_name), rcp, original,
+                Targets.of([target], batch, work_dtype),
                 init=init if isinstance(init, torch.Tensor) else rcp.init, dtype=work_dtype, generator=g,
                 callback=callback, progress=progress, spatial=start_name is None,
                 units=activation_units(original) if start_name is not None else None,
@@ -458,11 +459,50 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _gradient_checked(
+    forward: Callable[[torch.Tensor], torch.Tensor], layer: str, start: str | None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``forward`` whose output is checked, once, to reach back to its input through autograd: a model that breaks
+    the graph on the way (dynamically quantized modules, a tensor computed outside it) is a clear error, not a
+    failure inside ``torch.autograd.grad``."""
+    checked = False
+
+    def checked_forward(z: torch.Tensor) -> torch.Tensor:
+        nonlocal checked
+        out = forward(z)
+        if not checked and torch.is_grad_enabled() and z.requires_grad:
+            probe = out.real if out.is_complex() else out
+            try:
+                torch.autograd.grad(probe.sum(), z, retain_graph=True)
+            except RuntimeError as error:
+                if "use_reentrant=True" in str(error):
+                    raise OutputSelectionError(
+                        f"the model runs torch.utils.checkpoint with use_reentrant=True before layer {layer!r}; "
+                        "such a checkpoint cannot be differentiated with torch.autograd.grad, which the inversion "
+                        "uses: build the model with checkpoint(..., use_reentrant=False), or invert a layer that "
+                        "runs before the checkpoint"
+                    ) from None
+                if "not have been used in the graph" not in str(error) and "does not require grad" not in str(error):
+                    raise
+                source = f"the output of start layer {start!r}" if start is not None else "the input"
+                raise OutputSelectionError(
+                    f"layer {layer!r} returned a tensor whose gradient does not reach {source}: the model breaks "
+                    "the autograd graph between them (dynamically quantized modules, integer operations, a tensor "
+                    "computed outside the graph), so it cannot be inverted by gradient descent; invert the float "
+                    "model, or choose an earlier layer (reprinvert.describe(model, x) lists them)"
+                ) from None
+            checked = True
+        return out
+
+    return checked_forward
+
+
 def _not_differentiable(layer: str, out: torch.Tensor, start: str | None) -> OutputSelectionError:
     source = f"the output of start layer {start!r}" if start is not None else "the input"
     why = (
         f"its dtype is {out.dtype}" if not (out.is_floating_point() or out.is_complex())
-        else "the model detaches it or computes it under torch.no_grad()"
+        else "the model detaches it or computes it under torch.no_grad(), or runs it inside a reentrant "
+        "torch.utils.checkpoint (use_reentrant=True; use_reentrant=False keeps the gradient)"
     )
     return OutputSelectionError(
         f"layer {layer!r} returned a tensor that does not depend differentiably on {source} ({why}), so it "

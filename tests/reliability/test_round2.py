@@ -185,3 +185,32 @@ def test_what_a_forward_registers_is_removed_and_lazy_models_are_refused() -> No
     with pytest.raises(TypeError, match=r"uninitialised \(lazy\) parameters \(0.weight, 0.bias\).*run model\(x\) once"):
         ri.describe(lazy, torch.rand(2, 3))
     assert isinstance(lazy[0].weight, nn.parameter.UninitializedParameter)
+
+
+def test_a_broken_gradient_is_a_clear_error() -> None:
+    """A dynamically quantized model breaks the autograd graph: a clear error, not torch's from autograd.grad; a
+    layer inside a reentrant checkpoint is named as the cause."""
+    from torch.utils.checkpoint import checkpoint
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch deprecates its quantized tensors
+        quantized = torch.ao.quantization.quantize_dynamic(
+            nn.Sequential(nn.Linear(4, 4), nn.ReLU()), {nn.Linear}, dtype=torch.qint8
+        )
+        with pytest.raises(ri.OutputSelectionError, match=r"layer '1' .* gradient does not reach the input.*quantiz"):
+            ri.invert(quantized, "1", torch.rand(2, 4), steps=3)
+
+    class Checkpointed(nn.Module):
+        """b(checkpoint(a, x)) with the reentrant checkpoint."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(checkpoint(self.a, x, use_reentrant=True))
+
+    with pytest.raises(ri.OutputSelectionError, match=r"reentrant torch.utils.checkpoint.*use_reentrant=False"):
+        ri.invert(Checkpointed(), "a", torch.rand(2, 4), steps=3)
+    with pytest.raises(ri.OutputSelectionError, match=r"checkpoint with use_reentrant=True before layer 'b'"):
+        ri.invert(Checkpointed(), "b", torch.rand(2, 4), steps=3)
