@@ -289,29 +289,44 @@ def main() -> None:
     names = args.only.split(",") if args.only else list(cases(args.quick))
     only_recipes = args.recipes.split(",") if args.recipes else None
     started = time.time()
+    path = Path(args.out) if args.out else RESULTS
+    write = bool(args.out) or not args.quick
+    results: dict[str, Any] = {}
+
+    def payload(done: bool) -> dict[str, Any]:
+        return {
+            "command": " ".join(sys.argv),
+            "machine": {"python": platform.python_version(), "torch": torch.__version__, "reprinvert": ri.__version__,
+                        "processor": platform.processor() or platform.machine(), "threads_per_job": 1},
+            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()) if done else None,
+            "wall_seconds": time.time() - started,
+            "steps": STEPS // 10 if args.quick else STEPS,
+            "cases": results,
+        }
+
+    def keep(part: dict[str, Any], done: bool = False) -> None:
+        # Written after every case, so a run cut short keeps what it finished ("finished": null until the end).
+        results.update(part)
+        if write:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(payload(done), indent=1))
+
+    tasks = [(n, args.quick, only_recipes) for n in names]
     if args.jobs > 1:
         with mp.get_context("spawn").Pool(args.jobs) as pool:
-            parts = pool.starmap(run_case, [(n, args.quick, only_recipes) for n in names])
+            for part in pool.imap_unordered(_run_case_star, tasks):
+                keep(part)
     else:
-        parts = [run_case(n, args.quick, only_recipes) for n in names]
-    results: dict[str, Any] = {}
-    for part in parts:
-        results.update(part)
-    payload = {
-        "command": " ".join(sys.argv),
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "reprinvert": ri.__version__,
-                    "processor": platform.processor() or platform.machine(), "threads_per_job": 1},
-        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "wall_seconds": time.time() - started,
-        "steps": STEPS // 10 if args.quick else STEPS,
-        "cases": results,
-    }
-    print(summary(payload))
-    if args.out or not args.quick:
-        path = Path(args.out) if args.out else RESULTS
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(payload, indent=1))
+        for task in tasks:
+            keep(run_case(*task))
+    keep({}, done=True)
+    print(summary(payload(True)))
+    if write:
         print(f"wrote {path}")
+
+
+def _run_case_star(task: tuple[str, bool, list[str] | None]) -> dict[str, Any]:
+    return run_case(*task)
 
 
 def report(payload: dict[str, Any]) -> str:
