@@ -187,7 +187,7 @@ def invert_layers(
         raise Declined("the input and the model are on different devices")
     g = torch.Generator(device=x.device)
     g.manual_seed(seed)
-    with torch.inference_mode(False), frozen(model, train=False):
+    with torch.inference_mode(False), frozen(model, train=False, seed=seed):
         order, targets, copy_fed = _execution_order(model, names, x, model_kwargs, normalize)
         if len(order) != len(names):
             raise Declined("not every layer ran")

@@ -1,7 +1,12 @@
 """Private: put a model into the state an inversion needs, and restore it exactly afterwards.
 
 The caller's model comes back as it was: every module's ``training`` flag (restored one by one, never by a
-blanket ``train()``), every parameter's ``requires_grad`` and every buffer's values; the global RNG state too.
+blanket ``train()``), every parameter's ``requires_grad`` and every buffer's values.
+
+Random numbers a model draws in its forward (dropout with ``train=True``, a VAE's sampling) come from a stream of
+the model's own, seeded from the call's seed: :func:`model_rng` swaps it in for the duration of each forward pass
+and torch's global stream back out afterwards. The global stream is never rewound (draws that other code made
+between two forward passes stay made), and the results depend on the seed alone, not on the global RNG.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["frozen"]
+__all__ = ["frozen", "model_rng"]
 
 # One re-entrant lock per module: two threads working on the same module (the same model, or two models that share
 # a backbone) would otherwise each snapshot the state the other had temporarily set, and restore it. A call locks
@@ -33,7 +38,9 @@ def _lock_for(model: nn.Module) -> threading.RLock:
 
 
 @contextmanager
-def frozen(model: nn.Module, *, train: bool = False, freeze_parameters: bool = True) -> Iterator[nn.Module]:
+def frozen(
+    model: nn.Module, *, train: bool = False, freeze_parameters: bool = True, seed: int | None = None
+) -> Iterator[nn.Module]:
     """Context manager: ``model`` in eval mode (unless ``train``) with parameters frozen, restored on exit.
 
     Args:
@@ -64,7 +71,16 @@ def frozen(model: nn.Module, *, train: bool = False, freeze_parameters: bool = T
     with contextlib.ExitStack() as locks:
         for _, module in sorted({id(m): m for m in model.modules()}.items()):
             locks.enter_context(_lock_for(module))
-        yield from _frozen(model, train=train, freeze_parameters=freeze_parameters)
+        stream = _ModelStream(0 if seed is None else int(seed))
+        _STREAMS.setdefault(model, []).append(stream)
+        try:
+            yield from _frozen(model, train=train, freeze_parameters=freeze_parameters)
+        finally:
+            streams = _STREAMS.get(model)
+            if streams:
+                streams.pop()
+                if not streams:
+                    del _STREAMS[model]
 
 
 def _frozen(model: nn.Module, *, train: bool, freeze_parameters: bool) -> Iterator[nn.Module]:
@@ -79,9 +95,6 @@ def _frozen(model: nn.Module, *, train: bool, freeze_parameters: bool) -> Iterat
     registered = [
         (m, set(m._buffers), set(m._parameters)) for m in model.modules() if not isinstance(m, torch.jit.ScriptModule)
     ]
-    # A model may draw from the global RNG (dropout with train=True, a VAE's sampling): give it back as it was.
-    rng = torch.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     try:
         if not train:
             for m, _ in flags:
@@ -91,9 +104,6 @@ def _frozen(model: nn.Module, *, train: bool, freeze_parameters: bool) -> Iterat
                 p.requires_grad_(False)
         yield model
     finally:
-        torch.set_rng_state(rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state_all(cuda_rng)
         for m, flag in flags:
             m.training = flag
         for p, req in zip(params, requires):
@@ -112,3 +122,63 @@ def _frozen(model: nn.Module, *, train: bool, freeze_parameters: bool) -> Iterat
                     b.data = saved
                 elif not torch.equal(b, saved):
                     b.copy_(saved)  # in place: the buffer stays the same (non-inference) tensor
+
+
+class _ModelStream:
+    """The random stream a model draws from during reprinvert's forward passes (CPU, and each CUDA device)."""
+
+    def __init__(self, seed: int) -> None:
+        # Mixed, so the model's draws are not the same numbers as the search's own generator seeded with ``seed``.
+        self.seed = (seed * 6364136223846793005 + 1442695040888963407) % (2**63)
+        self.cpu = torch.Generator().manual_seed(self.seed).get_state()
+        self.cuda: list[torch.Tensor] | None = None
+        self.depth = 0
+
+    def swap_in(self) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        theirs = torch.get_rng_state()
+        torch.set_rng_state(self.cpu)
+        theirs_cuda = None
+        if torch.cuda.is_initialized():
+            if self.cuda is None:
+                self.cuda = [
+                    torch.Generator(device=f"cuda:{i}").manual_seed(self.seed).get_state()
+                    for i in range(torch.cuda.device_count())
+                ]
+            theirs_cuda = torch.cuda.get_rng_state_all()
+            torch.cuda.set_rng_state_all(self.cuda)
+        return theirs, theirs_cuda
+
+    def swap_out(self, theirs: tuple[torch.Tensor, list[torch.Tensor] | None]) -> None:
+        self.cpu = torch.get_rng_state()
+        torch.set_rng_state(theirs[0])
+        if theirs[1] is not None:
+            self.cuda = torch.cuda.get_rng_state_all()
+            torch.cuda.set_rng_state_all(theirs[1])
+
+
+_STREAMS: weakref.WeakKeyDictionary[nn.Module, list[_ModelStream]] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def model_rng(model: nn.Module) -> Iterator[None]:
+    """Run the block (one forward pass of ``model``) on the model's own random stream when it is :func:`frozen`.
+
+    Outside :func:`frozen` (a forward the caller runs inside :func:`reprinvert.capture`) nothing changes. Costs
+    about 6 us per forward pass on CPU. A thread that draws from torch's global RNG at the very moment a forward
+    pass starts or ends may have that one draw repeated: torch offers no atomic exchange of generator states.
+    """
+    streams = _STREAMS.get(model)
+    if not streams:
+        yield
+        return
+    stream = streams[-1]
+    if stream.depth:  # the model calls itself: already on its stream
+        yield
+        return
+    theirs = stream.swap_in()
+    stream.depth += 1
+    try:
+        yield
+    finally:
+        stream.depth -= 1
+        stream.swap_out(theirs)

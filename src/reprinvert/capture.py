@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ._domain import NormalizeSpec, feed, resolve_normalize
-from ._state import frozen
+from ._state import frozen, model_rng
 from .errors import LayerCallError, LayerNotFoundError, OutputSelectionError
 from .layers import LayerSpec, _layer_names, resolve_layer, runnable
 
@@ -156,9 +156,10 @@ def run_model(model: nn.Module, x: Any, model_kwargs: Mapping[str, Any] | None =
             f"{type(model_kwargs).__name__}: {model_kwargs!r}; e.g. model_kwargs={{'mask': mask}}"
         )
     kwargs = dict(model_kwargs or {})
-    if isinstance(x, tuple):
-        return model(*x, **kwargs)
-    return model(x, **kwargs)
+    with model_rng(model):  # random draws in the forward come from the seed, not torch's global RNG
+        if isinstance(x, tuple):
+            return model(*x, **kwargs)
+        return model(x, **kwargs)
 
 
 def model_dtype(model: nn.Module) -> torch.dtype | None:

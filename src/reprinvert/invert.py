@@ -227,7 +227,7 @@ def invert(
         raise TypeError(f"callback must be callable (StepInfo -> bool | None), got {type(callback).__name__}")
 
     # Inside an ambient torch.inference_mode() nothing could be differentiated: leave it for the inversion.
-    with torch.inference_mode(False), frozen(model, train=train):
+    with torch.inference_mode(False), frozen(model, train=train, seed=g.initial_seed()):
         # 1. The target: one full forward (no early stop), so a reused layer is caught by the call count. An
         # error raised downstream of the layer (a head that rejects this input size, say) does not matter.
         # The model gets a private copy of x, in its own floating dtype (a half model is fed half).

@@ -167,12 +167,13 @@ def _representations(
     call: int | None,
     model_kwargs: Mapping[str, Any] | None,
     normalize: NormalizeSpec,
+    seed: int = 0,
 ) -> list[torch.Tensor]:
     """rep(layer) of each input, in eval mode, on the path an inversion takes. The first forward pass runs the
     whole model (an error after the layer does not matter), so a layer that runs more than once is an error unless
     ``call`` picks the call, as in :func:`reprinvert.invert`; the others stop right after the layer."""
     out = []
-    with frozen(model), torch.enable_grad():
+    with frozen(model, seed=seed), torch.enable_grad():
         for k, t in enumerate(inputs):
             with Hooks(
                 model, layer, select=select, call=call, stop=k > 0, tolerate_downstream_errors=k == 0
@@ -206,7 +207,7 @@ def reference_distance(
     g = make_generator(seed, generator, x.device)
     sigma = resolve_sigma(sigma, data_range)
     x_ref = _perturb(x, sigma, g)
-    rep, rep_ref = _representations(model, layer, [x, x_ref], select, call, model_kwargs, normalize)
+    rep, rep_ref = _representations(model, layer, [x, x_ref], select, call, model_kwargs, normalize, g.initial_seed())
     return _reduce(safe_norm(flatten_batch(rep, x.shape[0]) - flatten_batch(rep_ref, x.shape[0])), reduction)
 
 
@@ -381,7 +382,8 @@ def evaluate(
     x_ref = _perturb(x, resolve_sigma(sigma, data_range), g)
     x_u = chance_input(x)
     rep, rep_g, rep_ref, rep_u = _representations(
-        model, layer, [t.to(x.dtype) for t in (x, x_g, x_ref, x_u)], select, call, model_kwargs, normalize
+        model, layer, [t.to(x.dtype) for t in (x, x_g, x_ref, x_u)], select, call, model_kwargs, normalize,
+        g.initial_seed(),
     )
     return InversionMetrics.from_tensors(
         x=x, x_g=x_g, x_ref=x_ref, x_chance=x_u, rep=rep, rep_g=rep_g, rep_ref=rep_ref, rep_chance=rep_u,
@@ -458,7 +460,7 @@ def copy_tendency(
     else:
         x_tilde = corrupt(x, g).detach()
     dtype = model_dtype(autoencoder)
-    with frozen(autoencoder):
+    with frozen(autoencoder, seed=g.initial_seed()):
         with torch.no_grad():  # the model gets copies: an in-place first operation cannot change x
             out = run_model(autoencoder, private_input(x, dtype), model_kwargs)
             out_tilde = run_model(autoencoder, private_input(x_tilde, dtype), model_kwargs)
