@@ -29,7 +29,7 @@ from torch import nn
 from ._domain import Normalize, chance_input, feed
 from ._search import History, Targets, initial, search
 from ._state import frozen
-from .capture import Hooks, _StopForward, model_dtype, private_input, run_model
+from .capture import Hooks, _AlwaysCalled, _StopForward, model_dtype, private_input, run_model
 from .invert import Inversion, _reference, _result
 from .recipes import Recipe
 
@@ -43,17 +43,23 @@ class Declined(Exception):
 class _Cuts:
     """Forward hooks: at the k-th layer (execution order) keep the first B rows, pass the rest on, stop at the last."""
 
-    def __init__(self, modules: Sequence[nn.Module], names: Sequence[str], batch: int) -> None:
-        self.modules, self.names, self.batch = list(modules), list(names), batch
+    def __init__(self, model: nn.Module, modules: Sequence[nn.Module], names: Sequence[str], batch: int) -> None:
+        self.model, self.modules, self.names, self.batch = model, list(modules), list(names), batch
+        self.hook_ids: list[int] = []
+        self.always: _AlwaysCalled | None = None
         self.captured: list[torch.Tensor | None] = [None] * len(self.modules)
         self.counts = [0] * len(self.modules)
         self.handles: list[Any] = []
         self.thread = threading.get_ident()
 
     def __enter__(self) -> _Cuts:
+        self.hook_ids = []
         try:
             for k, module in enumerate(self.modules):
-                self.handles.append(module.register_forward_hook(self._hook(k)))
+                handle = module.register_forward_hook(self._hook(k))
+                self.hook_ids.append(handle.id)
+                self.handles.append(handle)
+            self.always = _AlwaysCalled(self.model)
         except BaseException:
             self.remove()
             raise
@@ -66,6 +72,9 @@ class _Cuts:
     def remove(self) -> None:
         while self.handles:
             self.handles.pop().remove()
+        if self.always is not None:
+            self.always.remove()
+            self.always = None
 
     def _hook(self, k: int) -> Any:
         def hook(module: nn.Module, args: Any, out: Any) -> Any:
@@ -97,7 +106,8 @@ class _Cuts:
         try:
             run_model(model, x, model_kwargs)
         except _StopForward:
-            pass
+            if self.always is not None:  # the caller's always_call hooks that the stop skipped
+                self.always.unwind(self.modules[-1], self.hook_ids[-1])
         missing = [n for n, c in zip(self.names, self.captured) if c is None]
         if missing:
             raise Declined(f"layers {missing} did not run in the batched forward pass")
@@ -198,7 +208,7 @@ def invert_layers(
         batch, L = x.shape[0], len(order)
         feed_dtype = private_input(x, model_dtype(model)).dtype
         work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        cuts = _Cuts(modules, order, batch)
+        cuts = _Cuts(model, modules, order, batch)
 
         def forward(z: torch.Tensor) -> list[torch.Tensor]:
             fed = z.to(feed_dtype)

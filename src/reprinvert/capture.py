@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Any, Union
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _mm
 from torch.utils.hooks import RemovableHandle
 
 from ._domain import NormalizeSpec, feed, resolve_normalize
@@ -51,6 +53,78 @@ class _StopForward(BaseException):
     A ``BaseException`` (not an ``Exception``) so that ``try: ... except Exception:`` inside a model cannot
     swallow it. Never escapes reprinvert.
     """
+
+
+class _AlwaysCalled:
+    """Runs a user's ``always_call=True`` forward hooks that an early stop skipped.
+
+    torch runs such hooks (timers, depth counters) when a forward raises an ``Exception``; the early stop is a
+    ``BaseException``, which torch lets through without them. Modules with such hooks (every module when a global
+    one exists) are tracked while they run; after a stop, the hooks of the modules still running are called,
+    innermost first, with output ``None`` as torch does, and their own errors become warnings as in torch.
+    Models without such hooks pay nothing.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.global_hooks = [
+            hook for hid, hook in _mm._global_forward_hooks.items() if hid in _mm._global_forward_hooks_always_called
+        ]
+        modules = list(model.modules())
+        if not self.global_hooks:
+            modules = [m for m in modules if getattr(m, "_forward_hooks_always_called", None)]
+        self.stack: list[tuple[nn.Module, Any, Any]] = []
+        self.handles: list[RemovableHandle] = []
+        try:
+            for m in modules:
+                self.handles.append(m.register_forward_pre_hook(self._push, with_kwargs=True, prepend=True))
+                self.handles.append(m.register_forward_hook(self._pop, always_call=True))
+        except BaseException:
+            self.remove()
+            raise
+
+    def _push(self, module: nn.Module, args: Any, kwargs: Any) -> None:
+        self.stack.append((module, args, kwargs))
+
+    def _pop(self, module: nn.Module, args: Any, output: Any) -> None:
+        while self.stack:
+            if self.stack.pop()[0] is module:
+                break
+
+    def remove(self) -> None:
+        while self.handles:
+            self.handles.pop().remove()
+
+    def unwind(self, stopped_in: nn.Module | None, stop_hook: int | None) -> None:
+        """Call the skipped hooks; ``stopped_in`` is the module whose forward hook ``stop_hook`` (an id) raised."""
+        stack, self.stack = self.stack, []
+        for module, args, kwargs in reversed(stack):
+            hooks = list(module._forward_hooks.items())
+            if module is stopped_in and stop_hook is not None:
+                # Global hooks and this module's hooks before the stopping one have run already.
+                keys = [k for k, _ in hooks]
+                hooks = hooks[keys.index(stop_hook) + 1:] if stop_hook in keys else []
+                global_hooks: list[Callable[..., Any]] = []
+            else:
+                global_hooks = self.global_hooks
+            for hook in global_hooks:
+                self._call(hook, module, args)
+            for hid, hook in hooks:
+                if hid in module._forward_hooks_always_called and getattr(hook, "__self__", None) is not self:
+                    if hid in module._forward_hooks_with_kwargs:
+                        self._call(hook, module, args, kwargs)
+                    else:
+                        self._call(hook, module, args)
+
+    @staticmethod
+    def _call(hook: Callable[..., Any], module: nn.Module, *args: Any) -> None:
+        try:
+            hook(module, *args, None)
+        except Exception as error:
+            warnings.warn(
+                "a forward hook with always_call=True raised an exception after reprinvert stopped the forward "
+                f"pass early ({type(error).__name__}: {error}); it was silenced, as torch does after an error",
+                stacklevel=3,
+            )
 
 
 def describe_structure(obj: Any, _depth: int = 0) -> str:
@@ -188,7 +262,7 @@ def private_input(x: Any, dtype: torch.dtype | None) -> Any:
 
 
 class _Target:
-    __slots__ = ("call", "count", "module", "name", "select", "value")
+    __slots__ = ("call", "count", "hook_id", "module", "name", "select", "value")
 
     def __init__(self, name: str, module: nn.Module, select: Selector, call: int | None) -> None:
         self.name = name
@@ -197,6 +271,7 @@ class _Target:
         self.call = call
         self.count = 0
         self.value: torch.Tensor | None = None
+        self.hook_id: int | None = None
 
 
 def _per_layer(option: Any, spec: LayerSpec, name: str) -> Any:
@@ -269,14 +344,20 @@ class Hooks:
         self._remaining = 0
         self._thread: int | None = None
         self._handles: list[RemovableHandle] = []
+        self._always: _AlwaysCalled | None = None
+        self._stopped_at: tuple[nn.Module, int | None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def __enter__(self) -> Hooks:
         try:
             for target in self.targets:
-                self._handles.append(target.module.register_forward_hook(self._make_hook(target)))
+                handle = target.module.register_forward_hook(self._make_hook(target))
+                target.hook_id = handle.id
+                self._handles.append(handle)
             if self.replace_module is not None:
                 self._handles.append(self.replace_module.register_forward_hook(self._replace_hook))
+            if self.stop:
+                self._always = _AlwaysCalled(self.model)
         except BaseException:
             self.remove()
             raise
@@ -289,6 +370,15 @@ class Hooks:
     def remove(self) -> None:
         while self._handles:
             self._handles.pop().remove()
+        if self._always is not None:
+            self._always.remove()
+            self._always = None
+
+    def stopped(self) -> None:
+        """After the early stop: run the caller's ``always_call`` forward hooks that it skipped."""
+        if self._always is not None:
+            stopped_in, hook_id = self._stopped_at or (None, None)
+            self._always.unwind(stopped_in, hook_id)
 
     # -- hooks -----------------------------------------------------------------------------------------------
     def _make_hook(self, target: _Target) -> Callable[[nn.Module, Any, Any], None]:
@@ -307,6 +397,7 @@ class Hooks:
             # After the last layer the forward stops, so nothing can modify the output in place: no copy needed.
             target.value = value if (last and not self.clone_last) else value.clone()
             if last:
+                self._stopped_at = (module, target.hook_id)
                 raise _StopForward
 
         return hook
@@ -352,7 +443,7 @@ class Hooks:
         try:
             run_model(self.model, x, model_kwargs)
         except _StopForward:
-            pass
+            self.stopped()
         except Exception:
             # With ``tolerate_downstream_errors``, a failure after every layer was captured does not matter (a
             # classifier head that rejects another image size, say): the captures are complete.
@@ -498,7 +589,7 @@ def capture(
         try:
             yield captured
         except _StopForward:
-            pass
+            hooks.stopped()
         hooks.check()
 
 

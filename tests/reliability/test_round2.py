@@ -254,3 +254,49 @@ def test_model_randomness_comes_from_the_seed_and_no_stream_is_rewound(train: bo
               callback=lambda info: drawn.append(torch.rand(4)))
     drawn += [torch.rand(4) for _ in range(5)]  # the caller's next draws must be new numbers
     assert len({tuple(d.tolist()) for d in drawn}) == len(drawn)
+
+
+class _Depth:
+    """A user's depth counter: a pre-hook counts up, an ``always_call`` forward hook counts down."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.entered = 0
+
+    def pre(self, module: nn.Module, args: object) -> None:
+        self.depth += 1
+        self.entered += 1
+
+    def post(self, module: nn.Module, args: object, output: object) -> None:
+        self.depth -= 1
+
+
+def test_always_call_hooks_still_balance_when_the_forward_is_cut_short() -> None:
+    """The early stop skips the rest of the forward; a user's always_call hooks (module and global ones) still
+    run for every module left unfinished, so counters that pair pre-hooks with them stay balanced."""
+    from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4)), nn.Linear(4, 2))
+    x = torch.rand(3, 4)
+    local = _Depth()
+    handles = []
+    for module in (model, model[0], model[0][0]):  # the root, an ancestor of the layer, and the layer itself
+        handles.append(module.register_forward_pre_hook(local.pre))
+        handles.append(module.register_forward_hook(local.post, always_call=True))
+    try:
+        ri.invert(model, "0.0", x, steps=3)
+        ri.represent(model, "0.1", x)
+        sw = ri.sweep(model, x, layers=["0.0", "0.2"], steps=2, batched=True)
+        assert sw.provenance.options["batched"]
+        with ri.capture(model, "0.0", stop=True):
+            model(x)
+        assert local.entered > 0 and local.depth == 0
+        seen = _Depth()
+        handles.append(register_module_forward_pre_hook(seen.pre))
+        handles.append(register_module_forward_hook(seen.post, always_call=True))
+        ri.invert(model, "0.0", x, steps=3)
+        assert seen.entered > 0 and seen.depth == 0
+    finally:
+        for h in handles:
+            h.remove()
