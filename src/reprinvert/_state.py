@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
+
+from .errors import ReprinvertWarning
 
 __all__ = ["frozen", "model_rng"]
 
@@ -87,6 +90,16 @@ def _frozen(model: nn.Module, *, train: bool, freeze_parameters: bool) -> Iterat
     flags = [(m, m.training) for m in model.modules()]
     params = list(model.parameters())
     requires = [p.requires_grad for p in params]
+    # Parameters a forward writes in place: nn.Embedding(max_norm=...) renormalises its rows on every lookup, and
+    # in train mode a model may update a (frozen) parameter itself. Those are copied and written back; any other
+    # parameter whose version counter moves is named in a warning (a copy of every parameter would double the
+    # memory of large models in the common case, where nothing writes).
+    writers = {
+        id(m.weight) for m in model.modules()
+        if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.max_norm is not None
+    }
+    saved_params = [(p, p.detach().clone()) for p in params if train or id(p) in writers]
+    versions = [(name, p, p._version) for name, p in model.named_parameters()]
     # Each buffer by owner and name, so a forward that rebinds one (``self.count = self.count + 1``) is undone too.
     buffers = [
         (m, name, b, b.detach().clone()) for m in model.modules() for name, b in m._buffers.items() if b is not None
@@ -109,6 +122,23 @@ def _frozen(model: nn.Module, *, train: bool, freeze_parameters: bool) -> Iterat
         for p, req in zip(params, requires):
             if p.requires_grad != req:
                 p.requires_grad_(req)
+        with torch.no_grad():
+            for p, value in saved_params:
+                if not torch.equal(p, value):
+                    p.copy_(value)
+        restored = {id(p) for p, _ in saved_params}
+        written = [
+            name for name, p, version in versions if p._version != version and id(p) not in restored
+        ]
+        if written:
+            warnings.warn(
+                f"the forward pass changed parameter(s) {', '.join(written[:3])}{', ...' if len(written) > 3 else ''} "
+                "of the model in place, and reprinvert could not restore them (it keeps copies only of "
+                "nn.Embedding(max_norm=...) weights, and of every parameter with train=True); pass a copy of the "
+                "model, copy.deepcopy(model), if its parameters must stay as they were",
+                ReprinvertWarning,
+                stacklevel=4,
+            )
         for m, buffer_names, parameter_names in registered:
             for name in set(m._buffers) - buffer_names:
                 del m._buffers[name]

@@ -176,7 +176,9 @@ def invert(
         generator: a ``torch.Generator`` instead of ``seed``.
         callback: called with a :class:`StepInfo` after every step; returning True stops the run.
         track_best: return, per sample, the iterate with the lowest total loss instead of the last one.
-        train: keep the model's training flags instead of switching to eval mode (buffers are restored anyway).
+        train: keep the model's training flags instead of switching to eval mode (buffers are restored anyway,
+            and parameters too: with ``train=True`` every parameter is copied first, so a forward that updates one
+            leaves no trace; dropout draws from the seed).
         sigma: standard deviation of the reference perturbation x' = x + N(0, sigma^2) for m_r. None (the
             default): 1/25 of ``data_range`` for a raw input (0.04 for images in [0, 1], the seed's), and 1/25 of
             each sample's root-mean-square value for a ``start=`` activation.

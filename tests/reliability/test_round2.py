@@ -300,3 +300,50 @@ def test_always_call_hooks_still_balance_when_the_forward_is_cut_short() -> None
     finally:
         for h in handles:
             h.remove()
+
+
+class _SelfUpdating(nn.Module):
+    """An embedding with max_norm (renormalises rows on lookup) and, in train mode, a parameter updated in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 4, max_norm=0.5)
+        self.scale = nn.Parameter(torch.ones(4), requires_grad=False)
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            with torch.no_grad():
+                self.scale.mul_(0.9)
+        return self.lin(self.emb(ids) * self.scale)
+
+
+def test_parameters_a_forward_writes_are_restored_or_named() -> None:
+    """nn.Embedding(max_norm=...) rewrites its weight on every lookup and a train-mode forward may update a
+    parameter: both come back as they were. A write reprinvert keeps no copy for is named in a warning."""
+    torch.manual_seed(0)
+    model = _SelfUpdating()
+    with torch.no_grad():
+        model.emb.weight.mul_(3)  # rows longer than max_norm: the lookup renormalises them in place
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = torch.tensor([[1, 2, 3]])
+    for train in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ri.ReprinvertWarning)
+            ri.invert(model, "lin", ids, start="emb", steps=3, train=train)
+            ri.represent(model, "lin", ids)
+        after = model.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before), train
+
+    class Writer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                self.lin.bias.add_(1.0)  # a write in eval mode that no module type announces
+            return self.lin(x)
+
+    with pytest.warns(ri.ReprinvertWarning, match=r"changed parameter\(s\) lin.bias .*copy.deepcopy"):
+        ri.represent(Writer(), "lin", torch.rand(2, 3))
