@@ -237,3 +237,35 @@ def test_model_instance_spec(tmp_path: Path) -> None:
     (tmp_path / "inst.py").write_text("from torch import nn\nmodel = nn.Linear(2, 2).train()\n")
     model = load_model(f"{tmp_path / 'inst.py'}:model")
     assert isinstance(model, nn.Linear) and not model.training
+
+
+@pytest.mark.parametrize("error", ["ValueError('odd width')", "KeyError('width')", "AssertionError('width')"])
+def test_any_error_the_model_raises_keeps_the_prefix(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     error: str) -> None:
+    """Whatever type of exception a model raises, the CLI prints one line that says the model failed and on what
+    (not the bare message, and not a traceback)."""
+    path = tmp_path / "picky.py"
+    path.write_text(
+        "import torch.nn as nn\n"
+        "class Picky(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, 4, 3)\n"
+        "    def forward(self, x):\n"
+        "        if x.shape[-1] != 7:\n"
+        f"            raise {error}\n"
+        "        return self.conv(x)\n"
+        "def build():\n"
+        "    return Picky()\n"
+    )
+    spec = f"{path}:build"
+    img = tmp_path / "a.png"
+    Image.new("RGB", (8, 8), (120, 30, 200)).save(img)
+    for argv, what in (
+        (["layers", spec, "--input-shape", "1,3,8,8"], "the model failed on an input of shape [1, 3, 8, 8]"),
+        (["sweep", spec, str(img), "--size", "8", "--out", str(tmp_path / "o"), "--quiet"],
+         "the model failed on the images"),
+    ):
+        assert main(argv) == 2, argv
+        err = _one_error_line(capsys.readouterr().err)
+        assert what in err and error.split("(")[0] in err and "width" in err, err

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from ._version import __version__
@@ -238,7 +239,6 @@ def _model_source(args: argparse.Namespace) -> dict[str, Any]:
 
 def _read_tokens(text: str) -> Any:
     """``"1,2,3"`` or a file of lines of ids -> a (B, T) long tensor."""
-    from pathlib import Path
 
     import torch
 
@@ -282,6 +282,15 @@ def _load_inputs(args: argparse.Namespace, model: Any) -> tuple[Any, list[str]]:
         x = load_images(args.images, size=args.size, mode="L" if args.grey else "RGB")
         names = [p.name for p in image_paths(args.images)]
     return x.to(next((p.device for p in model.parameters()), x.device)), names
+
+
+def _raised_by_model(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised outside reprinvert (the model's code or torch), judged by its innermost frame."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    package = str(Path(__file__).resolve().parent)
+    return bool(frames) and not str(Path(frames[-1].filename).resolve()).startswith(package)
 
 
 def _model_failed(exc: BaseException, what: str) -> ValueError:
@@ -337,7 +346,9 @@ def _run_layers(args: argparse.Namespace) -> int:
     x = torch.zeros(args.input_shape, dtype=dtype, device=device)
     try:
         desc = describe(model, x)
-    except (RuntimeError, TypeError, IndexError) as exc:
+    except Exception as exc:  # the model's own error, of any type, gets the prefix; reprinvert's keep their text
+        if not _raised_by_model(exc):
+            raise
         raise _model_failed(
             exc, f"an input of shape {list(args.input_shape)} (set --input-shape, or --tokens)"
         ) from None
@@ -405,7 +416,6 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
 def _run_inversions(args: argparse.Namespace, layers: Any, every: int | None) -> int:
     import difflib
-    from pathlib import Path
 
     from .errors import LayerNotFoundError
     from .layers import list_layers, resolve_layer
@@ -437,7 +447,9 @@ def _run_inversions(args: argparse.Namespace, layers: Any, every: int | None) ->
             batched=False if getattr(args, "one_by_one", False) else None, start=args.start,
             normalize=args.normalize, input_names=names, model_source=_model_source(args),
         )
-    except (RuntimeError, TypeError, IndexError) as exc:
+    except Exception as exc:
+        if not _raised_by_model(exc):
+            raise
         what = "the token ids" if args.tokens is not None else "the images"
         raise _model_failed(exc, f"{what} (a batch of shape {list(x.shape)}; see --size and --grey)") from None
     paths = write_report(result, out, title=f"reprinvert {args.command}: {args.model}")
@@ -560,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return run(args)
-    except (ReprinvertError, ValueError, OSError) as exc:
+    except (ReprinvertError, ValueError, TypeError, OSError) as exc:  # reprinvert's messages name the fix
         return _fail(str(exc))
     except KeyboardInterrupt:
         print("reprinvert: interrupted", file=sys.stderr)
