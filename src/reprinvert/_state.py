@@ -23,7 +23,7 @@ from torch import nn
 
 from .errors import ReprinvertWarning
 
-__all__ = ["frozen", "model_rng"]
+__all__ = ["check_materialised", "frozen", "model_rng"]
 
 # One re-entrant lock per module: two threads working on the same module (the same model, or two models that share
 # a backbone) would otherwise each snapshot the state the other had temporarily set, and restore it. A call locks
@@ -38,6 +38,17 @@ def _lock_for(model: nn.Module) -> threading.RLock:
         if lock is None:
             lock = _LOCKS[model] = threading.RLock()
         return lock
+
+
+def check_materialised(model: nn.Module) -> None:
+    """Raise ``TypeError`` when the model holds meta-device parameters or buffers (shapes without values)."""
+    meta = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if meta:
+        raise TypeError(
+            f"the model holds meta-device tensors ({', '.join(meta[:3])}{', ...' if len(meta) > 3 else ''}): they "
+            "have shapes but no values, so nothing can be computed with them; materialise the model first "
+            "(model.to_empty(device='cpu') then load_state_dict(...), or build it outside torch.device('meta'))"
+        )
 
 
 @contextmanager
@@ -63,6 +74,7 @@ def frozen(
             f"the model has uninitialised (lazy) parameters ({', '.join(lazy[:3])}): a forward pass would create "
             "them, and reprinvert leaves your model as it was; run model(x) once yourself to initialise them"
         )
+    check_materialised(model)
     inference = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_inference()]
     if inference:
         raise TypeError(

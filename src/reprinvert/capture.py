@@ -262,7 +262,7 @@ def private_input(x: Any, dtype: torch.dtype | None) -> Any:
 
 
 class _Target:
-    __slots__ = ("call", "count", "hook_id", "module", "name", "select", "value")
+    __slots__ = ("call", "count", "elsewhere", "hook_id", "module", "name", "select", "value")
 
     def __init__(self, name: str, module: nn.Module, select: Selector, call: int | None) -> None:
         self.name = name
@@ -272,6 +272,7 @@ class _Target:
         self.count = 0
         self.value: torch.Tensor | None = None
         self.hook_id: int | None = None
+        self.elsewhere = 0  # calls made by another thread (a model that runs part of its forward in a thread)
 
 
 def _per_layer(option: Any, spec: LayerSpec, name: str) -> Any:
@@ -384,12 +385,19 @@ class Hooks:
     def _make_hook(self, target: _Target) -> Callable[[nn.Module, Any, Any], None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             if threading.get_ident() != self._thread:
+                target.elsewhere += 1
                 return
             index = target.count
             target.count += 1
             if index != (target.call or 0):
                 return
             value = select_output(output, target.select, layer=target.name)
+            if torch._C._functorch.is_functorch_wrapped_tensor(value):
+                raise OutputSelectionError(
+                    f"layer {target.name!r} runs inside torch.vmap or another torch.func transform: its hook sees "
+                    "one sample's tensor wrapped by the transform, not the batch, and cannot capture it; invert a "
+                    "layer outside the transformed function, or call the layer directly on the batch"
+                )
             self._remaining -= 1
             last = self.stop and self._remaining == 0
             if not self.grad:
@@ -432,6 +440,7 @@ class Hooks:
     def reset(self) -> None:
         for t in self.targets:
             t.count = 0
+            t.elsewhere = 0
             t.value = None
         self.replace_count = 0
         self._remaining = len(self.targets)
@@ -456,6 +465,13 @@ class Hooks:
         """Validate call counts of the last forward pass; return the captured tensors."""
         for t in self.targets:
             if t.value is None:
+                if t.count == 0 and t.elsewhere:
+                    raise LayerCallError(
+                        f"layer {t.name!r} ({type(t.module).__name__}) ran only in another thread than the one that "
+                        "called reprinvert (the model runs part of its forward in a thread of its own); reprinvert "
+                        "records only the calling thread's forward passes, so that concurrent use of the model "
+                        "cannot mix in; invert a layer that runs in the calling thread"
+                    )
                 if t.count == 0:
                     raise LayerCallError(
                         f"layer {t.name!r} ({type(t.module).__name__}) never ran during the forward pass; "

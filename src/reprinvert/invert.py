@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from ._domain import NormalizeSpec, chance_input, feed, resolve_normalize
 from ._rng import make_generator
 from ._search import History, StepInfo, Targets, search
 from ._search import adam as _adam  # noqa: F401  (tests compare it with torch.optim.Adam)
-from ._state import frozen
+from ._state import check_materialised, frozen
 from .capture import Hooks, Selector, model_dtype, private_input, requiring_grad
 from .errors import OutputSelectionError, ReprinvertWarning
 from .layers import LayerSpec, resolve_layer, runnable
@@ -218,6 +219,7 @@ def invert(
     rcp = rcp.for_input(x, raw=start_name is None)
     if start_name is None:
         check_clamp(rcp.clamp, x, normalized=norm is not None)
+    check_materialised(model)
     device = next((p.device for p in model.parameters()), x.device)
     if device != x.device:
         raise ValueError(
@@ -477,6 +479,17 @@ def _gradient_checked(
             try:
                 torch.autograd.grad(probe.sum(), z, retain_graph=True)
             except RuntimeError as error:
+                if isinstance(error, torch.utils.checkpoint.CheckpointError):
+                    raise OutputSelectionError(
+                        f"start layer {start!r} runs inside a torch.utils.checkpoint region: the checkpoint "
+                        "recomputes that region in the backward pass, where the start layer's output would not be "
+                        "the optimised tensor; choose a start layer outside the checkpointed region, or turn "
+                        "checkpointing off for the inversion (model.gradient_checkpointing_disable() on a Hugging "
+                        "Face model)"
+                        if start is not None else
+                        f"torch.utils.checkpoint failed to recompute the model before layer {layer!r} ({error}); "
+                        "turn checkpointing off for the inversion"
+                    ) from None
                 if "use_reentrant=True" in str(error):
                     raise OutputSelectionError(
                         f"the model runs torch.utils.checkpoint with use_reentrant=True before layer {layer!r}; "

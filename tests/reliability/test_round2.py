@@ -347,3 +347,68 @@ def test_parameters_a_forward_writes_are_restored_or_named() -> None:
 
     with pytest.warns(ri.ReprinvertWarning, match=r"changed parameter\(s\) lin.bias .*copy.deepcopy"):
         ri.represent(Writer(), "lin", torch.rand(2, 3))
+
+
+class _Checkpointed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch.utils.checkpoint import checkpoint
+
+        return self.c(checkpoint(lambda h: self.b(self.a(h)), x, use_reentrant=False))
+
+
+class _Vmapped(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.vmap(self.a)(x))
+
+
+class _Threaded(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import threading
+
+        out: dict[str, torch.Tensor] = {}
+        worker = threading.Thread(target=lambda: out.setdefault("h", self.a(x)))
+        worker.start()
+        worker.join()
+        return self.b(out["h"])
+
+
+class _MetaBuffer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.register_buffer("shift", torch.zeros(4, device="meta"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a(x) + self.shift
+
+
+def test_clear_errors_for_checkpoints_transforms_threads_and_meta_tensors() -> None:
+    """Each of these used to end in a raw torch error or a misleading one (or, for vmap, a silently wrong
+    per-sample tensor from represent); each is now an error that names the cause and the way out."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 4)
+    with pytest.raises(ri.OutputSelectionError, match=r"start layer 'a' runs inside a torch.utils.checkpoint"):
+        ri.invert(_Checkpointed(), "c", x, start="a", steps=2)
+    assert ri.invert(_Checkpointed(), "b", x, steps=2).metrics.input_distance.shape == (2,)  # a layer inside is fine
+    for call in (lambda m: ri.invert(m, "a", x, steps=2), lambda m: ri.represent(m, "a", x)):
+        with pytest.raises(ri.OutputSelectionError, match=r"inside torch.vmap .* outside the transformed function"):
+            call(_Vmapped())
+    with pytest.raises(ri.LayerCallError, match=r"ran only in another thread .* runs in the calling thread"):
+        ri.invert(_Threaded(), "a", x, steps=2)
+    for model, names in ((_MetaBuffer(), "shift"), (nn.Linear(4, 4).to("meta"), "weight, bias")):
+        with pytest.raises(TypeError, match=rf"meta-device tensors \({names}\).*to_empty"):
+            ri.invert(model, "a" if names == "shift" else "", x, steps=2)
+        with pytest.raises(TypeError, match=r"meta-device tensors"):
+            ri.describe(model, x)
