@@ -71,9 +71,11 @@ def test_represent_matches_truncated_forward_and_stops(cnn: SmallCNN) -> None:
     calls = []
     cnn.head.register_forward_pre_hook(lambda *a: calls.append(1))
     snap = Snapshot.of(cnn)
-    rep = ri.represent(cnn, "conv2", x)
+    rep = ri.represent(cnn, "conv2", x, stop=True)
     assert_untouched(snap, cnn)
     assert calls == []  # the head never ran
+    assert torch.equal(ri.represent(cnn, "conv2", x), rep)  # the default runs the whole model (a reuse is seen)
+    assert calls == [1]
     cnn.eval()
     with torch.no_grad():
         expected = cnn.conv2(cnn.relu1(cnn.bn1(cnn.conv1(x))))

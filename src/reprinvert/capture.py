@@ -616,7 +616,7 @@ def represent(
     *,
     select: Selector = None,
     call: int | None = None,
-    stop: bool = True,
+    stop: bool | None = None,
     train: bool = False,
     model_kwargs: Mapping[str, Any] | None = None,
     normalize: NormalizeSpec = None,
@@ -624,8 +624,7 @@ def represent(
     """The detached representation of ``x`` at ``layer`` (a clone; the model is left exactly as it was).
 
     The model runs in eval mode (``train=True`` keeps its flags; buffers are restored either way) on the path an
-    inversion takes (gradients enabled, nothing differentiated), and the forward pass stops right after the layer.
-    It receives a copy of ``x`` (so an in-place first operation cannot change the caller's tensor), converted to
+    inversion takes (gradients enabled, nothing differentiated). It receives a copy of ``x`` (so an in-place first operation cannot change the caller's tensor), converted to
     the model's floating dtype.
 
     Args:
@@ -634,8 +633,11 @@ def represent(
         x: the input, passed as ``model(x, **model_kwargs)``; a tuple is unpacked.
         select: which tensor of the layer's output (see :data:`Selector`).
         call: which call of a module that runs several times (0 = first).
-        stop: stop the forward pass after the layer. With ``stop=True`` a later reuse of the same module is never
-            reached, so it cannot be reported; ``stop=False`` runs the whole model and reports it.
+        stop: stop the forward pass right after the layer. None (the default): stop only when ``call`` is given;
+            without it the whole model runs (an error after the layer does not matter), so a module that runs
+            more than once is reported instead of silently taken at its first call, as in
+            :func:`reprinvert.invert`. ``stop=True`` saves the rest of the forward, but a later reuse is then
+            never seen.
         train: keep the modules' training flags instead of switching to eval mode.
         model_kwargs: extra keyword arguments for the forward call.
         normalize: feed the model ``(x - mean) / std``: ``"imagenet"``, ``"inception"`` or ``(mean, std)`` per
@@ -653,7 +655,9 @@ def represent(
     # Gradients on, the input requiring them (nothing is differentiated): the path an inversion takes, so a model
     # with a separate inference path gives the representation an inversion matches.
     with frozen(model, train=train), torch.enable_grad():
-        hooks = Hooks(model, layer, select=select, call=call, stop=stop)
+        if stop is None:
+            stop = call is not None
+        hooks = Hooks(model, layer, select=select, call=call, stop=stop, tolerate_downstream_errors=not stop)
         with hooks:
             fed = requiring_grad(private_input(x, model_dtype(hooks.model)))
             return hooks.run(fed, model_kwargs)[hooks.targets[0].name]

@@ -254,7 +254,7 @@ def test_dataparallel_with_and_without_prefix() -> None:
 def test_early_stop_through_models_that_catch_exceptions() -> None:
     model = Swallower()
     x = torch.rand(2, 4)
-    ri.represent(model, "lin", x)
+    ri.represent(model, "lin", x, stop=True)
     ri.invert(model, "lin", x, steps=3)
     assert model.after_calls == 1  # only the target's full forward ran the rest of the model
 

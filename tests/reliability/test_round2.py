@@ -412,3 +412,30 @@ def test_clear_errors_for_checkpoints_transforms_threads_and_meta_tensors() -> N
             ri.invert(model, "a" if names == "shift" else "", x, steps=2)
         with pytest.raises(TypeError, match=r"meta-device tensors"):
             ri.describe(model, x)
+
+
+def test_represent_reports_a_reused_module_by_default() -> None:
+    """Without call=, represent runs the whole model, so a module that runs twice is an error, not silently call 0;
+    with call= (or stop=True) it stops after the layer. An error after the layer does not matter."""
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.lin(torch.tanh(self.lin(x)))
+            if x.shape[0] == 3:
+                raise RuntimeError("a head that rejects this batch")
+            return h
+
+    torch.manual_seed(0)
+    m, x = Twice(), torch.rand(2, 4)
+    with pytest.raises(ri.LayerCallError, match=r"layer 'lin' \(Linear\) ran 2 times"):
+        ri.represent(m, "lin", x)
+    with torch.no_grad():
+        assert torch.equal(ri.represent(m, "lin", x, call=1), m.lin(torch.tanh(m.lin(x))))
+        assert torch.equal(ri.represent(m, "lin", x, stop=True), m.lin(x))
+    assert ri.represent(m, "lin", torch.rand(3, 4), call=0).shape == (3, 4)
+    with pytest.raises(ri.LayerCallError, match="ran 2 times"):
+        ri.represent(m, "lin", torch.rand(3, 4))  # the downstream error does not hide the reuse
