@@ -229,7 +229,9 @@ def run_model(model: nn.Module, x: Any, model_kwargs: Mapping[str, Any] | None =
             f"model_kwargs must be a dict of keyword arguments for the forward call, got "
             f"{type(model_kwargs).__name__}: {model_kwargs!r}; e.g. model_kwargs={{'mask': mask}}"
         )
-    kwargs = dict(model_kwargs or {})
+    # Fresh copies of the keyword tensors for every forward: a model that writes into a mask in place changes
+    # neither the caller's tensor nor the next step's function.
+    kwargs = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in (model_kwargs or {}).items()}
     with model_rng(model):  # random draws in the forward come from the seed, not torch's global RNG
         if isinstance(x, tuple):
             return model(*x, **kwargs)

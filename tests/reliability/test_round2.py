@@ -439,3 +439,26 @@ def test_represent_reports_a_reused_module_by_default() -> None:
     assert ri.represent(m, "lin", torch.rand(3, 4), call=0).shape == (3, 4)
     with pytest.raises(ri.LayerCallError, match="ran 2 times"):
         ri.represent(m, "lin", torch.rand(3, 4))  # the downstream error does not hide the reuse
+
+
+def test_keyword_tensors_the_model_writes_into_stay_the_callers() -> None:
+    """A model that modifies a model_kwargs tensor in place: the caller's tensor is untouched, and every forward
+    pass (every step) sees the values the caller passed, so the function being inverted does not drift."""
+
+    class Masker(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+            scale.add_(1.0)  # hostile: writes into its argument
+            return self.lin(x) * (scale - 1.0)
+
+    torch.manual_seed(0)
+    model, x = Masker(), torch.rand(2, 4)
+    scale = torch.ones(4)
+    res = ri.invert(model, "", x, steps=20, model_kwargs={"scale": scale}, clamp=False)
+    assert torch.equal(scale, torch.ones(4))
+    assert torch.allclose(res.target, model.lin(x).detach())
+    plain = ri.invert(model.lin, "", x, steps=20, clamp=False)  # the same function, without the hostile write
+    assert torch.equal(res.input, plain.input)
