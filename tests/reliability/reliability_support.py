@@ -351,6 +351,65 @@ class KwargsNet(nn.Module):
         return self.block2(x=h, scale=0.5, shift=self.bias)
 
 
+class PaddedEncoderNet(nn.Module):
+    """linear(4->8) -> nn.TransformerEncoder (eval fast path) with a padding mask over the last 2 of 5 tokens ->
+    linear(8->3); the mask is built inside, so the fast path is taken without model_kwargs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(4, 8)
+        layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 1)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+        mask[1:, 3:] = True
+        return self.head(self.encoder(self.inp(x), src_key_padding_mask=mask).nan_to_num())
+
+
+class Spectrum(nn.Module):
+    """x -> rfft along the last dimension (complex output)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.rfft(x)
+
+
+class ComplexNet(nn.Module):
+    """linear(6->8) -> rfft (complex, 5 bins) -> |.| -> linear(5->2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(6, 8)
+        self.fft = Spectrum()
+        self.head = nn.Linear(5, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.fft(self.lin(x)).abs())
+
+
+class MaxNormTokens(TokenModel):
+    """TokenModel whose embedding renormalises looked-up rows to norm <= 1 in place (nn.Embedding max_norm)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(20, 8, max_norm=1.0)
+
+
+class SamplingNet(nn.Module):
+    """linear(4->6) -> dropout(0.3) -> + 0.05 * N(0, 1) from torch's global RNG (a VAE's sampling) -> linear(6->2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Linear(4, 6)
+        self.drop = nn.Dropout(0.3)
+        self.dec = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.drop(self.enc(x))
+        return self.dec(h + 0.05 * torch.randn_like(h))
+
+
 @dataclass(frozen=True)
 class Family:
     """One model family: how to build it, an input, and a layer to invert (with its selector)."""
@@ -401,6 +460,12 @@ FAMILIES: dict[str, Family] = {
         Family("shared-module", SharedNet, lambda g: torch.rand(2, 4, generator=g), "lin", call=1),
         Family("kwargs-only", KwargsNet, lambda g: torch.rand(2, 4, generator=g), "block", downstream="block2"),
         Family("compiled", _compiled_mlp, lambda g: torch.rand(2, 6, generator=g), "2", downstream="4"),
+        Family("transformer-padded", PaddedEncoderNet, lambda g: torch.rand(2, 5, 4, generator=g),
+               "encoder.layers.0", downstream="head"),
+        Family("complex-output", ComplexNet, lambda g: torch.rand(2, 6, generator=g), "fft", downstream="head"),
+        Family("embedding-max-norm", MaxNormTokens, lambda g: torch.randint(0, 20, (2, 5), generator=g), "act",
+               start="embed", downstream="head"),
+        Family("sampling", SamplingNet, lambda g: torch.rand(2, 4, generator=g), "dec"),
         Family("dataparallel", lambda: nn.DataParallel(SmallCNN()), lambda g: torch.rand(2, 3, 8, 8, generator=g),
                "module.conv2", downstream="module.head"),
     ]

@@ -240,8 +240,10 @@ def _fault_describe_forward(f: Family, m: nn.Module, x: torch.Tensor) -> None:
 
 
 def _fault_capture_block(f: Family, m: nn.Module, x: torch.Tensor) -> None:
-    # the user's own forward restores its BatchNorm statistics (what model.eval() would do for a real user)
-    with ri.capture(m, f.layer, select=f.select, call=f.call), frozen(m, train=True), torch.no_grad():
+    # the user's own forward restores its BatchNorm statistics (what model.eval() would do for a real user); its
+    # random draws (a sampling model) are the user's own, so the user's forward keeps its own RNG state here
+    with ri.capture(m, f.layer, select=f.select, call=f.call), frozen(m, train=True), torch.no_grad(), \
+            torch.random.fork_rng():
         runnable(m)(x)
         raise Boom("raised inside a capture block")
 
