@@ -200,6 +200,20 @@ def test_a_broken_gradient_is_a_clear_error() -> None:
         with pytest.raises(ri.OutputSelectionError, match=r"layer '1' .* gradient does not reach the input.*quantiz"):
             ri.invert(quantized, "1", torch.rand(2, 4), steps=3)
 
+    class ViaNumpy(nn.Module):
+        """lin(a copy of x made through numpy): the output depends on a tensor outside the autograd graph."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lin(torch.from_numpy(x.detach().numpy().copy()))
+
+    for layer in ("lin", ""):
+        with pytest.raises(ri.OutputSelectionError, match=r"does not depend differentiably on the input|does not reach"):
+            ri.invert(ViaNumpy(), layer, torch.rand(2, 4), steps=3)
+
     class Checkpointed(nn.Module):
         """b(checkpoint(a, x)) with the reentrant checkpoint."""
 
