@@ -211,7 +211,7 @@ def test_a_broken_gradient_is_a_clear_error() -> None:
             return self.lin(torch.from_numpy(x.detach().numpy().copy()))
 
     for layer in ("lin", ""):
-        with pytest.raises(ri.OutputSelectionError, match=r"does not depend differentiably on the input|does not reach"):
+        with pytest.raises(ri.OutputSelectionError, match=r"not depend differentiably on the input|does not reach"):
             ri.invert(ViaNumpy(), layer, torch.rand(2, 4), steps=3)
 
     class Checkpointed(nn.Module):
