@@ -26,11 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._domain import Normalize, chance_input, feed
+from ._domain import Domain, Normalize, chance_input, feed
 from ._search import History, Targets, initial, search
 from ._state import frozen
 from .capture import Hooks, _AlwaysCalled, _StopForward, model_dtype, private_input, run_model
-from .invert import Inversion, _reference, _result
+from .invert import Inversion
 from .recipes import Recipe
 
 __all__ = ["Declined", "invert_layers", "why_not"]
@@ -178,12 +178,10 @@ def invert_layers(
     *,
     init: torch.Tensor | None,
     seed: int,
-    sigma: float | None,
-    data_range: float,
+    domain: Domain,
     model_kwargs: Mapping[str, Any] | None,
     track_best: bool,
     progress: bool,
-    normalize: Normalize | None = None,
 ) -> list[Inversion]:
     """Invert every layer in ``names`` in one batched optimisation; results in the order of ``names``.
 
@@ -198,7 +196,7 @@ def invert_layers(
     g = torch.Generator(device=x.device)
     g.manual_seed(seed)
     with torch.inference_mode(False), frozen(model, train=False, seed=seed):
-        order, targets, copy_fed = _execution_order(model, names, x, model_kwargs, normalize)
+        order, targets, copy_fed = _execution_order(model, names, x, model_kwargs, domain.normalize)
         if len(order) != len(names):
             raise Declined("not every layer ran")
         for name, t in zip(order, targets):
@@ -214,12 +212,12 @@ def invert_layers(
             fed = z.to(feed_dtype)
             if copy_fed and fed is z:
                 fed = fed.clone()
-            return cuts.run(model, feed(fed, normalize), model_kwargs)
+            return cuts.run(model, domain.feed(fed), model_kwargs)
 
         def stacked(t: torch.Tensor) -> torch.Tensor:
             return t.repeat(L, *([1] * (t.dim() - 1)))
 
-        _check(forward, cuts, x, order, model, model_kwargs, feed_dtype, work_dtype, normalize)
+        _check(forward, cuts, x, order, model, model_kwargs, feed_dtype, work_dtype, domain.normalize)
         with cuts:
             original = x.detach().clone()  # a snapshot, not the caller's storage
             # One starting draw of the input's shape, repeated for every layer: what each separate call would draw.
@@ -234,7 +232,7 @@ def invert_layers(
             result_x, best_step = run.result(track_best)
             with torch.no_grad():
                 reps_g = [r.detach().clone() for r in forward(result_x)]
-                x_ref = _reference(original, sigma, g, work_dtype, raw=True, data_range=data_range)
+                x_ref = domain.reference(original, g, work_dtype, raw=True)
                 reps_ref = [r.detach().clone() for r in forward(stacked(x_ref))]
                 x_u = chance_input(original.to(work_dtype))
                 reps_u = [r.detach().clone() for r in forward(stacked(x_u))]
@@ -242,13 +240,13 @@ def invert_layers(
     by_name: dict[str, Inversion] = {}
     for k, name in enumerate(order):
         rows = slice(k * batch, (k + 1) * batch)
-        by_name[name] = _result(
+        by_name[name] = Inversion.from_tensors(
             layer=name, start=None, original=original, result_x=result_x[rows], x_ref=x_ref, target=targets[k],
             rep_g=reps_g[k], rep_ref=reps_ref[k], x_chance=x_u, rep_chance=reps_u[k],
             history=History(terms={t: v[:, rows].clone() for t, v in run.history.terms.items()}, lr=run.history.lr),
             best_step=best_step[rows], steps_run=run.steps_run, stopped=run.stopped, recipe=rcp, seed=seed,
             parametrization=run.parametrization,
-            seconds=seconds, data_range=data_range,
+            seconds=seconds, data_range=domain.data_range,
         )
     return [by_name[n] for n in names]
 

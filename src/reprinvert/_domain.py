@@ -3,18 +3,31 @@
 Pretrained image models take ``(x - mean) / std``; reprinvert keeps x in pixel space (initialisation, clamping,
 regularizers, metrics, PSNR and figures) and normalises only what is fed to the model. :func:`resolve_normalize`
 turns the user's ``normalize=`` into a :class:`Normalize`, which every place that feeds the model applies.
+
+:class:`Domain` carries the options that travel together (``normalize``, ``data_range``, ``sigma``) as one
+checked value: ``invert`` and ``sweep`` build it once, and the search, the batched sweep and the result share it.
+An option of the input domain is added here, once.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
 import torch
 
-__all__ = ["NORMALIZATIONS", "Normalize", "NormalizeSpec", "chance_input", "resolve_normalize"]
+from ._tensors import flatten_batch
+
+__all__ = [
+    "DEFAULT_SIGMA", "NORMALIZATIONS", "Domain", "Normalize", "NormalizeSpec", "chance_input", "resolve_normalize",
+    "resolve_sigma",
+]
+
+#: The reference perturbation's standard deviation, as a fraction of the data range (the seed's 1/25).
+DEFAULT_SIGMA = 1.0 / 25.0
 
 #: Named normalisations: ``(mean, std)`` per RGB channel for inputs in [0, 1].
 NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -133,3 +146,69 @@ def chance_input(x: torch.Tensor) -> torch.Tensor:
     g = torch.Generator().manual_seed(25)
     perm = torch.randperm(flat.shape[1], generator=g).to(x.device)
     return flat[:, perm].reshape(x.shape)
+
+
+def resolve_sigma(sigma: float | None, data_range: float) -> float:
+    """The reference perturbation's standard deviation: ``sigma``, or 1/25 of ``data_range`` when None."""
+    if sigma is None:
+        return DEFAULT_SIGMA * data_range
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma >= 0:
+        raise ValueError(
+            f"sigma={sigma!r}: expected a non-negative standard deviation (default 1/25): None is 1/25 of data_range"
+        )
+    return float(sigma)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Where the input lives: what the model is fed, the data range, and the reference perturbation's size.
+
+    Attributes:
+        normalize: feed the model ``(x - mean) / std`` (None: x as it is).
+        data_range: the range of the data (1 for images in [0, 1]): PSNR, and ``sigma=None``'s scale.
+        sigma: the reference perturbation's standard deviation; None is 1/25 of ``data_range`` for a raw input and
+            1/25 of each sample's root-mean-square value for a ``start=`` activation.
+    """
+
+    normalize: Normalize | None = None
+    data_range: float = 1.0
+    sigma: float | None = None
+
+    @classmethod
+    def of(
+        cls, x: torch.Tensor | None, *, normalize: NormalizeSpec = None, data_range: Any = 1.0, sigma: Any = None
+    ) -> Domain:
+        """Check the user's options (naming the bad one and the fix) and bundle them."""
+        if sigma is not None and (not _is_number(sigma) or not sigma >= 0):
+            raise ValueError(
+                f"sigma={sigma!r}: expected a non-negative standard deviation (default 1/25): None is 1/25 of "
+                "data_range, or of the start activation's RMS with start="
+            )
+        if not _is_number(data_range) or not data_range > 0:
+            raise ValueError(f"data_range={data_range!r}: expected a positive number (1.0 for images in [0, 1])")
+        return cls(resolve_normalize(normalize, x), float(data_range), None if sigma is None else float(sigma))
+
+    def feed(self, x: torch.Tensor) -> torch.Tensor:
+        """What the model is fed for the pixel-space input ``x``."""
+        return feed(x, self.normalize)
+
+    def keywords(self) -> dict[str, Any]:
+        """The options as the public functions' keyword arguments (``invert(..., **domain.keywords())``)."""
+        return {"normalize": self.normalize, "data_range": self.data_range, "sigma": self.sigma}
+
+    def reference(self, original: torch.Tensor, g: torch.Generator, dtype: torch.dtype, *, raw: bool) -> torch.Tensor:
+        """The reference input x' = x + N(0, sigma^2) of the metric m_r, drawn from ``g``.
+
+        ``raw``: ``original`` is the model's input (sigma None: 1/25 of ``data_range``); otherwise a ``start=``
+        activation (sigma None: 1/25 of each sample's root-mean-square value, faint whatever its scale).
+        """
+        base = original.to(dtype)
+        noise = torch.randn(original.shape, generator=g, device=original.device, dtype=dtype)
+        if self.sigma is None and not raw:
+            rms = flatten_batch(base, base.shape[0]).pow(2).mean(1).sqrt()
+            return base + (DEFAULT_SIGMA * rms).view((-1,) + (1,) * (base.dim() - 1)) * noise
+        return base + resolve_sigma(self.sigma, self.data_range) * noise

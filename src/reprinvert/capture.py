@@ -626,8 +626,8 @@ def represent(
     """The detached representation of ``x`` at ``layer`` (a clone; the model is left exactly as it was).
 
     The model runs in eval mode (``train=True`` keeps its flags; buffers are restored either way) on the path an
-    inversion takes (gradients enabled, nothing differentiated). It receives a copy of ``x`` (so an in-place first operation cannot change the caller's tensor), converted to
-    the model's floating dtype.
+    inversion takes (gradients enabled, nothing differentiated). It receives a copy of ``x`` (so an in-place first
+    operation cannot change the caller's tensor), converted to the model's floating dtype.
 
     Args:
         model: any ``nn.Module``.

@@ -8,7 +8,6 @@ were (see ``docs/concepts.md``, "Contracts").
 
 from __future__ import annotations
 
-import numbers
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -19,7 +18,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from ._domain import NormalizeSpec, chance_input, feed, resolve_normalize
+from ._domain import Domain, NormalizeSpec, chance_input
 from ._rng import make_generator
 from ._search import History, StepInfo, Targets, search
 from ._search import adam as _adam  # noqa: F401  (tests compare it with torch.optim.Adam)
@@ -27,7 +26,7 @@ from ._state import check_materialised, frozen
 from .capture import Hooks, Selector, model_dtype, private_input, requiring_grad
 from .errors import OutputSelectionError, ReprinvertWarning
 from .layers import LayerSpec, resolve_layer, runnable
-from .metrics import DEFAULT_SIGMA, InversionMetrics, flatten_batch, resolve_sigma
+from .metrics import InversionMetrics, flatten_batch
 from .recipes import Init, Loss, Optimizer, Recipe
 from .recipes import get as get_recipe
 from .regularizers import Regularizer
@@ -74,6 +73,62 @@ class Inversion:
     seconds: float
     original: torch.Tensor = field(repr=False)
     parametrization: str = "pixel"
+
+    @classmethod
+    def from_tensors(
+        cls,
+        *,
+        layer: str,
+        start: str | None,
+        original: torch.Tensor,
+        result_x: torch.Tensor,
+        x_ref: torch.Tensor,
+        target: torch.Tensor,
+        rep_g: torch.Tensor,
+        rep_ref: torch.Tensor,
+        x_chance: torch.Tensor,
+        rep_chance: torch.Tensor,
+        history: History,
+        best_step: torch.Tensor,
+        steps_run: int,
+        stopped: str | None,
+        recipe: Recipe,
+        seed: int | None,
+        seconds: float,
+        data_range: float,
+        parametrization: str = "pixel",
+    ) -> Inversion:
+        """The result of one layer's search, its metrics computed from the tensors (used by :func:`invert` and the
+        batched sweep)."""
+        batch = original.shape[0]
+        metrics = InversionMetrics.from_tensors(
+            x=flatten_batch(original, batch),
+            x_g=flatten_batch(result_x, batch),
+            x_ref=flatten_batch(x_ref, batch),
+            rep=flatten_batch(target, batch),
+            rep_g=flatten_batch(rep_g, batch),
+            rep_ref=flatten_batch(rep_ref, batch),
+            x_chance=flatten_batch(x_chance, batch),
+            rep_chance=flatten_batch(rep_chance, batch),
+            data_range=data_range,
+        )
+        return cls(
+            input=result_x.detach().to(dtype=original.dtype).clone(),
+            metrics=metrics,
+            history=history,
+            layer=layer,
+            start=start,
+            target=target.detach(),
+            representation=rep_g,
+            best_step=best_step.cpu(),
+            steps_run=steps_run,
+            stopped=stopped,
+            recipe=recipe,
+            seed=seed,
+            seconds=seconds,
+            original=original,
+            parametrization=parametrization,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -210,15 +265,15 @@ def invert(
     rcp = _resolve_recipe(
         recipe, steps=steps, optimizer=optimizer, lr=lr, loss=loss, init=init, regularizers=regularizers, clamp=clamp
     )
-    _check_options(train=train, track_best=track_best, sigma=sigma, data_range=data_range)
+    _check_options(train=train, track_best=track_best)
     model = runnable(model)
     layer_name, _ = resolve_layer(model, layer)
     start_name = resolve_layer(model, start, argument="start")[0] if start is not None else None
     x = _check_input(x, start_name)
-    norm = resolve_normalize(normalize, x)
+    domain = Domain.of(x, normalize=normalize, data_range=data_range, sigma=sigma)
     rcp = rcp.for_input(x, raw=start_name is None)
     if start_name is None:
-        check_clamp(rcp.clamp, x, normalized=norm is not None)
+        check_clamp(rcp.clamp, x, normalized=domain.normalize is not None)
     check_materialised(model)
     device = next((p.device for p in model.parameters()), x.device)
     if device != x.device:
@@ -238,7 +293,7 @@ def invert(
         # The target is computed on the search's path (gradients on, the optimised tensor requiring them), so a model
         # with a separate inference path (nn.TransformerEncoder's fast path with a padding mask) is inverted on the
         # function the search minimises.
-        x_in = private_input(feed(x, norm), model_dtype(model))
+        x_in = private_input(domain.feed(x), model_dtype(model))
         with torch.enable_grad(), Hooks(
             model, layer_name, select=select, call=call, replace=start_name, tolerate_downstream_errors=True,
             grad_path=True,
@@ -266,7 +321,7 @@ def invert(
                 if copy_fed and fed is z:
                     fed = fed.clone()
                 if start_name is None:
-                    out = hooks.run(feed(fed, norm), model_kwargs)[layer_name]
+                    out = hooks.run(domain.feed(fed), model_kwargs)[layer_name]
                 else:
                     hooks.replacement = fed
                     try:
@@ -292,39 +347,17 @@ def invert(
 
             # 2. Metrics: rep(x_g), the reference rep(x') with x' = x + N(0, sigma^2), and an unrelated input's.
             rep_g = measured(result_x)
-            x_ref = _reference(original, sigma, g, work_dtype, raw=start_name is None, data_range=data_range)
+            x_ref = domain.reference(original, g, work_dtype, raw=start_name is None)
             rep_ref = measured(x_ref)
             x_u = chance_input(original.to(work_dtype))
             rep_u = measured(x_u)
-    return _result(
+    return Inversion.from_tensors(
         layer=layer_name, start=start_name, original=original, result_x=result_x, x_ref=x_ref, target=target,
         rep_g=rep_g, rep_ref=rep_ref, x_chance=x_u, rep_chance=rep_u, history=found.history, best_step=best_step,
         steps_run=found.steps_run, stopped=found.stopped, parametrization=found.parametrization, recipe=rcp,
         seed=seed if generator is None else None,
-        seconds=time.perf_counter() - started, data_range=data_range,
+        seconds=time.perf_counter() - started, data_range=domain.data_range,
     )
-
-
-def _reference(
-    original: torch.Tensor,
-    sigma: float | None,
-    g: torch.Generator,
-    dtype: torch.dtype,
-    *,
-    raw: bool,
-    data_range: float,
-) -> torch.Tensor:
-    """The reference input x' = x + N(0, sigma^2) of the metric m_r.
-
-    ``sigma=None`` is 1/25 of ``data_range`` for a raw input (``raw``) and 1/25 of each sample's root-mean-square
-    value for an activation (``start=``), so the perturbation is faint whatever the activation's scale.
-    """
-    base = original.to(dtype)
-    noise = torch.randn(original.shape, generator=g, device=original.device, dtype=dtype)
-    if sigma is None and not raw:
-        rms = flatten_batch(base, base.shape[0]).pow(2).mean(1).sqrt()
-        return base + (DEFAULT_SIGMA * rms).view((-1,) + (1,) * (base.dim() - 1)) * noise
-    return base + resolve_sigma(sigma, data_range) * noise
 
 
 def activation_units(activation: torch.Tensor) -> float:
@@ -353,60 +386,6 @@ def check_clamp(clamp: tuple[float, float] | str | None, x: torch.Tensor, *, nor
             ReprinvertWarning,
             stacklevel=3,
         )
-
-
-def _result(
-    *,
-    layer: str,
-    start: str | None,
-    original: torch.Tensor,
-    result_x: torch.Tensor,
-    x_ref: torch.Tensor,
-    target: torch.Tensor,
-    rep_g: torch.Tensor,
-    rep_ref: torch.Tensor,
-    x_chance: torch.Tensor,
-    rep_chance: torch.Tensor,
-    history: History,
-    best_step: torch.Tensor,
-    steps_run: int,
-    stopped: str | None,
-    recipe: Recipe,
-    seed: int | None,
-    seconds: float,
-    data_range: float,
-    parametrization: str = "pixel",
-) -> Inversion:
-    """The :class:`Inversion` of one layer, its metrics computed from the tensors."""
-    batch = original.shape[0]
-    metrics = InversionMetrics.from_tensors(
-        x=flatten_batch(original, batch),
-        x_g=flatten_batch(result_x, batch),
-        x_ref=flatten_batch(x_ref, batch),
-        rep=flatten_batch(target, batch),
-        rep_g=flatten_batch(rep_g, batch),
-        rep_ref=flatten_batch(rep_ref, batch),
-        x_chance=flatten_batch(x_chance, batch),
-        rep_chance=flatten_batch(rep_chance, batch),
-        data_range=data_range,
-    )
-    return Inversion(
-        input=result_x.detach().to(dtype=original.dtype).clone(),
-        metrics=metrics,
-        history=history,
-        layer=layer,
-        start=start,
-        target=target.detach(),
-        representation=rep_g,
-        best_step=best_step.cpu(),
-        steps_run=steps_run,
-        stopped=stopped,
-        recipe=recipe,
-        seed=seed,
-        seconds=seconds,
-        original=original,
-        parametrization=parametrization,
-    )
 
 
 def _resolve_recipe(
@@ -446,21 +425,10 @@ def _resolve_recipe(
     return base.replace(**overrides) if overrides else base
 
 
-def _check_options(*, train: Any, track_best: Any, sigma: Any, data_range: Any) -> None:
+def _check_options(*, train: Any, track_best: Any) -> None:
     for flag_name, flag in (("train", train), ("track_best", track_best)):
         if not isinstance(flag, bool):
             raise TypeError(f"{flag_name} must be True or False, got {type(flag).__name__}: {flag!r}")
-    if sigma is not None and (not _is_number(sigma) or not sigma >= 0):
-        raise ValueError(
-            f"sigma={sigma!r}: expected a non-negative standard deviation (default 1/25): None is 1/25 of "
-            "data_range, or of the start activation's RMS with start="
-        )
-    if not _is_number(data_range) or not data_range > 0:
-        raise ValueError(f"data_range={data_range!r}: expected a positive number (1.0 for images in [0, 1])")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _gradient_checked(

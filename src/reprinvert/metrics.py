@@ -22,7 +22,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ._domain import NormalizeSpec, chance_input
+from ._domain import DEFAULT_SIGMA, NormalizeSpec, chance_input, resolve_sigma  # noqa: F401 (DEFAULT_SIGMA: re-exported)
 from ._rng import make_generator
 from ._state import frozen
 from ._tensors import flatten_batch
@@ -46,7 +46,6 @@ __all__ = [
 ]
 
 Reduction = Literal["none", "mean", "sum"]
-DEFAULT_SIGMA = 1.0 / 25.0
 
 
 def _reduce(values: torch.Tensor, reduction: Reduction) -> torch.Tensor:
@@ -146,17 +145,6 @@ def _perturb(x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch
         raise ValueError(f"sigma={sigma!r}: expected a non-negative standard deviation (default 1/25)")
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return x + sigma * noise
-
-
-def resolve_sigma(sigma: float | None, data_range: float) -> float:
-    """The reference perturbation's standard deviation: ``sigma``, or 1/25 of ``data_range`` when None."""
-    if sigma is None:
-        return DEFAULT_SIGMA * data_range
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma >= 0:
-        raise ValueError(
-            f"sigma={sigma!r}: expected a non-negative standard deviation (default 1/25): None is 1/25 of data_range"
-        )
-    return float(sigma)
 
 
 def _representations(

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ._domain import Normalize, NormalizeSpec, resolve_normalize
+from ._domain import Domain, Normalize, NormalizeSpec
 from ._state import frozen
 from .capture import LayerInfo, Selector, describe, model_dtype, normalized_input, private_input, run_model
 from .invert import Inversion, _check_options, invert
@@ -605,7 +605,7 @@ def sweep(
     started = time.perf_counter()
     options: dict[str, Any] = dict(
         optimizer=optimizer, lr=lr, loss=loss, init=init, regularizers=regularizers, select=select, call=call,
-        track_best=track_best, train=train, normalize=normalize,
+        track_best=track_best, train=train,
     )
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r} ({type(seed).__name__})")
@@ -619,21 +619,21 @@ def sweep(
         )
     base = get_recipe(recipe)
     model = runnable(model)
-    norm = resolve_normalize(normalize, x)
-    options["normalize"] = norm
+    domain = Domain.of(x, normalize=normalize, data_range=data_range, sigma=sigma)
+    norm = domain.normalize
     start_name = resolve_layer(model, start)[0] if start is not None else None
     names, skipped = _choose_layers(model, x, layers, every, start_name, model_kwargs, norm)
     modules = dict(model.named_modules())
 
     if batched not in (None, True, False):
         raise TypeError(f"batched must be None, True or False, got {batched!r}")
-    _check_options(train=train, track_best=track_best, sigma=sigma, data_range=data_range)
+    _check_options(train=train, track_best=track_best)
     batched_inversions: list[Inversion] | None = None
     not_batched: str | None = "batched=False"
     if batched is not False:
         batched_inversions, not_batched = _try_batched(
-            model, names, x, base, steps=steps, clamp=clamp, start=start_name, seed=seed, sigma=sigma,
-            data_range=data_range, model_kwargs=model_kwargs, progress=progress, options=options,
+            model, names, x, base, steps=steps, clamp=clamp, start=start_name, seed=seed, domain=domain,
+            model_kwargs=model_kwargs, progress=progress, options=options,
         )
         if batched_inversions is None and batched:
             raise ValueError(f"batched=True, but these layers cannot be inverted as one batch: {not_batched}")
@@ -644,8 +644,8 @@ def sweep(
         for k, name in enumerate(names):
             bar.start(k)
             inv = batched_inversions[k] if batched_inversions is not None else invert(
-                model, name, x, recipe=base, steps=steps, seed=seed, clamp=clamp, start=start_name, sigma=sigma,
-                data_range=data_range, model_kwargs=model_kwargs, progress=bar.inner, **options,
+                model, name, x, recipe=base, steps=steps, seed=seed, clamp=clamp, start=start_name,
+                model_kwargs=model_kwargs, progress=bar.inner, **domain.keywords(), **options,
             )
             s = inv.metrics.summary()
             per_sample_in = inv.original[0].numel()
@@ -697,7 +697,7 @@ def sweep(
             **{
                 k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
                 for k, v in options.items()
-                if v is not None and k != "normalize"
+                if v is not None
             },
         },
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -724,8 +724,7 @@ def _try_batched(
     clamp: tuple[float, float] | Literal["auto", False] | None,
     start: str | None,
     seed: int,
-    sigma: float | None,
-    data_range: float,
+    domain: Domain,
     model_kwargs: Mapping[str, Any] | None,
     progress: bool,
     options: Mapping[str, Any],
@@ -752,9 +751,8 @@ def _try_batched(
         if progress:
             print(f"sweep: {len(names)} layers as one batch ({', '.join(names)}) ...", file=sys.stderr, flush=True)
         return _batched.invert_layers(
-            model, names, x, rcp, init=init, seed=seed, sigma=sigma, data_range=data_range,
+            model, names, x, rcp, init=init, seed=seed, domain=domain,
             model_kwargs=model_kwargs, track_best=options["track_best"], progress=progress and _has_tqdm(),
-            normalize=options["normalize"],
         ), None
     except _batched.Declined as declined:
         return None, str(declined)
