@@ -109,6 +109,8 @@ def test_compiled_model_runs_eagerly_and_script_is_refused() -> None:
 
 
 def test_input_on_another_device_than_the_model() -> None:
-    model = nn.Linear(3, 3, device="meta")
-    with pytest.raises(ValueError, match=r"x is on cpu, but the model's parameters are on meta; move one of them"):
-        ri.invert(model, "", torch.rand(2, 3))
+    # (x on a real second device needs a GPU: tests/test_gpu.py) an input without values, a model without values:
+    with pytest.raises(ValueError, match=r"x is on the meta device, which holds shapes but no values"):
+        ri.invert(nn.Linear(3, 3), "", torch.empty(2, 3, device="meta"))
+    with pytest.raises(TypeError, match=r"meta-device tensors \(weight, bias\)"):  # a model without values
+        ri.invert(nn.Linear(3, 3, device="meta"), "", torch.rand(2, 3))

@@ -91,3 +91,8 @@ def test_cpu_training_leaves_the_cuda_rng_alone() -> None:
     data = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     train(ConvAutoencoder(channels=(4, 8)), data, epochs=1, batch_size=8, progress=False, device="cpu", seed=3)
     assert all(torch.equal(a, b) for a, b in zip(before, torch.cuda.get_rng_state_all()))
+
+
+def test_input_on_another_device_than_the_model_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"x is on cpu, but the model's parameters are on cuda:0; move one of them"):
+        ri.invert(_cnn().cuda(), "0", _x())
