@@ -66,6 +66,12 @@ def test_demo_writes_grid_and_metrics(tmp_path, capsys: pytest.CaptureFixture[st
     assert "untrained" in result["model"] and "random" in result["note"]
     assert result["versions"]["torch"] == torch.__version__
     assert result["versions"]["reprinvert"] == reprinvert.__version__
+    # the same self-contained report as `reprinvert sweep`, with the same numbers
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and 'src="grid.png"' not in html
+    for row in result["layers"]:
+        assert f"{row['layer']}" in html
+    assert "report.html" in printed
 
 
 def test_demo_quiet_and_return_value(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,6 @@ training would teach it to keep.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import platform
@@ -21,8 +20,8 @@ from torch import nn
 
 from ._version import __version__
 from .data import sample_image, save_grid
-from .invert import invert
-from .sweep import METRICS
+from .report import write_report
+from .sweep import METRICS, sweep
 
 __all__ = ["LAYERS", "DemoCNN", "run_demo"]
 
@@ -94,12 +93,14 @@ def run_demo(
 ) -> dict[str, Any]:
     """Invert every stage of an untrained :class:`DemoCNN` for a bundled photo; write a grid and metrics.
 
-    Each stage's output is inverted with ``reprinvert.invert(model, layer, x, steps=steps, seed=seed,
-    clamp=(0, 1))`` (the default recipe). Writes into ``out``:
+    Each stage's output is inverted as ``reprinvert.invert(model, layer, x, steps=steps, seed=seed,
+    clamp=(0, 1))`` would (the default recipe), through ``reprinvert.sweep``. Writes into ``out``:
 
     * ``grid.png``: the original, then each stage's inversion, labelled (3x nearest-neighbour upscaling);
     * ``metrics.json``: per layer m_g, m_r, m_i, ||x'-x||, the normalized feature error, PSNR and whether the
-      layer represents the image (m_g < m_r), plus the recipe, steps, seed, image and versions.
+      layer represents the image (m_g < m_r), plus the recipe, steps, seed, image and versions;
+    * ``report.html``: the self-contained report ``reprinvert sweep`` writes (grid, plot, tables, provenance),
+      with its ``metrics.csv``, ``samples.csv`` and, when matplotlib is installed, ``plot.png``.
 
     Args:
         out: output folder (created if missing).
@@ -107,7 +108,7 @@ def run_demo(
         size: the photo is centre-cropped and resized to ``size x size``.
         seed: seed of the model's weights and of every inversion.
         image: a bundled photo (see :func:`reprinvert.data.sample_names`).
-        progress: print a line per layer and show a tqdm bar while it runs (the bar only if tqdm is installed).
+        progress: show the sweep's progress (a line per layer; tqdm bars when tqdm is installed).
         quiet: print nothing at all (overrides ``progress``).
 
     Returns:
@@ -125,7 +126,6 @@ def run_demo(
             print(*args, **kwargs)
 
     progress = progress and not quiet
-    bar = progress and importlib.util.find_spec("tqdm") is not None
     out = Path(out)
     x = sample_image(image, size=size)
     try:  # fail before the long work, not after it
@@ -138,17 +138,19 @@ def run_demo(
         f"reprinvert demo: inverting {len(LAYERS)} layers of DemoCNN, an UNTRAINED 4-stage CNN (random weights, "
         f"seed {seed}), for the bundled photo {image!r} at {size}x{size}, {steps} steps per layer"
     )
+    # A sweep of the four stages, one by one (each stage exactly as ri.invert(model, stage, x, ...) would run it),
+    # so the demo writes the same self-contained report.html as `reprinvert sweep`.
+    swept = sweep(
+        model, x, layers=list(LAYERS), steps=steps, seed=seed, clamp=(0.0, 1.0), batched=False, progress=progress,
+        input_names=[image], model_source={"spec": "reprinvert demo", "model_args": {"seed": seed}, "trained": False},
+    )
     rows: list[dict[str, Any]] = []
     columns = [x]
-    recipe: dict[str, Any] = {}
-    for n, layer in enumerate(LAYERS, 1):
-        if progress:
-            say(f"[{n}/{len(LAYERS)}] {layer} ...", flush=True)
-        res = invert(model, layer, x, steps=steps, seed=seed, clamp=(0.0, 1.0), progress=bar)
+    for row, res in zip(swept.rows, swept.inversions):
         summary = res.metrics.summary()
         rows.append(
             {
-                "layer": layer,
+                "layer": row.layer,
                 "representation_shape": list(res.target.shape),
                 "size_ratio": res.target.numel() / x.numel(),
                 **{key: summary[key] for key, _ in _COLUMNS},
@@ -158,9 +160,10 @@ def run_demo(
             }
         )
         columns.append(res.input)
-        recipe = res.recipe.to_dict()
-        if progress:
-            say(f"      {res.metrics}  ({res.seconds:.1f} s)", flush=True)
+    recipe = swept.inversions[0].recipe.to_dict()
+    # The sweep's report first (report.html, metrics.csv, plot.png, ...); the demo's own grid (3x, labelled by
+    # shape) and metrics.json are written over the report's files of the same name.
+    report = write_report(swept, out, title=f"reprinvert demo: what the stages of an untrained CNN keep of {image!r}")
     labels = ["original", *(f"{r['layer']} ({'x'.join(map(str, r['representation_shape'][1:]))})" for r in rows)]
     grid = save_grid(columns, out / "grid.png", column_labels=labels, scale=3)
     result: dict[str, Any] = {
@@ -184,7 +187,7 @@ def run_demo(
         "a layer represents x when m_g < m_r."
     )
     say("the model is untrained (random weights): this shows what the architecture keeps, not what training keeps")
-    say(f"wrote {grid.name} and metrics.json to {out.resolve()}")
+    say(f"wrote {grid.name}, metrics.json and {report['html'].name} to {out.resolve()}")
     return result
 
 
