@@ -410,3 +410,21 @@ def test_results_are_snapshots_not_views_of_the_callers_tensor(cnn: SmallCNN) ->
     before = res.original.clone()
     x.add_(1.0)  # the caller changes x afterwards: the results keep what was inverted
     assert torch.equal(res.original, before) and torch.equal(result.reconstructions()[0], before)
+
+
+def test_history_records_each_iterates_input_distance() -> None:
+    """history.input_distance[i] is ||x_i - x|| of the iterate scored at step i: at step 0 the start itself, and
+    the reported input's m_i is the recorded value at its best step (hand-computed in float64)."""
+    torch.manual_seed(0)
+    x = torch.rand(3, 5, dtype=torch.float64)
+    start = torch.rand(3, 5, dtype=torch.float64)
+    model = nn.Sequential(nn.Linear(5, 5).double(), nn.Tanh())
+    res = ri.invert(model, "1", x, init=start, steps=40, clamp=False, recipe=recipes.default(parametrization="pixel"))
+    h = res.history.input_distance
+    assert h.shape == (40, 3) and h.dtype == torch.float64
+    assert torch.allclose(h[0], (start - x).norm(dim=1), rtol=0, atol=1e-12)
+    for b in range(3):
+        step = int(res.best_step[b])
+        if step < 40:
+            assert float(h[step, b]) == pytest.approx(float(res.metrics.input_distance[b]), rel=1e-9)
+    assert "input_distance" in res.history.as_dict()

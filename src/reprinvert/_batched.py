@@ -243,7 +243,10 @@ def invert_layers(
         by_name[name] = Inversion.from_tensors(
             layer=name, start=None, original=original, result_x=result_x[rows], x_ref=x_ref, target=targets[k],
             rep_g=reps_g[k], rep_ref=reps_ref[k], x_chance=x_u, rep_chance=reps_u[k],
-            history=History(terms={t: v[:, rows].clone() for t, v in run.history.terms.items()}, lr=run.history.lr),
+            history=History(
+                terms={t: v[:, rows].clone() for t, v in run.history.terms.items()}, lr=run.history.lr,
+                input_distance=run.history.input_distance[:, rows].clone(),
+            ),
             best_step=best_step[rows], steps_run=run.steps_run, stopped=run.stopped, recipe=rcp, seed=seed,
             parametrization=run.parametrization,
             seconds=seconds, data_range=domain.data_range,

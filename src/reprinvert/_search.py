@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -35,10 +35,14 @@ class History:
             ``(steps, B)`` (the value per sample at each step, before that step's update; the data term includes
             ``loss_scale``). With restarts, the run that produced the returned input is kept.
         lr: the learning rate of each step, shape ``(steps,)``.
+        input_distance: m_i of each step's iterate, ``||x_i - x||`` per sample, shape ``(steps, B)`` (before that
+            step's update, like the losses; in the start layer's units with ``start=``): the convergence of the
+            search in input space. Empty when not recorded.
     """
 
     terms: dict[str, torch.Tensor]
     lr: torch.Tensor
+    input_distance: torch.Tensor = field(default_factory=lambda: torch.empty(0, 0))
 
     def __getitem__(self, term: str) -> torch.Tensor:
         if term not in self.terms:
@@ -54,6 +58,8 @@ class History:
         """JSON-ready: ``{term: [[per-sample values] per step]}``."""
         out = {k: v.tolist() for k, v in self.terms.items()}
         out["lr"] = [[v] for v in self.lr.tolist()]
+        if self.input_distance.numel():
+            out["input_distance"] = self.input_distance.tolist()
         return out
 
 
@@ -283,20 +289,22 @@ def _run(
     transforms = [r for r in regs if type(r).transform is not Regularizer.transform]
     posts = [r for r in regs if type(r).after_step is not Regularizer.after_step]
     device = original.device
+    original_flat = flatten_batch(original, batch).to(dtype)
     # The history grows in blocks as steps run, so a long plan that a callback stops early costs what ran.
     blocks: list[torch.Tensor] = []
     lr_blocks: list[torch.Tensor] = []  # the learning rate of each step, on the CPU
 
     def history_row(step: int) -> torch.Tensor:
+        """The row of step ``step``: one per loss term, then ``total``, then the iterate's input distance."""
         while step >= len(blocks) * _HISTORY_BLOCK:
             rows = min(_HISTORY_BLOCK, steps - len(blocks) * _HISTORY_BLOCK)
-            blocks.append(torch.full((rows, len(names), batch), float("nan"), dtype=dtype, device=device))
+            blocks.append(torch.full((rows, len(names) + 1, batch), float("nan"), dtype=dtype, device=device))
             lr_blocks.append(torch.full((rows,), float("nan"), dtype=torch.float64))
         return blocks[step // _HISTORY_BLOCK][step % _HISTORY_BLOCK]
 
     def history_upto(upto: int) -> torch.Tensor:
         if not blocks:
-            return torch.empty((0, len(names), batch), dtype=dtype, device=device)
+            return torch.empty((0, len(names) + 1, batch), dtype=dtype, device=device)
         return torch.cat(blocks)[:upto]
 
     # L-BFGS has one step size for all parameters and a line search: it searches plain pixels.
@@ -366,7 +374,8 @@ def _run(
             row = history_row(record)
             for k, p in enumerate(terms):
                 row[k] = p.detach()
-            row[-1] = total.detach()
+            row[-2] = total.detach()
+            row[-1] = (flatten_batch(x.detach(), batch).to(dtype) - original_flat).norm(dim=1)
         return total
 
     def keep_if_better(total: torch.Tensor, x: torch.Tensor, step: int) -> torch.Tensor:
@@ -382,7 +391,7 @@ def _run(
 
     def first_nonfinite(upto: int) -> tuple[int, list[int]]:
         """The first recorded step < ``upto`` with a non-finite total loss, and its non-finite samples."""
-        bad = ~torch.isfinite(history_upto(upto)[:, -1])
+        bad = ~torch.isfinite(history_upto(upto)[:, -2])
         first = int(bad.any(1).nonzero()[0, 0])
         return first, bad[first].nonzero().flatten().tolist()
 
@@ -487,6 +496,7 @@ def _run(
         history=History(
             terms={n: hist[k] for k, n in enumerate(names)},
             lr=(torch.cat(lr_blocks)[:steps_run] if lr_blocks else torch.empty(0, dtype=torch.float64)).float(),
+            input_distance=hist[-1],
         ),
         steps_run=steps_run,
         stopped=stopped,
