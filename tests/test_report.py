@@ -59,10 +59,10 @@ def test_grid_columns_and_rows(result: ri.Sweep) -> None:
 
 def test_write_report_files(result: ri.Sweep, tmp_path: Path) -> None:
     paths = report.write_report(result, tmp_path / "out")
-    expected = {"grid", "csv", "samples", "json", "html"} | ({"plot"} if _has_matplotlib() else set())
+    expected = {"grid", "csv", "samples", "json", "html"} | ({"plot", "convergence"} if _has_matplotlib() else set())
     assert set(paths) == expected and all(p.is_file() for p in paths.values())
     with Image.open(paths["grid"]) as grid:
-        assert grid.size == report.grid_image(result).size
+        assert grid.size == Image.open(io.BytesIO(report._grid_png(result))).size
     rows = list(csv.DictReader(paths["csv"].open()))
     assert [r["layer"] for r in rows] == ["conv1", "relu1", "conv2"]
     assert rows[2]["representation_shape"] == "3x8x4x4"
@@ -103,8 +103,8 @@ def test_html_is_self_contained(result: ri.Sweep, tmp_path: Path) -> None:
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", page, re.I)
     assert "<script" not in page and "@import" not in page and "url(" not in page
     images = _data_images(page)
-    assert images and images[0].size == report.grid_image(result).size
-    assert len(images) == (2 if _has_matplotlib() else 1)
+    assert images and images[0].size == Image.open(io.BytesIO(report._grid_png(result))).size
+    assert len(images) == (3 if _has_matplotlib() else 1)  # grid, metrics plot, convergence
     for row in result.rows:
         assert f'<td class="name">{row.layer}</td>' in page
     assert ri.__version__ in page and torch.__version__ in page
@@ -181,7 +181,7 @@ def test_html_renders_in_headless_chromium(result: ri.Sweep, tmp_path: Path) -> 
     )
     done = _chromium(["--dump-dom", probe.as_uri()], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    n = 2 if _has_matplotlib() else 1
+    n = 3 if _has_matplotlib() else 1
     assert f'data-loaded="{n}/{n}"' in done.stdout
     assert "Per layer (means over the inputs)" in done.stdout
     # 2. The page itself renders to a screenshot with real content (the grid's photos: many colours).
@@ -213,3 +213,54 @@ def test_verdict_follows_what_was_measured(result: ri.Sweep, beats: float, m_i: 
     relabelled = dataclasses.replace(result, rows=(row, *result.rows[1:]))
     page = report.html_page(relabelled)
     assert f">{label}<" in page
+
+
+def _texts(fig: object) -> list[str]:
+    from matplotlib.text import Text
+
+    return [t.get_text() for t in fig.findobj(Text) if t.get_text()]  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(not _has_matplotlib(), reason="needs matplotlib (the plot extra)")
+def test_grid_figure_names_layers_in_full_with_each_panels_numbers(tmp_path: Path) -> None:
+    """Full dotted layer names (a bitmap font used to drop the dots), the verdict in its colour, and each
+    reconstruction's m_i and PSNR under it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()), nn.Conv2d(4, 4, 3, stride=2))
+    x = ri.data.sample_images(size=8)[:2]
+    sweep = ri.sweep(model, x, layers=["0.0", "1"], steps=3, progress=False)
+    fig = report.grid_figure(sweep)
+    texts = _texts(fig)
+    for row, inv in zip(sweep.rows, sweep.inversions):
+        label, cls = report.verdict(row)
+        assert f"{row.layer}\n{label}" in texts
+        title = next(ax.title for ax in fig.axes if ax.get_title() == f"{row.layer}\n{label}")
+        from matplotlib.colors import to_hex
+
+        assert to_hex(title.get_color()) == report.VERDICT_COLOURS[cls]
+        for b in range(2):
+            m_i, psnr = float(inv.metrics.input_distance[b]), float(inv.metrics.psnr[b])
+            assert f"m_i {m_i:.3g} · {psnr:.1f} dB" in texts
+    assert "original" in texts
+    path = report.save_grid(sweep, tmp_path / "g.png")
+    with Image.open(path) as img:
+        assert img.size[0] > 300
+
+
+@pytest.mark.skipif(not _has_matplotlib(), reason="needs matplotlib (the plot extra)")
+def test_plots_have_units_plain_log_ticks_and_baselines(result: ri.Sweep) -> None:
+    fig = report.metrics_figure(result)
+    for ax in fig.axes:
+        assert ax.get_ylabel(), ax.get_title()
+        fig.canvas.draw()  # tick labels exist once drawn
+        labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+        assert labels and not any("times" in t or "^" in t or "10^" in t for t in labels), labels
+    assert "chance (unrelated input)" in _texts(fig)
+    conv = report.convergence_figure(result)
+    loss_ax, mi_ax = conv.axes[:2]
+    assert loss_ax.get_xlabel() == "step" and "m_i" in mi_ax.get_ylabel()
+    lines = {line.get_label(): line for line in mi_ax.get_lines()}
+    for row, inv in zip(result.rows, result.inversions):
+        ys = lines[row.layer].get_ydata()
+        assert list(ys) == pytest.approx(inv.history.input_distance.double().mean(1).tolist())
+    assert "chance (unrelated input)" in lines and "‖x′ − x‖ (faint noise)" in lines

@@ -1,14 +1,18 @@
 """Turn a :class:`~reprinvert.Sweep` into things a person can look at and share.
 
-* :func:`save_grid` — a PNG grid: one row per input, the original first, then what each layer keeps.
+* :func:`save_grid` — a PNG grid: one row per input, the original first, then what each layer keeps, each
+  panel with its m_i and PSNR and each column coloured by its verdict (drawn with matplotlib when it is
+  installed, with Pillow otherwise).
 * :func:`save_plot` — the metrics against depth (needs matplotlib: ``pip install 'reprinvert[plot]'``).
+* :func:`save_convergence` — the data loss and m_i against steps, per layer (needs matplotlib).
 * :func:`save_csv` / :func:`save_json` — the per-layer (or per-sample) table; the JSON adds the provenance.
 * :func:`save_html` — one self-contained page (images embedded as ``data:`` URIs, no scripts, no network) that
   opens in any browser.
 * :func:`write_report` — all of the above into one folder.
 
-Only :func:`save_plot` and :func:`metrics_figure` need matplotlib, which is imported when they are called;
-everything else works without it (the HTML page then says how to add the plot).
+Only the figures (:func:`grid_figure`, :func:`metrics_figure`, :func:`convergence_figure`) need matplotlib,
+which is imported when they are called; everything else works without it (the grid then comes from Pillow and
+the HTML page says how to add the plots).
 
 Example:
     >>> import tempfile, torch, torch.nn as nn, reprinvert as ri
@@ -36,9 +40,12 @@ from .sweep import METRICS, Sweep, SweepRow
 
 __all__ = [
     "can_show_images",
+    "convergence_figure",
+    "grid_figure",
     "grid_image",
     "html_page",
     "metrics_figure",
+    "save_convergence",
     "save_csv",
     "save_grid",
     "save_html",
@@ -49,6 +56,8 @@ __all__ = [
 ]
 
 _PLOT_HINT = "the metrics plot needs matplotlib: pip install 'reprinvert[plot]'"
+#: Colours of the verdict classes (:func:`verdict`) in figures and the HTML table.
+VERDICT_COLOURS = {"yes": "#1a7f37", "some": "#b35900", "no": "#c62828"}
 
 
 def _check(result: Any) -> Sweep:
@@ -150,17 +159,106 @@ def grid_image(result: Sweep, *, scale: int | None = None, max_rows: int | None 
     )
 
 
+def _matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _grid_png(result: Sweep, *, scale: int | None = None, max_rows: int | None = 8) -> bytes:
+    """The grid as PNG bytes: :func:`grid_figure` when matplotlib is installed, else :func:`grid_image`."""
+    if _matplotlib() and scale is None:
+        return _figure_png(grid_figure(result, max_rows=max_rows), dpi=110)
+    return _png_bytes(grid_image(result, scale=scale, max_rows=max_rows))
+
+
 def save_grid(
     result: Sweep, path: str | Path, *, scale: int | None = None, max_rows: int | None = 8
 ) -> Path:
-    """Write :func:`grid_image` as a PNG (missing folders are created) and return its path."""
-    img = grid_image(result, scale=scale, max_rows=max_rows)
+    """Write the grid as a PNG (missing folders are created) and return its path.
+
+    With matplotlib installed (and no ``scale``) the grid is :func:`grid_figure`: full layer names in a real
+    font, each panel's m_i and PSNR, each column coloured by its verdict. Otherwise it is Pillow's
+    :func:`grid_image`, with the verdict in the column titles.
+    """
+    png = _grid_png(result, scale=scale, max_rows=max_rows)
     p = _prepare(path)
     try:
-        img.save(p, format="PNG")
+        p.write_bytes(png)
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot write '{p}': {exc}") from None
     return p
+
+
+def grid_figure(result: Sweep, *, max_rows: int | None = 8, cell: float = 1.45) -> Any:
+    """The reconstructions as a matplotlib ``Figure`` (built without pyplot): rows = inputs, columns = the
+    original, then each layer's reconstruction.
+
+    Each column is titled with the layer's full name and its measured :func:`verdict`, in the verdict's colour
+    (green: recovered; orange: beats chance; red: chance level), and framed in that colour; under each
+    reconstruction, that input's m_i = ||x_g - x|| and PSNR.
+
+    Args:
+        result: a :class:`~reprinvert.Sweep` of image inputs (see :func:`can_show_images`).
+        max_rows: show at most this many inputs (None: all).
+        cell: the size of one panel in inches.
+
+    Raises:
+        ImportError: matplotlib is not installed (``pip install 'reprinvert[plot]'``).
+        ValueError: the sweep's inputs are not images.
+    """
+    result = _check(result)
+    if not can_show_images(result):
+        grid_image(result)  # raises the explanatory ValueError
+    if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1):
+        raise ValueError(f"max_rows={max_rows!r}: expected a positive int or None")
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError(_PLOT_HINT) from None
+    cols = [c.detach().cpu().float().clamp(0, 1)[:max_rows] for c in result.reconstructions()]
+    n_rows, n_cols = cols[0].shape[0], len(cols)
+    names = result.provenance.inputs
+    fig = Figure(figsize=(n_cols * cell + 0.3, n_rows * (cell + 0.3) + 0.6), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for j, col in enumerate(cols):
+        if j:
+            row = result.rows[j - 1]
+            label, cls = verdict(row)
+            colour = VERDICT_COLOURS[cls]
+            metrics = result.inversions[j - 1].metrics
+        for i in range(n_rows):
+            ax = axes[i][j]
+            img = col[i].permute(1, 2, 0).numpy()
+            if img.shape[2] == 1:
+                ax.imshow(img[:, :, 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.imshow(img, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j:
+                for spine in ax.spines.values():
+                    spine.set_edgecolor(colour)
+                    spine.set_linewidth(2)
+                ax.set_xlabel(
+                    f"m_i {float(metrics.input_distance[i]):.3g} · {float(metrics.psnr[i]):.1f} dB", fontsize=7
+                )
+            if i == 0:
+                if j:
+                    ax.set_title(f"{row.layer}\n{label}", fontsize=8, color=colour)
+                else:
+                    ax.set_title("original", fontsize=8)
+            if j == 0 and n_rows > 1:
+                ax.set_ylabel(names[i] if i < len(names) else f"#{i}", fontsize=7)
+    return fig
+
+
+def _figure_png(fig: Any, *, dpi: int = 110) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------- plot
@@ -189,16 +287,19 @@ def metrics_figure(result: Sweep, *, width: float = 11.0) -> Any:
         raise ImportError(_PLOT_HINT) from None
     layers = list(result.layers)
     xs = list(range(len(layers)))
-    fig = Figure(figsize=(width, 3.6), layout="constrained")
+    units = "start-layer units" if result.provenance.options.get("start") else "input units"
+    fig = Figure(figsize=(width, 3.8), layout="constrained")
     axes = fig.subplots(1, 3)
     panels = (
-        ("embedding distance", (("embedding_distance", "m_g (inversion)", "o-"),
-                                ("reference_distance", "m_r (x + N(0, σ²))", "s--"))),
-        ("input distance", (("input_distance", "m_i = ||x_g − x||", "o-"),
-                            ("perturbation_distance", "||x′ − x||", "s--"))),
-        ("normalized feature error", (("normalized_feature_error", "||Δrep||² / ||rep||²", "o-"),)),
+        ("embedding distance", "‖rep(·) − rep(x)‖ (L2, the layer's units)",
+         (("embedding_distance", "m_g (inversion)", "o-"), ("reference_distance", "m_r (x + N(0, σ²))", "s--"))),
+        ("input distance", f"‖· − x‖ (L2, {units})",
+         (("input_distance", "m_i = ‖x_g − x‖", "o-"), ("perturbation_distance", "‖x′ − x‖ (faint noise)", "s--"),
+          ("chance_input_distance", "chance (unrelated input)", "^:"))),
+        ("normalized feature error", "‖Δrep‖² / ‖rep‖² (no unit)",
+         (("normalized_feature_error", "‖rep(x_g) − rep(x)‖² / ‖rep(x)‖²", "o-"),)),
     )
-    for ax, (title, series) in zip(axes, panels):
+    for ax, (title, ylabel, series) in zip(axes, panels):
         positive = True
         for key, label, style in series:
             ys = _series(result, key)
@@ -206,7 +307,9 @@ def metrics_figure(result: Sweep, *, width: float = 11.0) -> Any:
             ax.plot(xs, ys, style, label=label, markersize=4)
         if positive:
             ax.set_yscale("log")
+            _plain_log_ticks(ax)
         ax.set_title(title, fontsize=10)
+        ax.set_ylabel(ylabel, fontsize=8)
         ax.set_xticks(xs)
         ax.set_xticklabels(layers, rotation=45 if len(layers) > 3 else 0, ha="right" if len(layers) > 3 else "center",
                            fontsize=8)
@@ -218,6 +321,94 @@ def metrics_figure(result: Sweep, *, width: float = 11.0) -> Any:
         f"{prov.model}: recipe {prov.recipe.get('name', '?')}, {prov.steps} steps, seed {prov.seed}", fontsize=10
     )
     return fig
+
+
+def _plain_log_ticks(ax: Any) -> None:
+    """Log-axis ticks as plain numbers (0.01, 0.1, 1, 10), never mixed with 2x10^1-style minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    low, high = ax.get_ylim()
+    decades = math.log10(high / low) if low > 0 and high > low else 1.0
+    # Within a few decades label 1-2-5 steps, so a narrow range still gets labelled ticks; beyond, decades only.
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 3 else (1.0,)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.tick_params(axis="y", labelsize=8)
+
+
+def convergence_figure(result: Sweep, *, width: float = 11.0) -> Any:
+    """The search against steps as a matplotlib ``Figure``: one curve per layer (means over the inputs).
+
+    Left: the data loss relative to its value at step 0 (log scale), the other loss terms dashed when the
+    recipe has them. Right: m_i = ||x_i - x|| of each step's iterate (``History.input_distance``), with the faint
+    perturbation's distance ||x' - x|| and the chance distance drawn as baselines. A curve still falling at the
+    last step means more steps would help; m_i rising while the loss falls means the layer does not pin the input
+    down (the search finds other inputs with the same representation).
+
+    Raises:
+        ImportError: matplotlib is not installed (``pip install 'reprinvert[plot]'``).
+    """
+    result = _check(result)
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError(_PLOT_HINT) from None
+    fig = Figure(figsize=(width, 3.8), layout="constrained")
+    loss_ax, mi_ax = fig.subplots(1, 2)
+    colours = [f"C{k % 10}" for k in range(len(result.rows))]
+    positive = True
+    for row, inv, colour in zip(result.rows, result.inversions, colours):
+        hist = inv.history
+        if not hist.terms or hist["data"].numel() == 0:
+            continue
+        steps = list(range(hist["data"].shape[0]))
+        data = hist["data"].double().mean(1)
+        start = float(data[0]) if float(data[0]) > 0 else 1.0
+        loss_ax.plot(steps, (data / start).tolist(), "-", color=colour, label=row.layer, linewidth=1.2)
+        for term in hist.terms:
+            if term not in ("data", "total"):
+                loss_ax.plot(steps, (hist[term].double().mean(1) / start).tolist(), "--", color=colour, linewidth=0.8)
+        if hist.input_distance.numel():
+            mi = hist.input_distance.double().mean(1)
+            positive = positive and bool((mi > 0).all())
+            mi_ax.plot(steps, mi.tolist(), "-", color=colour, label=row.layer, linewidth=1.2)
+    loss_ax.set_yscale("log")
+    _plain_log_ticks(loss_ax)
+    loss_ax.set_title("data loss (dashed: other terms)", fontsize=10)
+    loss_ax.set_ylabel("loss / data loss at step 0", fontsize=8)
+    mean = sum(r.perturbation_distance for r in result.rows) / max(len(result.rows), 1)
+    chance = sum(r.chance_input_distance for r in result.rows) / max(len(result.rows), 1)
+    mi_ax.axhline(mean, color="0.4", linestyle="--", linewidth=1, label="‖x′ − x‖ (faint noise)")
+    mi_ax.axhline(chance, color="0.4", linestyle=":", linewidth=1, label="chance (unrelated input)")
+    if positive and mean > 0 and chance > 0:
+        mi_ax.set_yscale("log")
+        _plain_log_ticks(mi_ax)
+    units = "start-layer units" if result.provenance.options.get("start") else "input units"
+    mi_ax.set_title("input distance of the iterate", fontsize=10)
+    mi_ax.set_ylabel(f"m_i = ‖x_i − x‖ (L2, {units})", fontsize=8)
+    for ax in (loss_ax, mi_ax):
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.grid(True, alpha=0.3)
+    mi_ax.legend(fontsize=7, ncol=2 if len(result.rows) > 6 else 1)
+    prov = result.provenance
+    fig.suptitle(f"{prov.model}: convergence of the search ({prov.steps} steps, seed {prov.seed})", fontsize=10)
+    return fig
+
+
+def save_convergence(result: Sweep, path: str | Path, *, dpi: int = 110) -> Path:
+    """Write :func:`convergence_figure` as an image (PNG, SVG or PDF from the suffix) and return its path.
+
+    Raises:
+        ImportError: matplotlib is not installed (``pip install 'reprinvert[plot]'``).
+    """
+    fig = convergence_figure(result)
+    p = _prepare(path)
+    try:
+        fig.savefig(p, dpi=dpi)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot write '{p}': {exc}") from None
+    return p
 
 
 def save_plot(result: Sweep, path: str | Path, *, dpi: int = 110) -> Path:
@@ -280,9 +471,15 @@ def _plot_png(result: Sweep) -> bytes | None:
         fig = metrics_figure(result)
     except ImportError:
         return None
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return buf.getvalue()
+    return _figure_png(fig)
+
+
+def _convergence_png(result: Sweep) -> bytes | None:
+    try:
+        fig = convergence_figure(result)
+    except ImportError:
+        return None
+    return _figure_png(fig)
 
 
 _CSS = """
@@ -293,7 +490,7 @@ table { border-collapse: collapse; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th { background: #f3f3f3; } td.name { text-align: left; font-family: monospace; }
 tr.yes td.rep { background: #d9f2d9; } tr.some td.rep { background: #fbefd0; } tr.no td.rep { background: #f8dcdc; }
-img { max-width: 100%; image-rendering: pixelated; border: 1px solid #ddd; }
+img { max-width: 100%; border: 1px solid #ddd; } img.pixels { image-rendering: pixelated; }
 .note { color: #555; font-size: 0.9em; }
 """
 
@@ -349,14 +546,15 @@ def _html_page(result: Sweep, *, title: str | None, plot: bool, plot_png: bytes 
         "shuffle of x).</p>",
     ]
     if can_show_images(result):
-        png = _png_bytes(grid_image(result))
+        png = _grid_png(result)
+        pixels = "" if _matplotlib() else ' class="pixels"'  # Pillow's grid: keep its pixels sharp when scaled
         parts += [
             "<h2>Reconstructions</h2>",
             '<p class="note">Rows: inputs. Columns: the original, then the inversion of each layer, titled by '
             "what it measured: <em>recovered</em> (closer to x than an unrelated input, and within the faint "
             "perturbation's distance), <em>beats chance</em> (closer than an unrelated input only), or "
-            "<em>chance level</em>.</p>",
-            f'<img id="grid" alt="grid of reconstructions per layer" src="{_data_uri(png)}">',
+            "<em>chance level</em>; under each reconstruction its m_i and PSNR.</p>",
+            f'<img id="grid"{pixels} alt="grid of reconstructions per layer" src="{_data_uri(png)}">',
         ]
     parts.append("<h2>Metrics against depth</h2>")
     if plot and plot_png is None:
@@ -367,6 +565,15 @@ def _html_page(result: Sweep, *, title: str | None, plot: bool, plot_png: bytes 
         parts.append(f'<img id="plot" alt="metrics against depth" src="{_data_uri(plot_png)}">')
     else:
         parts.append(f'<p class="note">No plot: {html.escape(_PLOT_HINT if plot else "disabled")}.</p>')
+    convergence_png = _convergence_png(result) if plot else None
+    if convergence_png is not None:
+        parts += [
+            "<h2>Convergence of the search</h2>",
+            '<p class="note">Per layer, the data loss relative to step 0 and the input distance m_i of each '
+            "step's iterate: a curve still falling at the end means more steps would help; m_i rising while the "
+            "loss falls means the layer does not pin the input down.</p>",
+            f'<img id="convergence" alt="loss and input distance against steps" src="{_data_uri(convergence_png)}">',
+        ]
     head = ["layer", "type", "shape", "size/input", *(label for _, label in METRICS), "represents", "verdict",
             "seconds"]
     body, classes = [], []
@@ -407,8 +614,8 @@ def write_report(
 ) -> dict[str, Path]:
     """Write every report of a sweep into the folder ``out``.
 
-    Files: ``grid.png`` (image inputs only), ``plot.png`` (when matplotlib is installed), ``metrics.csv``,
-    ``samples.csv`` (per input), ``metrics.json`` and ``report.html``.
+    Files: ``grid.png`` (image inputs only), ``plot.png`` and ``convergence.png`` (when matplotlib is
+    installed), ``metrics.csv``, ``samples.csv`` (per input), ``metrics.json`` and ``report.html``.
 
     Args:
         result: a :class:`~reprinvert.Sweep`.
@@ -418,8 +625,8 @@ def write_report(
             it when matplotlib is importable.
 
     Returns:
-        ``{"grid": path, "plot": path, "csv": path, "samples": path, "json": path, "html": path}`` for the files
-        written.
+        ``{"grid": path, "plot": path, "convergence": path, "csv": path, "samples": path, "json": path,
+        "html": path}`` for the files written.
     """
     result = _check(result)
     folder = Path(out)
@@ -445,6 +652,7 @@ def write_report(
             raise ImportError(_PLOT_HINT)
         paths["plot"] = _prepare(folder / "plot.png")
         paths["plot"].write_bytes(plot_png)
+        paths["convergence"] = save_convergence(result, folder / "convergence.png")
     paths["csv"] = save_csv(result, folder / "metrics.csv")
     paths["samples"] = save_csv(result, folder / "samples.csv", per_sample=True)
     paths["json"] = save_json(result, folder / "metrics.json")
