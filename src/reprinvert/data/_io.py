@@ -271,6 +271,15 @@ def _fit_text(draw: ImageDraw.ImageDraw, text: str, width: int, font: _Font) -> 
     return text + ".." if text else ""
 
 
+def _label_font() -> _Font:
+    """Pillow's scalable default font (a real TrueType face since Pillow 10.1, with FreeType); its old bitmap
+    font otherwise, which renders dots and other small glyphs poorly."""
+    try:
+        return ImageFont.load_default(size=11)
+    except (TypeError, ImportError, OSError):  # Pillow < 10.1, or no FreeType
+        return ImageFont.load_default()
+
+
 def make_grid(
     images: Sequence[torch.Tensor] | torch.Tensor,
     *,
@@ -316,7 +325,7 @@ def make_grid(
         raise ValueError(f"column_labels has {len(column_labels)} labels for {k} columns")
     if row_labels is not None and len(row_labels) != r:
         raise ValueError(f"row_labels has {len(row_labels)} labels for {r} rows")
-    font = ImageFont.load_default()
+    font = _label_font()
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     ch, cw = h * scale, w * scale
     text_h = math.ceil(probe.textbbox((0, 0), "Hgy", font=font)[3]) + 2
