@@ -42,3 +42,25 @@ def test_example_smoke(script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_example_documents_itself(script: Path) -> None:
     text = script.read_text()
     assert text.startswith('"""') and "--smoke" in text and f"{script.stem}.png" in text
+
+
+def test_gallery_page_is_regenerated_by_one_command(tmp_path: Path) -> None:
+    """docs/make_gallery.py runs the examples (here two, with --smoke; every example's smoke run is tested
+    above) and writes a page listing every example with its figure and the command that made it."""
+    import subprocess
+
+    out, page = tmp_path / "gallery", tmp_path / "gallery.md"
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES.parent / "docs" / "make_gallery.py"), "--smoke", "--out", str(out),
+         "--page", str(page), "--only", "quickstart,token_inversion"],
+        capture_output=True, text=True, timeout=900, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = page.read_text()
+    for script in SCRIPTS:
+        assert f"## `{script.name}`" in text
+        assert f"python examples/{script.name} --out" in text
+        if f"{script.stem}.png" in {p.name for p in out.glob("*.png")}:
+            assert f"({script.stem}.png)" in text or f"/{script.stem}.png)" in text
+    assert {p.stem for p in out.glob("*.png")} == {"quickstart", "token_inversion"}
+    assert "not run yet" in text and "made in" in text
