@@ -120,6 +120,10 @@ def test_sweep_writes_report(spec: str, image_dir: Path, tmp_path: Path, capsys)
     assert prov["options"]["clamp"] == [0.0, 1.0]
     with Image.open(out / "grid.png") as grid:
         assert grid.size[0] > 4 * 8
+    saved = ri.load(out / "result")  # the whole result, next to the report
+    assert isinstance(saved, ri.Sweep) and saved.layers == ("conv", "act", "down")
+    assert [r.as_dict() for r in saved.rows] == data["layers"]
+    assert "reprinvert.load(" in printed
     assert main([*argv, "--one-by-one", "--quiet", "--recipe", "default"]) == 0
     assert json.loads((out / "metrics.json").read_text())["provenance"]["options"]["batched"] is False
     assert main([*argv, "--quiet", "--recipe", "default"]) == 0

@@ -9,8 +9,8 @@ Example:
     >>> ri.list_layers(model)
     ['0', '1', '2']
     >>> res = ri.invert(model, "1", torch.rand(1, 3, 16, 16), steps=20)
-    >>> sorted(res.metrics.summary())[:3]
-    ['embedding_distance', 'input_distance', 'normalized_feature_error']
+    >>> sorted(res.metrics.summary())[:4]
+    ['beats_chance', 'chance_distance', 'chance_input_distance', 'embedding_distance']
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .invert import History, Inversion, StepInfo, invert, nearest_tokens
 from .layers import list_layers, resolve_layer
 from .metrics import InversionMetrics, copy_tendency, evaluate
 from .recipes import Recipe
-from .sweep import Provenance, Sweep, SweepRow, sweep
+from .sweep import Provenance, Sweep, SweepRow, load, sweep
 
 __all__ = [
     "Captured",
@@ -60,6 +60,7 @@ __all__ = [
     "experiments",
     "invert",
     "list_layers",
+    "load",
     "metrics",
     "models",
     "nearest_tokens",

@@ -770,7 +770,7 @@ def describe(
         >>> import torch, torch.nn as nn, reprinvert as ri
         >>> d = ri.describe(nn.Sequential(nn.Linear(4, 3), nn.ReLU()), torch.zeros(2, 4))
         >>> [(r.name, r.shape) for r in d]
-        [('', (2, 3)), ('0', (2, 3)), ('1', (2, 3))]
+        [('0', (2, 3)), ('1', (2, 3)), ('', (2, 3))]
     """
     model = runnable(model)
     named = list(model.named_modules())

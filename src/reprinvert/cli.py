@@ -453,6 +453,7 @@ def _run_inversions(args: argparse.Namespace, layers: Any, every: int | None) ->
         what = "the token ids" if args.tokens is not None else "the images"
         raise _model_failed(exc, f"{what} (a batch of shape {list(x.shape)}; see --size and --grey)") from None
     paths = write_report(result, out, title=f"reprinvert {args.command}: {args.model}")
+    paths["result"] = result.save(out / "result")  # every tensor and number: reprinvert.load(out / "result")
     if not args.quiet:
         if isinstance(layers, str):
             print(f"layers ({layers}): {', '.join(result.layers)}")
@@ -461,7 +462,8 @@ def _run_inversions(args: argparse.Namespace, layers: Any, every: int | None) ->
         print(result)
         print("m_g: ||rep(x) - rep(x_g)||, m_r: ||rep(x) - rep(x')|| for x' = x + N(0, (1/25)^2), m_i: ||x_g - x||; "
               "a layer represents x when m_g < m_r.")
-        print(f"wrote {', '.join(p.name for p in paths.values())} to {out.resolve()}")
+        print(f"wrote {', '.join(p.name for p in paths.values())} to {out.resolve()} "
+              f"(load the whole result with reprinvert.load('{paths['result']}'))")
     return 0
 
 

@@ -15,7 +15,9 @@ schedule, loss, initialisation, regularizers, bounds. Any field can be overridde
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,6 +33,7 @@ __all__ = [
     "available",
     "badger",
     "default",
+    "from_dict",
     "get",
     "mahendran_vedaldi",
 ]
@@ -165,6 +168,65 @@ class Recipe:
         out["drops"] = list(self.drops)
         out["clamp"] = self.clamp if self.clamp is None or isinstance(self.clamp, str) else list(self.clamp)
         return out
+
+
+def _rebuild(text: str, namespace: Mapping[str, type], what: str) -> Any:
+    """An object from its repr ``Name(key=literal, ...)``, for a class in ``namespace`` (nothing is evaluated)."""
+    try:
+        node = ast.parse(text, mode="eval").body
+        if not (isinstance(node, ast.Call) and isinstance(node.func, (ast.Name, ast.Attribute))):
+            raise ValueError("not a call")
+        args = [ast.literal_eval(a) for a in node.args]
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg is not None}
+        name = node.func.id if isinstance(node.func, ast.Name) else node.func.attr  # Outer.Name: by its own name
+    except (SyntaxError, ValueError) as error:
+        raise ValueError(f"cannot rebuild the {what} {text!r} of a saved recipe ({error})") from None
+    cls = namespace.get(name)
+    if cls is None:
+        raise ValueError(
+            f"the saved recipe uses the {what} {text!r}, whose class {name!r} is not one of reprinvert's; pass it "
+            f"when loading: reprinvert.load(path, classes={{{name!r}: {name}}})"
+        )
+    return cls(*args, **kwargs)
+
+
+def from_dict(data: Mapping[str, Any], *, classes: Mapping[str, type] | None = None) -> Recipe:
+    """The :class:`Recipe` that :meth:`Recipe.to_dict` described (what saved results store).
+
+    Regularizers and the parametrisation are rebuilt from their reprs, ``Name(key=value, ...)``, with the classes
+    of :mod:`reprinvert.regularizers` and :mod:`reprinvert.parametrizations`, plus ``classes`` for your own.
+
+    Raises:
+        ValueError: a field or a class that cannot be rebuilt (the message names it and the way out).
+    """
+    namespace: dict[str, type] = {
+        c.__name__: c for c in (*_regularizer_classes(), *_parametrization_classes())
+    }
+    namespace.update(classes or {})
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = set(data) - fields
+    if unknown:
+        raise ValueError(f"the saved recipe has fields {sorted(unknown)} that Recipe does not know")
+    values = dict(data)
+    values["regularizers"] = tuple(_rebuild(r, namespace, "regularizer") for r in data.get("regularizers", ()))
+    if isinstance(data.get("parametrization"), str) and "(" in data["parametrization"]:
+        values["parametrization"] = _rebuild(data["parametrization"], namespace, "parametrization")
+    if isinstance(values.get("clamp"), list):
+        values["clamp"] = tuple(values["clamp"])
+    values["drops"] = tuple(values.get("drops", ()))
+    return Recipe(**values)
+
+
+def _regularizer_classes() -> list[type]:
+    from . import regularizers
+
+    return [c for c in vars(regularizers).values() if isinstance(c, type) and issubclass(c, Regularizer)]
+
+
+def _parametrization_classes() -> list[type]:
+    from . import parametrizations
+
+    return [c for c in vars(parametrizations).values() if isinstance(c, type) and issubclass(c, Parametrization)]
 
 
 def badger(preset: Literal["cnn", "resnet50", "unet", "mlp"] = "cnn", **changes: Any) -> Recipe:

@@ -20,7 +20,7 @@ Example:
     >>> result = ri.sweep(model, ri.data.sample_images(size=16)[:2], steps=5, progress=False)
     >>> paths = ri.report.write_report(result, tempfile.mkdtemp())
     >>> sorted(paths)[:4]
-    ['csv', 'grid', 'html', 'json']
+    ['convergence', 'csv', 'grid', 'html']
 """
 
 from __future__ import annotations

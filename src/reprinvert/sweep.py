@@ -13,33 +13,38 @@ Example:
     >>> result.layers
     ('0', '1', '2')
     >>> sorted(result.table()[0])[:4]
-    ['embedding_distance', 'index', 'input_distance', 'layer']
+    ['beats_chance', 'chance_input_distance', 'embedding_distance', 'index']
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import math
 import platform
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from . import _archive
 from ._domain import Domain, Normalize, NormalizeSpec
 from ._state import frozen
 from .capture import LayerInfo, Selector, describe, model_dtype, normalized_input, private_input, run_model
-from .invert import Inversion, _check_options, invert
+from .invert import INVERSION_SCHEMA, Inversion, _check_options, invert
 from .layers import LayerSpec, resolve_layer, runnable
 from .recipes import Init, Loss, Optimizer, Recipe
 from .recipes import get as get_recipe
 from .regularizers import Regularizer
 
-__all__ = ["MAX_AUTO_LAYERS", "METRICS", "LayerMode", "Provenance", "Sweep", "SweepRow", "sweep"]
+__all__ = [
+    "MAX_AUTO_LAYERS", "METRICS", "SWEEP_SCHEMA", "LayerMode", "Provenance", "Sweep", "SweepRow", "load", "sweep",
+]
 
 LayerMode = Literal["auto", "top", "leaves", "all"]
 """Automatic layer choices of :func:`sweep`: the model's stages (repeated blocks with the stem and the final
@@ -217,6 +222,38 @@ class Sweep:
                     {"layer": row.layer, "index": row.index, "sample": i, **named,
                      **{k: _finite(v) for k, v in values.items()}}
                 )
+        return out
+
+    def save(self, folder: str | Path) -> Path:
+        """Write this sweep into ``folder`` (created if missing); read it back with :func:`reprinvert.load`.
+
+        Files: ``sweep.json`` (the schema version, the provenance, the per-layer rows and the timing),
+        ``original.npz`` (the input) and ``layers/NN.npz``, one :meth:`Inversion.save` file per layer in sweep
+        order. An open format (JSON and NumPy's ``.npz``); every field round-trips exactly, tensors come back on
+        the CPU. ``sweep.json`` is written last, so a folder without it is an incomplete save.
+
+        Returns:
+            The folder.
+        """
+        out = Path(folder)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            files = []
+            for k, inv in enumerate(self.inversions):
+                files.append(inv.save(out / "layers" / f"{k:02d}.npz").relative_to(out).as_posix())
+            _archive.write(out / "original.npz", {"original": self.original}, {"schema": SWEEP_SCHEMA})
+            document = {
+                "schema": SWEEP_SCHEMA,
+                "provenance": asdict(self.provenance),
+                "rows": [asdict(r) for r in self.rows],
+                "seconds": self.seconds,
+                "inversions": files,
+            }
+            partial = out / "sweep.json.partial"
+            partial.write_text(json.dumps(_archive.encode(document), indent=1, allow_nan=False) + "\n")
+            partial.replace(out / "sweep.json")
+        except OSError as exc:
+            raise ValueError(f"cannot write the sweep into '{out}': {exc.strerror or exc}") from None
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -499,6 +536,76 @@ class _LayerBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+#: The schema of a saved :class:`Sweep` (``Sweep.save``); bumped when the format changes.
+SWEEP_SCHEMA = "reprinvert.sweep/1"
+
+
+def load(path: str | Path, *, classes: Mapping[str, type] | None = None) -> Sweep | Inversion:
+    """Read a result saved by :meth:`Sweep.save` (a folder) or :meth:`Inversion.save` (a ``.npz`` file).
+
+    Args:
+        path: the folder of a saved sweep, or the file of a saved inversion.
+        classes: your own regularizer or parametrisation classes by name, when the saved recipe uses them
+            (reprinvert's are found by themselves).
+
+    Returns:
+        The :class:`Sweep` or :class:`~reprinvert.Inversion`, equal field by field to the one saved (tensors on
+        the CPU).
+
+    Raises:
+        ValueError: no saved result at ``path``, an incomplete save, or one written by a newer reprinvert.
+
+    Example:
+        >>> import tempfile, pathlib, torch, torch.nn as nn, reprinvert as ri
+        >>> res = ri.invert(nn.Linear(4, 3), "", torch.rand(2, 4), steps=5)
+        >>> back = ri.load(res.save(pathlib.Path(tempfile.mkdtemp()) / "linear"))
+        >>> torch.equal(back.input, res.input), back.recipe == res.recipe
+        (True, True)
+    """
+    p = Path(path)
+    if p.is_dir():
+        if not (p / "sweep.json").is_file():
+            raise ValueError(
+                f"'{p}' has no sweep.json: not a saved sweep, or a save that did not finish (Sweep.save writes "
+                "sweep.json last)"
+            )
+        document = _archive.decode(json.loads((p / "sweep.json").read_text()))
+        _check_schema(document.get("schema"), SWEEP_SCHEMA, p / "sweep.json")
+        prov = dict(document["provenance"])
+        prov["input_shape"] = tuple(prov["input_shape"])
+        prov["skipped_layers"] = tuple(tuple(pair) for pair in prov.get("skipped_layers", ()))
+        prov["inputs"] = tuple(prov.get("inputs", ()))
+        rows = []
+        for row in document["rows"]:
+            rows.append(SweepRow(**{**row, "representation_shape": tuple(row["representation_shape"])}))
+        inversions = []
+        for name in document["inversions"]:
+            inv = load(p / name, classes=classes)
+            assert isinstance(inv, Inversion)
+            inversions.append(inv)
+        original, _ = _archive.read(p / "original.npz")
+        return Sweep(
+            rows=tuple(rows), inversions=tuple(inversions), original=original["original"],
+            provenance=Provenance(**prov), seconds=document["seconds"],
+        )
+    if not p.is_file():
+        raise ValueError(f"no saved result at '{p}' (a folder written by Sweep.save, or a .npz by Inversion.save)")
+    tensors, meta = _archive.read(p)
+    _check_schema(meta.get("schema"), INVERSION_SCHEMA, p)
+    return Inversion._from_archive(tensors, meta, classes)
+
+
+def _check_schema(found: Any, expected: str, path: Path) -> None:
+    kind = expected.partition("/")[0]
+    if not isinstance(found, str) or found.partition("/")[0] != kind:
+        raise ValueError(f"'{path}' is not a saved {kind.split('.')[-1]} (schema {found!r}, expected {expected!r})")
+    if found != expected:
+        raise ValueError(
+            f"'{path}' was saved with schema {found!r}; this reprinvert reads {expected!r}: upgrade reprinvert "
+            "to read it"
+        )
 
 
 def sweep(

@@ -1,0 +1,126 @@
+"""Saved results: Inversion.save / Sweep.save and reprinvert.load round-trip every field exactly, in an open
+format (NumPy .npz and JSON), and refuse what they cannot read with a clear message."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import reprinvert as ri
+from reprinvert import _archive, recipes, regularizers
+
+from conftest import TokenModel
+
+
+def _same(a: object, b: object) -> None:
+    """Field by field: tensors equal in value, dtype and shape; everything else ==."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape
+        assert torch.equal(a.cpu(), b) or (a.is_floating_point() and torch.allclose(a.cpu(), b, rtol=0, atol=0,
+                                                                                   equal_nan=True))
+    elif dataclasses.is_dataclass(a) and not isinstance(a, type):
+        assert type(a) is type(b)
+        for f in dataclasses.fields(a):
+            _same(getattr(a, f.name), getattr(b, f.name))
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b)
+        for k in a:
+            _same(a[k], b[k])
+    elif isinstance(a, (tuple, list)):
+        assert type(a) is type(b) and len(a) == len(b)
+        for u, v in zip(a, b):
+            _same(u, v)
+    else:
+        assert a == b, (a, b)
+
+
+@dataclasses.dataclass(frozen=True)
+class Nudge(regularizers.Regularizer):
+    """A user's own penalty: weight * mean(x)."""
+
+    weight: float = 0.1
+    name: str = "nudge"
+
+    def penalty(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        return self.weight * x.flatten(1).mean(1)
+
+
+def test_an_inversion_round_trips_exactly(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2))
+    x = torch.rand(2, 3, 12, 12, dtype=torch.float64)
+    res = ri.invert(model.double(), "1", x, steps=7, recipe=recipes.badger("cnn", steps=7))
+    path = res.save(tmp_path / "inv")
+    assert path == tmp_path / "inv.npz" and path.is_file()
+    back = ri.load(path)
+    assert isinstance(back, ri.Inversion)
+    _same(res, back)
+    assert back.recipe == res.recipe and back.history.input_distance.shape == (7, 2)
+    # the open format: NumPy reads it without reprinvert and without pickle
+    with np.load(path, allow_pickle=False) as data:
+        assert data["input"].dtype == np.float64 and "history/terms/data" in data.files
+        meta = json.loads(str(data["__meta__"]))
+    assert meta["schema"] == "reprinvert.inversion/1" and meta["layer"] == "1"
+
+
+def test_a_token_inversion_with_start_round_trips(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    res = ri.invert(TokenModel(), "act", torch.tensor([[1, 2, 3]]), start="embed", steps=4)
+    _same(res, ri.load(res.save(tmp_path / "tokens.npz")))
+
+
+def test_a_sweep_round_trips_exactly_and_reports_the_same(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2))
+    x = ri.data.sample_images(size=8)[:2]
+    result = ri.sweep(model, x, layers=["0", "2"], steps=5, progress=False, input_names=["a.png", "b.png"],
+                      recipe=recipes.default(regularizers=(regularizers.TotalVariation(weight=0.01),)))
+    folder = result.save(tmp_path / "study")
+    assert sorted(p.name for p in folder.iterdir()) == ["layers", "original.npz", "sweep.json"]
+    back = ri.load(folder)
+    assert isinstance(back, ri.Sweep)
+    _same(result, back)
+    assert ri.report.html_page(back) == ri.report.html_page(result)
+
+
+def test_bfloat16_and_non_finite_values_survive(tmp_path: Path) -> None:
+    t = torch.tensor([1.5, float("inf"), float("nan"), -0.0], dtype=torch.bfloat16)
+    path = _archive.write(tmp_path / "a.npz", {"t": t}, {"x": float("nan"), "y": [float("-inf"), (1, 2)]})
+    tensors, meta = _archive.read(path)
+    assert tensors["t"].dtype == torch.bfloat16 and torch.equal(tensors["t"].isnan(), t.isnan())
+    assert torch.equal(tensors["t"].nan_to_num(), t.nan_to_num()) and tensors["t"][3].signbit()
+    assert np.isnan(meta["x"]) and meta["y"] == [float("-inf"), [1, 2]]
+
+    def no_constants(name: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {name}")
+
+    with np.load(path, allow_pickle=False) as data:  # the document itself is standard JSON
+        json.loads(str(data["__meta__"]), parse_constant=no_constants)
+
+
+def test_custom_classes_and_bad_paths_are_clear(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    res = ri.invert(nn.Linear(4, 3), "", torch.rand(2, 4), steps=3, regularizers=[Nudge()])
+    path = res.save(tmp_path / "custom.npz")
+    with pytest.raises(ValueError, match=r"class 'Nudge' is not one of reprinvert's; pass it when loading: "
+                                         r"reprinvert.load\(path, classes=\{'Nudge': Nudge\}\)"):
+        ri.load(path)
+    assert ri.load(path, classes={"Nudge": Nudge}).recipe == res.recipe
+    with pytest.raises(ValueError, match="no saved result at"):
+        ri.load(tmp_path / "missing.npz")
+    (tmp_path / "half").mkdir()
+    with pytest.raises(ValueError, match=r"has no sweep\.json: not a saved sweep, or a save that did not finish"):
+        ri.load(tmp_path / "half")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=r"cannot read .* as a reprinvert result"):
+        ri.load(tmp_path / "junk.npz")
+    tensors, meta = _archive.read(path)
+    _archive.write(tmp_path / "newer.npz", tensors, {**meta, "schema": "reprinvert.inversion/99"})
+    with pytest.raises(ValueError, match=r"saved with schema 'reprinvert\.inversion/99'.*upgrade reprinvert"):
+        ri.load(tmp_path / "newer.npz")
