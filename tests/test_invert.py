@@ -357,6 +357,9 @@ def test_progress_bar_reads_the_loss_only_every_few_steps(monkeypatch: pytest.Mo
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(tqdm_auto.tqdm, "set_postfix", counting)
+    from reprinvert import _progress
+
+    monkeypatch.setattr(_progress, "use_bars", lambda: True)  # a bar, as on a terminal
     ri.invert(nn.Linear(4, 4), "", torch.rand(2, 4), steps=100, progress=True)
     assert calls == [32, 64, 96, 100]
 

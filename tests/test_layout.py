@@ -13,7 +13,7 @@ PACKAGE = Path(reprinvert.__file__).parent
 # Each module's place in the flow; a module may import only modules of a lower level. Level 0-2 are leaves
 # (values, helpers, models, data) that know nothing of models' layers or of inversions.
 LEVEL = {
-    "_version": 0, "errors": 0, "_rng": 0, "_tensors": 0, "_filters": 0, "_archive": 0,
+    "_version": 0, "errors": 0, "_rng": 0, "_tensors": 0, "_filters": 0, "_archive": 0, "_progress": 0,
     "_modelspec": 0,
     "_domain": 1, "_state": 1, "regularizers": 1, "parametrizations": 1, "corruptions": 1, "data": 1, "models": 1,
     "recipes": 2, "train": 2,

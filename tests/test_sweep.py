@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 
 import pytest
@@ -145,16 +146,32 @@ def test_progress_without_tqdm(cnn: SmallCNN, images: torch.Tensor, monkeypatch,
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
     ri.sweep(cnn, images, layers=["conv1", "conv2"], steps=1, progress=True, batched=False)
     err = capsys.readouterr().err
-    assert "sweep [1/2] conv1 ..." in err and "sweep [2/2] conv2 ..." in err
-    ri.sweep(cnn, images, layers=["conv1", "conv2"], steps=1, progress=True)
+    assert "sweep: [1/2] conv1 ..." in err and "sweep: [2/2] conv2 ..." in err
+    assert re.search(r"sweep: 1/2 layers \(conv1 done\), [\d.]+ s elapsed, about [\d.]+ s left", err), err
+    assert re.search(r"sweep: 2/2 layers \(conv2 done\), [\d.]+ s elapsed\n", err), err
+    ri.sweep(cnn, images, layers=["conv1", "conv2"], steps=20, progress=True)
     err = capsys.readouterr().err
-    assert err.strip() == "sweep: 2 layers as one batch (conv1, conv2) ..."
+    assert err.startswith("sweep: 2 layers as one batch (conv1, conv2) ...\n")
+    assert "invert: 2/20 steps" in err and "invert: 20/20 steps" in err  # the batched search: a line per tenth
     ri.sweep(cnn, images, layers=["conv1"], steps=1, progress=False)
     assert capsys.readouterr() == ("", "")
 
 
-def test_progress_with_tqdm(cnn: SmallCNN, images: torch.Tensor, capsys) -> None:
+def test_progress_in_a_log_file_has_lines_not_cursor_codes(cnn: SmallCNN, images: torch.Tensor, capsys) -> None:
+    """With tqdm installed but stderr not a terminal (a log file, pytest's capture), progress is plain lines."""
     pytest.importorskip("tqdm")
+    ri.sweep(cnn, images, layers=["conv1", "conv2"], steps=30, progress=True, batched=False)
+    ri.invert(cnn, "conv1", images, steps=30, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b" not in err
+    assert "sweep: 2/2 layers (conv2 done)" in err and "invert: 30/30 steps" in err
+
+
+def test_progress_with_tqdm(cnn: SmallCNN, images: torch.Tensor, capsys, monkeypatch) -> None:
+    pytest.importorskip("tqdm")
+    from reprinvert import _progress
+
+    monkeypatch.setattr(_progress, "use_bars", lambda: True)  # as on a terminal
     ri.sweep(cnn, images, layers=["conv1", "conv2"], steps=2, progress=True, batched=False)
     err = capsys.readouterr().err
     assert "sweep" in err and "2/2" in err

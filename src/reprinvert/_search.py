@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ._progress import Progress
 from ._tensors import flatten_batch
 from .errors import NonFiniteWarning
 from .parametrizations import Parametrized, Pixel
@@ -468,9 +469,9 @@ def _run(
                     param.assign(new, now)
             steps_run = i + 1
             if bar is not None:
-                bar.update(1)
-                if (i + 1) % CHECK_EVERY == 0 or i == steps - 1:  # reading the loss synchronises: not every step
-                    bar.set_postfix(loss=f"{float(total.mean()):.4g}", refresh=False)
+                # Reading the loss synchronises with a GPU: a bar shows it every CHECK_EVERY steps, lines never.
+                show = bar.bars and ((i + 1) % CHECK_EVERY == 0 or i == steps - 1)
+                bar.update(1, postfix={"loss": f"{float(total.mean()):.4g}"} if show else None)
             if callback is not None and callback(
                 StepInfo(step=i, steps=steps, loss=total, input=param.render().detach().clone(), lr=lr_i)
             ):
@@ -541,15 +542,11 @@ def adam(z: torch.Tensor, grad: torch.Tensor, lr: float, t: int, state: dict[str
     z.addcdiv_(exp_avg, denom, value=-(lr / bias_correction1))
 
 
-def _progress_bar(steps: int, progress: bool, restart: int) -> Any:
+def _progress_bar(steps: int, progress: bool, restart: int) -> Progress | None:
+    """A tqdm bar on a terminal (tqdm installed); elsewhere a line per tenth of the steps, with time left."""
     if not progress:
         return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        warnings.warn(
-            "progress=True needs tqdm: pip install 'reprinvert[progress]'; continuing without a progress bar",
-            stacklevel=5,
-        )
-        return None
-    return tqdm(total=steps, desc="invert" if restart == 0 else f"invert (restart {restart})", leave=False)
+    return Progress(
+        steps, "invert" if restart == 0 else f"invert (restart {restart})", "steps", lines_every=max(1, steps // 10),
+        leave=False,
+    )

@@ -34,6 +34,7 @@ from torch import nn
 
 from . import _archive
 from ._domain import Domain, Normalize, NormalizeSpec
+from ._progress import Progress
 from ._state import frozen
 from .capture import LayerInfo, Selector, describe, model_dtype, normalized_input, private_input, run_model
 from .invert import INVERSION_SCHEMA, Inversion, _check_options, invert
@@ -503,39 +504,28 @@ def _choose_layers(
 
 
 class _LayerBar:
-    """An outer progress display across layers: tqdm when installed, else one line per layer on stderr."""
+    """The progress across layers: a tqdm bar on a terminal, else a line per layer started and finished (with the
+    elapsed time and an estimate of the time left) on stderr."""
 
     def __init__(self, names: Sequence[str], enabled: bool) -> None:
         self.names = names
-        self.enabled = enabled
-        self.bar: Any = None
-        if enabled:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                self.bar = None
-            else:
-                self.bar = tqdm(total=len(names), desc="sweep", unit="layer")
+        self.progress = Progress(len(names), "sweep", "layers", enabled=enabled)
+        self.current = 0
 
     @property
     def inner(self) -> bool:
-        return self.bar is not None
+        """Whether each layer's inversion shows its own (nested) bar: only under a bar."""
+        return self.progress.bars
 
     def start(self, k: int) -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.set_postfix_str(self.names[k], refresh=True)
-        else:
-            print(f"sweep [{k + 1}/{len(self.names)}] {self.names[k]} ...", file=sys.stderr, flush=True)
+        self.current = k
+        self.progress.note(self.names[k])
 
     def done(self) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
+        self.progress.update(1, what=self.names[self.current])
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.progress.close()
 
 
 #: The schema of a saved :class:`Sweep` (``Sweep.save``); bumped when the format changes.
@@ -859,7 +849,7 @@ def _try_batched(
             print(f"sweep: {len(names)} layers as one batch ({', '.join(names)}) ...", file=sys.stderr, flush=True)
         return _batched.invert_layers(
             model, names, x, rcp, init=init, seed=seed, domain=domain,
-            model_kwargs=model_kwargs, track_best=options["track_best"], progress=progress and _has_tqdm(),
+            model_kwargs=model_kwargs, track_best=options["track_best"], progress=progress,
         ), None
     except _batched.Declined as declined:
         return None, str(declined)
@@ -874,14 +864,6 @@ def _sigma_used(sigma: float | None, data_range: float, start: str | None) -> fl
     if start is not None:
         return "1/25 of each sample's RMS at the start layer"
     return data_range / 25
-
-
-def _has_tqdm() -> bool:
-    try:
-        import tqdm.auto  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _version() -> str:
