@@ -9,8 +9,6 @@ training would teach it to keep.
 from __future__ import annotations
 
 import json
-import math
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -18,10 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._version import __version__
-from .data import sample_image, save_grid
+from .data import sample_image
 from .report import write_report
-from .sweep import METRICS, sweep
+from .sweep import sweep
 
 __all__ = ["LAYERS", "DemoCNN", "run_demo"]
 
@@ -65,20 +62,6 @@ class DemoCNN(nn.Module):
         return self.head(x.mean(dim=(2, 3)))
 
 
-_COLUMNS = METRICS  # (key in metrics.json, table header)
-
-
-def _table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'layer':7s} {'shape':>12s} {'size/input':>10s} " + " ".join(f"{h:>9s}" for _, h in _COLUMNS)
-    lines = [head + f" {'represents':>10s} {'seconds':>7s}"]
-    for row in rows:
-        shape = "x".join(str(v) for v in row["representation_shape"][1:])
-        values = " ".join(f"{row[k]:9.4g}" for k, _ in _COLUMNS)
-        lines.append(
-            f"{row['layer']:7s} {shape:>12s} {row['size_ratio']:10.3g} {values} "
-            f"{'yes' if row['represents'] else 'no':>10s} {row['seconds']:7.1f}"
-        )
-    return "\n".join(lines)
 
 
 def run_demo(
@@ -96,11 +79,11 @@ def run_demo(
     Each stage's output is inverted as ``reprinvert.invert(model, layer, x, steps=steps, seed=seed,
     clamp=(0, 1))`` would (the default recipe), through ``reprinvert.sweep``. Writes into ``out``:
 
-    * ``grid.png``: the original, then each stage's inversion, labelled (3x nearest-neighbour upscaling);
-    * ``metrics.json``: per layer m_g, m_r, m_i, ||x'-x||, the normalized feature error, PSNR and whether the
-      layer represents the image (m_g < m_r), plus the recipe, steps, seed, image and versions;
-    * ``report.html``: the self-contained report ``reprinvert sweep`` writes (grid, plot, tables, provenance),
-      with its ``metrics.csv``, ``samples.csv`` and, when matplotlib is installed, ``plot.png``.
+    * what ``reprinvert sweep`` writes: ``grid.png`` (the original, then each stage's inversion), ``report.html``
+      (self-contained: grid, plots, tables, provenance), ``metrics.csv``, ``samples.csv`` and, when matplotlib
+      is installed, ``plot.png`` and ``convergence.png``;
+    * ``metrics.json``: the sweep's JSON (provenance, per-layer and per-sample rows) plus a ``"demo"`` block
+      (model, image, size, steps, seed, total seconds).
 
     Args:
         out: output folder (created if missing).
@@ -144,56 +127,27 @@ def run_demo(
         model, x, layers=list(LAYERS), steps=steps, seed=seed, clamp=(0.0, 1.0), batched=False, progress=progress,
         input_names=[image], model_source={"spec": "reprinvert demo", "model_args": {"seed": seed}, "trained": False},
     )
-    rows: list[dict[str, Any]] = []
-    columns = [x]
-    for row, res in zip(swept.rows, swept.inversions):
-        summary = res.metrics.summary()
-        rows.append(
-            {
-                "layer": row.layer,
-                "representation_shape": list(res.target.shape),
-                "size_ratio": res.target.numel() / x.numel(),
-                **{key: summary[key] for key, _ in _COLUMNS},
-                "represents": bool(res.metrics.represents.all()),
-                "beats_chance": bool(res.metrics.beats_chance.all()),
-                "seconds": res.seconds,
-            }
-        )
-        columns.append(res.input)
-    recipe = swept.inversions[0].recipe.to_dict()
-    # The sweep's report first (report.html, metrics.csv, plot.png, ...); the demo's own grid (3x, labelled by
-    # shape) and metrics.json are written over the report's files of the same name.
+    # The sweep's report: grid.png, plot.png, convergence.png, metrics.csv/json, report.html. The demo's
+    # metrics.json is the sweep's (one schema), with a "demo" block that says what ran.
     report = write_report(swept, out, title=f"reprinvert demo: what the stages of an untrained CNN keep of {image!r}")
-    labels = ["original", *(f"{r['layer']} ({'x'.join(map(str, r['representation_shape'][1:]))})" for r in rows)]
-    grid = save_grid(columns, out / "grid.png", column_labels=labels, scale=3)
     result: dict[str, Any] = {
-        "model": "DemoCNN (untrained: random weights from the seed)",
-        "note": UNTRAINED_NOTE,
-        "image": image,
-        "size": size,
-        "steps": steps,
-        "seed": seed,
-        "layers": rows,
-        "recipe": recipe,
-        "seconds": time.perf_counter() - started,
-        "versions": {"reprinvert": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        **swept.to_dict(),
+        "demo": {
+            "model": "DemoCNN (untrained: random weights from the seed)", "note": UNTRAINED_NOTE, "image": image,
+            "size": size, "steps": steps, "seed": seed, "seconds": time.perf_counter() - started,
+        },
     }
-    _check_finite(result)
-    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = json.dumps(result, indent=1, allow_nan=False)
+    report["json"].write_text(text + "\n")
+    result = json.loads(text)  # what the file holds (tuples as lists)
     say("")
-    say(_table(rows))
+    say(str(swept))
     say(
         "m_g: ||rep(x) - rep(x_g)||, m_r: ||rep(x) - rep(x')|| for x' = x + N(0, (1/25)^2), m_i: ||x_g - x||; "
         "a layer represents x when m_g < m_r."
     )
     say("the model is untrained (random weights): this shows what the architecture keeps, not what training keeps")
-    say(f"wrote {grid.name}, metrics.json and {report['html'].name} to {out.resolve()}")
+    say(f"wrote {', '.join(p.name for p in report.values())} to {out.resolve()}")
     return result
 
 
-def _check_finite(result: dict[str, Any]) -> None:
-    """Replace non-finite floats (JSON has no NaN) by None, so metrics.json stays valid JSON."""
-    for row in result["layers"]:
-        for key, value in row.items():
-            if isinstance(value, float) and not math.isfinite(value):
-                row[key] = None
