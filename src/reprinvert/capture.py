@@ -55,6 +55,10 @@ class _StopForward(BaseException):
     """
 
 
+# torch.func wraps tensors inside vmap/grad; a private but long-standing check (absent: assume no transform).
+_inside_transform = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", lambda t: False)
+
+
 class _AlwaysCalled:
     """Runs a user's ``always_call=True`` forward hooks that an early stop skipped.
 
@@ -394,7 +398,7 @@ class Hooks:
             if index != (target.call or 0):
                 return
             value = select_output(output, target.select, layer=target.name)
-            if torch._C._functorch.is_functorch_wrapped_tensor(value):
+            if _inside_transform(value):
                 raise OutputSelectionError(
                     f"layer {target.name!r} runs inside torch.vmap or another torch.func transform: its hook sees "
                     "one sample's tensor wrapped by the transform, not the batch, and cannot capture it; invert a "
