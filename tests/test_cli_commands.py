@@ -124,9 +124,11 @@ def test_sweep_writes_report(spec: str, image_dir: Path, tmp_path: Path, capsys)
     assert isinstance(saved, ri.Sweep) and saved.layers == ("conv", "act", "down")
     assert [r.as_dict() for r in saved.rows] == data["layers"]
     assert "reprinvert.load(" in printed
-    assert main([*argv, "--one-by-one", "--quiet", "--recipe", "default"]) == 0
+    assert main([*argv, "--one-by-one", "--quiet", "--recipe", "default"]) == 2  # another study in the same --out
+    assert "holds results of another study (different one_by_one, recipe)" in capsys.readouterr().err
+    assert main([*argv, "--one-by-one", "--quiet", "--recipe", "default", "--fresh"]) == 0
     assert json.loads((out / "metrics.json").read_text())["provenance"]["options"]["batched"] is False
-    assert main([*argv, "--quiet", "--recipe", "default"]) == 0
+    assert main([*argv, "--quiet", "--recipe", "default", "--fresh"]) == 0
     assert json.loads((out / "metrics.json").read_text())["provenance"]["options"]["batched"] is True
 
 
@@ -139,7 +141,7 @@ def test_sweep_layer_options_and_quiet(spec: str, image_dir: Path, tmp_path: Pat
     data = json.loads((out / "metrics.json").read_text())
     assert [r["layer"] for r in data["layers"]] == ["down", "conv"] and data["provenance"]["options"]["clamp"] is None
     assert main(["sweep", spec, str(image_dir), "--layers", "all", "--every", "2", "--steps", "1", "--quiet",
-                 "--out", str(out), "--size", "4"]) == 0
+                 "--out", str(out), "--size", "4", "--fresh"]) == 0
     data = json.loads((out / "metrics.json").read_text())
     assert [r["layer"] for r in data["layers"]] == ["act"] and data["provenance"]["input_shape"] == [2, 3, 4, 4]
 
@@ -273,3 +275,52 @@ def test_any_error_the_model_raises_keeps_the_prefix(tmp_path: Path, capsys: pyt
         assert main(argv) == 2, argv
         err = _one_error_line(capsys.readouterr().err)
         assert what in err and error.split("(")[0] in err and "width" in err, err
+
+
+def test_a_study_in_chunks_resumes_and_survives_ctrl_c(
+    spec: str, image_dir: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--batch-size saves each finished chunk; Ctrl-C keeps the finished ones and reports them; the same command
+    then does only what is left, and the joined result equals the one-chunk-at-a-time numbers."""
+    import importlib
+
+    sweep_module = importlib.import_module("reprinvert.sweep")  # the module (ri.sweep is the function)
+
+    out = tmp_path / "study"
+    argv = ["sweep", spec, str(image_dir), "--steps", "3", "--seed", "1", "--out", str(out), "--batch-size", "1",
+            "--layers", "conv,down"]
+    real = sweep_module.sweep
+    calls: list[int] = []
+
+    def interrupted_second(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "sweep", interrupted_second)
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "interrupted after 1 of 2 chunks; the report covers those; rerun the same command to continue" in err
+    first = ri.load(out / "result")
+    assert isinstance(first, ri.Sweep) and first.original.shape[0] == 1 and (out / "report.html").is_file()
+
+    counted: list[int] = []
+
+    def counting(*args: object, **kwargs: object) -> object:
+        counted.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "sweep", counting)
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "chunk 1/2 (" in err and "done in an earlier run, skipped" in err and len(counted) == 1
+    whole = ri.load(out / "result")
+    assert isinstance(whole, ri.Sweep) and whole.original.shape[0] == 2 and whole.layers == ("conv", "down")
+    assert whole.provenance.inputs == tuple(p.name for p in sorted(image_dir.iterdir()))
+    # each chunk is exactly a sweep of its image alone
+    alone = real(load_model(spec), whole.original[1:], layers=["conv", "down"], steps=3, seed=1, clamp=(0.0, 1.0),
+                 progress=False)
+    assert torch.equal(whole.inversions[0].input[1:], alone.inversions[0].input)
+    data = json.loads((out / "metrics.json").read_text())
+    assert len(data["per_sample"]) == 4

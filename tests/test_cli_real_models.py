@@ -118,7 +118,7 @@ def test_token_model_from_the_command_line(factory: Path, tmp_path: Path, capsys
     assert data["provenance"]["options"]["start"] == "embed"
     assert data["provenance"]["inputs"] == ["tokens[0]", "tokens[1]"]
     assert main(["invert", f"{factory}:Tokens", "--tokens", "3,4,5", "--start", "embed", "--layer", "act",
-                 "--steps", "2", "--out", str(out), "--quiet"]) == 0
+                 "--steps", "2", "--out", str(out), "--quiet", "--fresh"]) == 0
     for argv, message in [
         (["sweep", f"{factory}:Tokens", "--tokens", "1,2", "--out", str(out)], "--tokens needs --start LAYER"),
         (["sweep", f"{factory}:Tokens", "--tokens", "1,x", "--start", "embed", "--out", str(out)],

@@ -20,6 +20,7 @@ Adding a command: write ``_add_<name>(subparsers)``, which builds its parser and
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -178,6 +179,21 @@ def _add_image_options(parser: argparse.ArgumentParser) -> None:
         "wte or embeddings.word_embeddings)",
     )
     parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="invert the inputs N at a time (default: all at once); each finished chunk is saved in OUT/result "
+        "at once, and rerunning the same command skips the chunks already done (Ctrl-C keeps them and reports "
+        "them); only N images are in memory at a time",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="discard the results an earlier run left in OUT/result and start over (by default a rerun of the same "
+        "command continues it, and a different one is refused)",
+    )
+    parser.add_argument(
         "--normalize",
         type=_normalize,
         default=None,
@@ -260,6 +276,46 @@ def _read_tokens(text: str) -> Any:
             f"--tokens: the sequences have lengths {sorted({len(r) for r in rows})}; give sequences of one length"
         )
     return torch.tensor(rows, dtype=torch.long)
+
+
+def _input_chunks(args: argparse.Namespace, model: Any) -> list[tuple[list[str], Callable[[], Any]]]:
+    """The inputs as chunks of ``--batch-size``: each a name per sample and a function that loads the batch (so
+    only one chunk of images is in memory at a time)."""
+    from .data import image_paths, load_images
+
+    device = next((p.device for p in model.parameters()), None)
+    if args.tokens is not None or not args.images:
+        x, names = _load_inputs(args, model)
+        size = args.batch_size or x.shape[0]
+
+        def rows(i: int) -> Callable[[], Any]:
+            return lambda: x[i:i + size]
+
+        return [(names[i:i + size], rows(i)) for i in range(0, x.shape[0], size)]
+    files = image_paths(args.images)
+    size = args.batch_size or len(files)
+
+    def loader(chunk: list[Path]) -> Callable[[], Any]:
+        def load() -> Any:
+            x = load_images(chunk, size=args.size, mode="L" if args.grey else "RGB")
+            return x if device is None else x.to(device)
+
+        return load
+
+    if args.batch_size is None:
+        loader(files)()  # read every image now: a bad file fails before any work
+    return [([p.name for p in files[i:i + size]], loader(files[i:i + size])) for i in range(0, len(files), size)]
+
+
+def _study_plan(args: argparse.Namespace, layers: Any, every: int | None, names: list[str]) -> dict[str, Any]:
+    """What makes two runs the same study (compared before resuming one)."""
+    return {
+        "model": args.model, "model_source": _model_source(args), "layers": layers, "every": every,
+        "recipe": args.recipe, "steps": args.steps, "seed": args.seed, "no_clamp": args.no_clamp,
+        "start": args.start, "normalize": None if args.normalize is None else str(args.normalize),
+        "size": args.size, "grey": args.grey, "tokens": args.tokens, "batch_size": args.batch_size,
+        "one_by_one": getattr(args, "one_by_one", False), "inputs": names,
+    }
 
 
 def _load_inputs(args: argparse.Namespace, model: Any) -> tuple[Any, list[str]]:
@@ -420,10 +476,9 @@ def _run_inversions(args: argparse.Namespace, layers: Any, every: int | None) ->
     from .errors import LayerNotFoundError
     from .layers import list_layers, resolve_layer
     from .report import write_report
-    from .sweep import sweep
+    from .sweep import Sweep, sweep
 
     model = _load_model(args)
-    x, names = _load_inputs(args, model)
     for layer in ([] if isinstance(layers, str) else layers) + ([args.start] if args.start else []):
         try:
             resolve_layer(model, layer)
@@ -440,20 +495,61 @@ def _run_inversions(args: argparse.Namespace, layers: Any, every: int | None) ->
     except OSError as exc:
         raise ValueError(f"cannot create the output folder '{out}': {exc.strerror or exc}") from None
     images = args.tokens is None and args.start is None
+    chunks = _input_chunks(args, model)
+    study = out / "result"
+    plan = _study_plan(args, layers, every, [n for names, _ in chunks for n in names])
+    plan_file = study / "study.json"
+    if args.fresh and study.is_dir():
+        import shutil
+
+        shutil.rmtree(study)
+    if plan_file.is_file():
+        before = json.loads(plan_file.read_text())
+        if before != plan:
+            changed = sorted(k for k in set(before) | set(plan) if before.get(k) != plan.get(k))
+            raise ValueError(
+                f"'{out}' holds results of another study (different {', '.join(changed)}); give another --out, or "
+                "pass --fresh to discard them and start over"
+            )
+    parts: list[Sweep] = []
+    interrupted = False
     try:
-        result = sweep(
-            model, x, layers=layers, every=every, recipe=args.recipe, steps=args.steps, seed=args.seed,
-            clamp=False if args.no_clamp or not images else (0.0, 1.0), progress=not args.quiet,
-            batched=False if getattr(args, "one_by_one", False) else None, start=args.start,
-            normalize=args.normalize, input_names=names, model_source=_model_source(args),
-        )
-    except Exception as exc:
-        if not _raised_by_model(exc):
+        for k, (names, load_x) in enumerate(chunks):
+            folder = study / f"part-{k:04d}"
+            where = f"chunk {k + 1}/{len(chunks)} ({names[0]}{' ... ' + names[-1] if len(names) > 1 else ''})"
+            if (folder / "sweep.json").is_file():
+                parts.append(_loaded_sweep(folder))
+                if not args.quiet:
+                    print(f"{where}: done in an earlier run, skipped", file=sys.stderr)
+                continue
+            if not args.quiet and len(chunks) > 1:
+                print(f"{where} ...", file=sys.stderr, flush=True)
+            x = load_x()
+            try:
+                part = sweep(
+                    model, x, layers=layers, every=every, recipe=args.recipe, steps=args.steps, seed=args.seed,
+                    clamp=False if args.no_clamp or not images else (0.0, 1.0), progress=not args.quiet,
+                    batched=False if getattr(args, "one_by_one", False) else None, start=args.start,
+                    normalize=args.normalize, input_names=names, model_source=_model_source(args),
+                )
+            except Exception as exc:
+                if not _raised_by_model(exc):
+                    raise
+                what = "the token ids" if args.tokens is not None else "the images"
+                raise _model_failed(
+                    exc, f"{what} (a batch of shape {list(x.shape)}; see --size and --grey)"
+                ) from None
+            part.save(folder)
+            if not plan_file.is_file():  # written with the first finished chunk: a run that failed leaves nothing
+                plan_file.write_text(json.dumps(plan, indent=1) + "\n")
+            parts.append(part)
+    except KeyboardInterrupt:
+        if not parts:
             raise
-        what = "the token ids" if args.tokens is not None else "the images"
-        raise _model_failed(exc, f"{what} (a batch of shape {list(x.shape)}; see --size and --grey)") from None
+        interrupted = True
+    result = Sweep.concat(parts)
     paths = write_report(result, out, title=f"reprinvert {args.command}: {args.model}")
-    paths["result"] = result.save(out / "result")  # every tensor and number: reprinvert.load(out / "result")
+    paths["result"] = study  # every tensor and number: reprinvert.load(out / "result")
     if not args.quiet:
         if isinstance(layers, str):
             print(f"layers ({layers}): {', '.join(result.layers)}")
@@ -464,7 +560,20 @@ def _run_inversions(args: argparse.Namespace, layers: Any, every: int | None) ->
               "a layer represents x when m_g < m_r.")
         print(f"wrote {', '.join(p.name for p in paths.values())} to {out.resolve()} "
               f"(load the whole result with reprinvert.load('{paths['result']}'))")
+    if interrupted:
+        print(
+            f"reprinvert: interrupted after {len(parts)} of {len(chunks)} chunks; the report covers those; rerun "
+            "the same command to continue",
+            file=sys.stderr,
+        )
+        return 130
     return 0
+
+
+def _loaded_sweep(folder: Path) -> Any:
+    from .sweep import load
+
+    return load(folder)
 
 
 # ---------------------------------------------------------------------------------------------- experiment

@@ -82,6 +82,53 @@ class Inversion:
     original: torch.Tensor = field(repr=False)
     parametrization: str = "pixel"
 
+    @classmethod
+    def concat(cls, parts: Sequence[Inversion]) -> Inversion:
+        """One result for the samples of ``parts``, in order: inversions of the same layer with the same recipe
+        on different inputs. Histories of different lengths (a run stopped early) are padded with NaN; times
+        add up; ``steps_run`` is the longest run.
+
+        Raises:
+            ValueError: no parts, or parts of different layers, start layers or recipes.
+        """
+        if not parts:
+            raise ValueError("Inversion.concat needs at least one inversion")
+        first = parts[0]
+        for part in parts[1:]:
+            if (part.layer, part.start, part.recipe) != (first.layer, first.start, first.recipe):
+                raise ValueError(
+                    f"cannot join inversions of different layers or recipes: {first.layer!r} ({first.recipe.name}) "
+                    f"and {part.layer!r} ({part.recipe.name})"
+                )
+        steps = max(p.history.lr.shape[0] for p in parts)
+
+        def padded(t: torch.Tensor) -> torch.Tensor:  # (steps_i, B) -> (steps, B)
+            if t.dim() < 2 or t.shape[0] == steps:
+                return t
+            return torch.cat([t, t.new_full((steps - t.shape[0], *t.shape[1:]), float("nan"))])
+
+        def cat(tensors: Sequence[torch.Tensor], dim: int = 0) -> torch.Tensor:
+            return torch.cat(list(tensors), dim=dim)
+
+        longest = max(parts, key=lambda p: p.history.lr.shape[0])
+        stopped = [p.stopped for p in parts if p.stopped]
+        return cls(
+            input=cat([p.input for p in parts]),
+            metrics=InversionMetrics(**{
+                f.name: cat([getattr(p.metrics, f.name) for p in parts]) for f in dataclasses.fields(first.metrics)
+            }),
+            history=History(
+                terms={k: cat([padded(p.history.terms[k]) for p in parts], 1) for k in first.history.terms},
+                lr=longest.history.lr,
+                input_distance=cat([padded(p.history.input_distance) for p in parts], 1),
+            ),
+            layer=first.layer, start=first.start, target=cat([p.target for p in parts]),
+            representation=cat([p.representation for p in parts]), best_step=cat([p.best_step for p in parts]),
+            steps_run=max(p.steps_run for p in parts), stopped="; ".join(stopped) if stopped else None,
+            recipe=first.recipe, seed=first.seed, seconds=sum(p.seconds for p in parts),
+            original=cat([p.original for p in parts]), parametrization=first.parametrization,
+        )
+
     def save(self, path: str | Path) -> Path:
         """Write this result to one ``.npz`` file (the suffix is added when missing); read it with
         :func:`reprinvert.load`.

@@ -25,7 +25,7 @@ import platform
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -224,6 +224,42 @@ class Sweep:
                      **{k: _finite(v) for k, v in values.items()}}
                 )
         return out
+
+    @classmethod
+    def concat(cls, parts: Sequence[Sweep]) -> Sweep:
+        """One sweep of the inputs of ``parts``, in order: the same layers, recipe and seed, run on chunks of a
+        larger set of inputs (``reprinvert sweep --batch-size``). Per-layer rows are recomputed from the joined
+        per-input metrics; times add up.
+
+        Each part's chance baseline is another input of *its* chunk (or, for a chunk of one, a fixed shuffle),
+        so the chance figures depend on the chunking; everything else is as one sweep of all the inputs gives.
+
+        Raises:
+            ValueError: no parts, or parts of different studies (layers, recipe, seed or options differ).
+        """
+        if not parts:
+            raise ValueError("Sweep.concat needs at least one sweep")
+        first = parts[0]
+        for part in parts[1:]:
+            for what, a, b in (
+                ("layers", first.layers, part.layers), ("recipe", first.provenance.recipe, part.provenance.recipe),
+                ("seed", first.provenance.seed, part.provenance.seed),
+                ("model", first.provenance.model, part.provenance.model),
+            ):
+                if a != b:
+                    raise ValueError(f"cannot join sweeps with different {what}: {a!r} and {b!r}")
+        if len(parts) == 1:
+            return first
+        inversions = tuple(Inversion.concat([p.inversions[k] for p in parts]) for k in range(len(first.rows)))
+        rows = tuple(_row(k, inv, first.rows[k].type) for k, inv in enumerate(inversions))
+        original = torch.cat([p.original for p in parts])
+        provenance = replace(
+            first.provenance, input_shape=tuple(original.shape),
+            inputs=tuple(name for p in parts for name in p.provenance.inputs),
+            created=max(p.provenance.created for p in parts),
+        )
+        return cls(rows=rows, inversions=inversions, original=original, provenance=provenance,
+                   seconds=sum(p.seconds for p in parts))
 
     def save(self, folder: str | Path) -> Path:
         """Write this sweep into ``folder`` (created if missing); read it back with :func:`reprinvert.load`.
@@ -503,6 +539,25 @@ def _choose_layers(
     return names, skipped
 
 
+def _row(index: int, inv: Inversion, type_name: str) -> SweepRow:
+    """The table row of one layer's inversion (batch means)."""
+    s = inv.metrics.summary()
+    per_sample_in = inv.original[0].numel()
+    return SweepRow(
+        layer=inv.layer,
+        index=index,
+        type=type_name,
+        representation_shape=tuple(inv.target.shape),
+        size_ratio=(inv.target[0].numel() if inv.target.dim() else 1) / max(per_sample_in, 1),
+        **{key: s[key] for key, _ in METRICS},
+        represents=s["represents"],
+        beats_chance=s["beats_chance"],
+        seconds=inv.seconds,
+        steps_run=inv.steps_run,
+        stopped=inv.stopped,
+    )
+
+
 class _LayerBar:
     """The progress across layers: a tqdm bar on a terminal, else a line per layer started and finished (with the
     elapsed time and an estimate of the time left) on stderr."""
@@ -533,10 +588,11 @@ SWEEP_SCHEMA = "reprinvert.sweep/1"
 
 
 def load(path: str | Path, *, classes: Mapping[str, type] | None = None) -> Sweep | Inversion:
-    """Read a result saved by :meth:`Sweep.save` (a folder) or :meth:`Inversion.save` (a ``.npz`` file).
+    """Read a result saved by :meth:`Sweep.save` (a folder) or :meth:`Inversion.save` (a ``.npz`` file), or the
+    ``result`` folder the command line writes (its finished chunks joined, see :meth:`Sweep.concat`).
 
     Args:
-        path: the folder of a saved sweep, or the file of a saved inversion.
+        path: the folder of a saved sweep or study, or the file of a saved inversion.
         classes: your own regularizer or parametrisation classes by name, when the saved recipe uses them
             (reprinvert's are found by themselves).
 
@@ -555,6 +611,10 @@ def load(path: str | Path, *, classes: Mapping[str, type] | None = None) -> Swee
         (True, True)
     """
     p = Path(path)
+    if p.is_dir() and not (p / "sweep.json").is_file() and list(p.glob("part-*/sweep.json")):
+        # A study the command line saved chunk by chunk (--batch-size): its finished parts, joined in order.
+        parts = [load(f.parent, classes=classes) for f in sorted(p.glob("part-*/sweep.json"))]
+        return Sweep.concat([part for part in parts if isinstance(part, Sweep)])
     if p.is_dir():
         if not (p / "sweep.json").is_file():
             raise ValueError(
@@ -744,23 +804,7 @@ def sweep(
                 model, name, x, recipe=base, steps=steps, seed=seed, clamp=clamp, start=start_name,
                 model_kwargs=model_kwargs, progress=bar.inner, **domain.keywords(), **options,
             )
-            s = inv.metrics.summary()
-            per_sample_in = inv.original[0].numel()
-            rows.append(
-                SweepRow(
-                    layer=inv.layer,
-                    index=k,
-                    type=type(modules[name]).__name__,
-                    representation_shape=tuple(inv.target.shape),
-                    size_ratio=(inv.target[0].numel() if inv.target.dim() else 1) / max(per_sample_in, 1),
-                    **{key: s[key] for key, _ in METRICS},
-                    represents=s["represents"],
-                    beats_chance=s["beats_chance"],
-                    seconds=inv.seconds,
-                    steps_run=inv.steps_run,
-                    stopped=inv.stopped,
-                )
-            )
+            rows.append(_row(k, inv, type(modules[name]).__name__))
             inversions.append(inv)
             bar.done()
     finally:
