@@ -124,3 +124,26 @@ def test_custom_classes_and_bad_paths_are_clear(tmp_path: Path) -> None:
     _archive.write(tmp_path / "newer.npz", tensors, {**meta, "schema": "reprinvert.inversion/99"})
     with pytest.raises(ValueError, match=r"saved with schema 'reprinvert\.inversion/99'.*upgrade reprinvert"):
         ri.load(tmp_path / "newer.npz")
+
+
+def test_inversions_and_sweeps_of_chunks_join_in_order() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh())
+    x = torch.rand(3, 4)
+    a = ri.invert(model, "1", x[:2], steps=6)
+    b = ri.invert(model, "1", x[2:], steps=6, callback=lambda info: info.step == 2)  # stopped after 3 steps
+    joined = ri.Inversion.concat([a, b])
+    assert torch.equal(joined.input, torch.cat([a.input, b.input])) and joined.steps_run == 6
+    assert joined.history["data"].shape == (6, 3) and joined.history["data"][3:, 2].isnan().all()
+    assert torch.equal(joined.metrics.psnr, torch.cat([a.metrics.psnr, b.metrics.psnr]))
+    assert joined.stopped == b.stopped and joined.seconds == pytest.approx(a.seconds + b.seconds)
+    with pytest.raises(ValueError, match="different layers or recipes"):
+        ri.Inversion.concat([a, ri.invert(model, "0", x[:1], steps=6)])
+    s1 = ri.sweep(model, x[:2], layers=["0", "1"], steps=4, progress=False, input_names=["a", "b"])
+    s2 = ri.sweep(model, x[2:], layers=["0", "1"], steps=4, progress=False, input_names=["c"])
+    both = ri.Sweep.concat([s1, s2])
+    assert both.provenance.inputs == ("a", "b", "c") and both.provenance.input_shape == (3, 4)
+    for row, inv in zip(both.rows, both.inversions):
+        assert row.input_distance == pytest.approx(float(inv.metrics.input_distance.mean()))
+    with pytest.raises(ValueError, match="different layers"):
+        ri.Sweep.concat([s1, ri.sweep(model, x[2:], layers=["1"], steps=4, progress=False)])
