@@ -179,8 +179,12 @@ def test_html_renders_in_headless_chromium(result: ri.Sweep, tmp_path: Path) -> 
             "+ '/' + i.length); });</script></body>",
         )
     )
-    done = _chromium(["--dump-dom", probe.as_uri()], tmp_path)
+    done = _chromium(["--enable-logging=stderr", "--v=0", "--dump-dom", probe.as_uri()], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
+    # No console messages from the page (errors, failed loads): Chromium logs each as a CONSOLE line. The probe
+    # script itself writes nothing to the console.
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+    assert not console, console
     n = 3 if _has_matplotlib() else 1
     assert f'data-loaded="{n}/{n}"' in done.stdout
     assert "Per layer (means over the inputs)" in done.stdout
