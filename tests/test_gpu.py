@@ -57,10 +57,16 @@ def test_sweep_on_cuda_matches_cpu() -> None:
         assert b.input_distance == pytest.approx(a.input_distance, rel=1e-4, abs=1e-8)
 
 
-@pytest.mark.parametrize("progress", [False, True])
-def test_no_host_sync_per_inversion_step(progress: bool) -> None:
-    """The loop synchronises with the GPU only every few steps: the count of synchronising calls does not grow
-    with the number of steps (torch.cuda.set_sync_debug_mode reports each one)."""
+@pytest.mark.parametrize(
+    ("progress", "recipe"),
+    [(False, "default"), (True, "default"), (False, "badger"),
+     (False, ri.recipes.default(regularizers=(ri.regularizers.Jitter(max_shift=2),)))],
+    ids=["default", "default-progress", "badger-blur", "jitter"],
+)
+def test_no_host_sync_per_inversion_step(progress: bool, recipe: object) -> None:
+    """The loop synchronises with the GPU only every few steps, whatever the recipe (the seed's blur and jitter
+    included): the count of synchronising calls does not grow with the number of steps
+    (torch.cuda.set_sync_debug_mode reports each one)."""
     model = _cnn().float().cuda()
     x = _x().float().cuda()
 
@@ -69,7 +75,7 @@ def test_no_host_sync_per_inversion_step(progress: bool) -> None:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                ri.invert(model, "3", x, steps=steps, progress=progress)
+                ri.invert(model, "3", x, steps=steps, progress=progress, recipe=recipe)
         finally:
             torch.cuda.set_sync_debug_mode("default")
         return sum("synchroniz" in str(w.message) for w in caught)

@@ -104,7 +104,13 @@ def gaussian_blur(x: Tensor, kernel_size: int, sigma: float) -> Tensor:
             f"longer than {pad}, but x has shape {tuple(x.shape)}; use a smaller kernel_size"
         )
     channels = x.shape[1]
-    kernel = gaussian_kernel1d(kernel_size, sigma, dtype=x.dtype, device=x.device)
+    if x.device.type == "cpu":
+        kernel = gaussian_kernel1d(kernel_size, sigma, dtype=x.dtype, device=x.device)
+    else:  # built on the device from the float sigma: no host-to-device copy (and no wait) per call
+        pos = torch.linspace(-(kernel_size - 1) / 2, (kernel_size - 1) / 2, kernel_size, device=x.device,
+                             dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+        pdf = torch.exp(-0.5 * (pos / sigma) ** 2)
+        kernel = (pdf / pdf.sum()).to(x.dtype)
     if x.ndim == 3:
         weight = kernel.view(1, 1, kernel_size).repeat(channels, 1, 1)
         padded = F.pad(x, (pad, pad), mode="reflect") if pad else x

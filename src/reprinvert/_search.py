@@ -346,6 +346,11 @@ def _run(
     # put back where a per-step check would have left it, so later draws (restarts, the reference perturbation)
     # do not depend on the check interval: its state at the start of each step since the last check.
     rng_at_step: dict[int, torch.Tensor] | None = {} if transforms and check_every > 1 else None
+    # Random transforms (jitter) draw on the host, so reading their draws never waits for an accelerator: on a
+    # CPU search from ``g`` itself, otherwise from a CPU generator seeded from ``g``'s seed and the restart.
+    tg = g if g.device.type == "cpu" else torch.Generator().manual_seed(
+        (g.initial_seed() * 6364136223846793005 + restart + 1) % (2**63)
+    )
     stopped: str | None = None
     nonfinite = False
     steps_run = 0
@@ -354,7 +359,7 @@ def _run(
         """Per-sample total loss at the input ``x``; records each term at history[record] when asked."""
         xin = x
         for r in transforms:
-            xin = r.transform(xin, t, g)
+            xin = r.transform(xin, t, tg)
         out = forward(xin)
         reps = out if isinstance(out, list) else [out]  # a batched sweep: one representation per chunk
         parts = [
@@ -403,7 +408,7 @@ def _run(
             history_row(i)  # makes sure the block of step i exists
             lr_blocks[i // _HISTORY_BLOCK][i % _HISTORY_BLOCK] = lr_i
             if rng_at_step is not None:
-                rng_at_step[i] = g.get_state()
+                rng_at_step[i] = tg.get_state()
             if i == switch:  # hand over to plain pixels, with a fresh optimizer state (never with L-BFGS)
                 param = Pixel()._build(param.render().detach().clone(), spatial=spatial)
                 states = [{}]
@@ -443,7 +448,7 @@ def _run(
                 if not bool(all_finite):
                     at, bad = first_nonfinite(i + 1)
                     if rng_at_step is not None and at + 1 in rng_at_step:
-                        g.set_state(rng_at_step[at + 1])
+                        tg.set_state(rng_at_step[at + 1])
                     stopped = (
                         f"non-finite loss at step {at} for sample(s) {bad}; kept the best finite iterate "
                         "(lower the learning rate, or add clamp=(0, 1))"

@@ -350,4 +350,6 @@ class Jitter(Regularizer):
         shifts = torch.randint(
             -self.max_shift, self.max_shift + 1, (len(dims),), generator=generator, device=generator.device
         )
+        # ``shifts`` lives on the generator's device; the search hands transforms a CPU generator, so reading the
+        # shifts never waits for an accelerator.
         return torch.roll(x, shifts=tuple(int(s) for s in shifts.tolist()), dims=dims)
