@@ -324,3 +324,31 @@ def test_a_study_in_chunks_resumes_and_survives_ctrl_c(
     assert torch.equal(whole.inversions[0].input[1:], alone.inversions[0].input)
     data = json.loads((out / "metrics.json").read_text())
     assert len(data["per_sample"]) == 4
+
+
+def test_torchrun_shares_a_study_out_and_gets_the_single_process_result(
+    spec: str, image_dir: Path, tmp_path: Path
+) -> None:
+    """`torchrun --nproc_per_node 2 -m reprinvert sweep ...` (gloo on CPU) shards the chunks across the two ranks;
+    rank 0 joins them into the same results and report as one process gives."""
+    import subprocess
+    import sys
+
+    common = [spec, str(image_dir), "--steps", "3", "--seed", "2", "--batch-size", "1", "--layers", "conv,down",
+              "--quiet"]
+    assert main(["sweep", *common, "--out", str(tmp_path / "one")]) == 0
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "reprinvert", "sweep", *common, "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, timeout=300, check=False, env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = ri.load(tmp_path / "one" / "result"), ri.load(tmp_path / "two" / "result")
+    assert isinstance(one, ri.Sweep) and isinstance(two, ri.Sweep)
+    assert one.provenance.inputs == two.provenance.inputs
+    for a, b in zip(one.inversions, two.inversions):
+        assert torch.equal(a.input, b.input) and torch.equal(a.metrics.input_distance, b.metrics.input_distance)
+    assert [r.as_dict()["input_distance"] for r in one.rows] == [r.as_dict()["input_distance"] for r in two.rows]
+    assert (tmp_path / "two" / "report.html").is_file()
+    assert sorted(p.name for p in (tmp_path / "two" / "result").glob("part-*")) == ["part-0000", "part-0001"]

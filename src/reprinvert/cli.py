@@ -235,6 +235,24 @@ def _normalize(text: str) -> Any:
         ) from None
 
 
+def _distributed(args: argparse.Namespace) -> tuple[int, int]:
+    """``(rank, world size)``: under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the process group is
+    started (gloo, or nccl for a CUDA ``--device``, each rank on its ``LOCAL_RANK``'s GPU); else ``(0, 1)``."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    cuda = str(getattr(args, "device", "cpu")).startswith("cuda")
+    if cuda:
+        args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
 def _load_model(args: argparse.Namespace) -> Any:
     from ._modelspec import load_model, parse_device, parse_model_args
 
@@ -478,6 +496,7 @@ def _run_inversions(args: argparse.Namespace, layers: Any, every: int | None) ->
     from .report import write_report
     from .sweep import Sweep, sweep
 
+    rank, world = _distributed(args)
     model = _load_model(args)
     for layer in ([] if isinstance(layers, str) else layers) + ([args.start] if args.start else []):
         try:
@@ -499,10 +518,20 @@ def _run_inversions(args: argparse.Namespace, layers: Any, every: int | None) ->
     study = out / "result"
     plan = _study_plan(args, layers, every, [n for names, _ in chunks for n in names])
     plan_file = study / "study.json"
-    if args.fresh and study.is_dir():
+    if args.fresh and study.is_dir() and rank == 0:
         import shutil
 
         shutil.rmtree(study)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # rank 0 has cleared the old results (--fresh) before anyone looks at them
+        if len(chunks) < world and rank == 0:
+            print(
+                f"reprinvert: {len(chunks)} chunk(s) of inputs for {world} processes: some have nothing to do; pass "
+                "--batch-size to share the inputs out",
+                file=sys.stderr,
+            )
     if plan_file.is_file():
         before = json.loads(plan_file.read_text())
         if before != plan:
@@ -515,6 +544,8 @@ def _run_inversions(args: argparse.Namespace, layers: Any, every: int | None) ->
     interrupted = False
     try:
         for k, (names, load_x) in enumerate(chunks):
+            if k % world != rank:  # under torchrun: another rank's chunk
+                continue
             folder = study / f"part-{k:04d}"
             where = f"chunk {k + 1}/{len(chunks)} ({names[0]}{' ... ' + names[-1] if len(names) > 1 else ''})"
             if (folder / "sweep.json").is_file():
@@ -540,13 +571,25 @@ def _run_inversions(args: argparse.Namespace, layers: Any, every: int | None) ->
                     exc, f"{what} (a batch of shape {list(x.shape)}; see --size and --grey)"
                 ) from None
             part.save(folder)
-            if not plan_file.is_file():  # written with the first finished chunk: a run that failed leaves nothing
+            if rank == 0 and not plan_file.is_file():  # with the first finished chunk: a failed run leaves nothing
                 plan_file.write_text(json.dumps(plan, indent=1) + "\n")
             parts.append(part)
     except KeyboardInterrupt:
         if not parts:
             raise
         interrupted = True
+    if world > 1:
+        # Every rank has saved its chunks; rank 0 joins all of them, in order, and writes the one report.
+        import torch.distributed as dist
+
+        dist.barrier()
+        if rank != 0:
+            dist.destroy_process_group()
+            return 0
+        if not plan_file.is_file():
+            plan_file.write_text(json.dumps(plan, indent=1) + "\n")
+        parts = [_loaded_sweep(study / f"part-{k:04d}") for k in range(len(chunks))]
+        dist.destroy_process_group()
     result = Sweep.concat(parts)
     paths = write_report(result, out, title=f"reprinvert {args.command}: {args.model}")
     paths["result"] = study  # every tensor and number: reprinvert.load(out / "result")
