@@ -14,7 +14,7 @@ PUBLIC = {
     "ReprinvertWarning", "StepInfo", "__version__", "capture", "copy_tendency", "corruptions", "data", "describe",
     "evaluate", "invert", "list_layers", "metrics", "nearest_tokens", "recipes", "regularizers", "represent",
     "resolve_layer", "Provenance", "Sweep", "SweepRow", "report", "sweep", "experiments", "models", "train",
-    "parametrizations", "load",
+    "parametrizations", "load", "spectrum", "Spectrum",
 }
 
 

@@ -20,7 +20,7 @@ LEVEL = {
     "layers": 3,
     "capture": 4,
     "_search": 5,
-    "metrics": 6,
+    "metrics": 6, "spectrum": 6,
     "invert": 7,
     "_batched": 8,
     "sweep": 9,

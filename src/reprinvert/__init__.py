@@ -30,6 +30,7 @@ from .invert import History, Inversion, StepInfo, invert, nearest_tokens
 from .layers import list_layers, resolve_layer
 from .metrics import InversionMetrics, copy_tendency, evaluate
 from .recipes import Recipe
+from .spectrum import Spectrum, spectrum
 from .sweep import Provenance, Sweep, SweepRow, load, sweep
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "Recipe",
     "ReprinvertError",
     "ReprinvertWarning",
+    "Spectrum",
     "StepInfo",
     "Sweep",
     "SweepRow",
@@ -70,6 +72,7 @@ __all__ = [
     "report",
     "represent",
     "resolve_layer",
+    "spectrum",
     "sweep",
     "train",
 ]

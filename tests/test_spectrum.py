@@ -1,0 +1,78 @@
+"""ri.spectrum: singular values of a layer's Jacobian by Lanczos on J^T J, checked against known answers in
+float64 (and against a dense SVD on small cases; the library never forms the dense Jacobian)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import reprinvert as ri
+
+
+def _orthogonal(n: int, seed: int = 0) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)))
+    return q
+
+
+def test_an_orthogonal_layer_has_all_singular_values_one() -> None:
+    layer = nn.Linear(16, 16, bias=False).double()
+    layer.weight.data = _orthogonal(16)
+    s = ri.spectrum(layer, "", torch.rand(3, 16, dtype=torch.float64), k=4)
+    assert torch.allclose(s.top, torch.ones(3, 4, dtype=torch.float64), atol=1e-10)
+    assert torch.allclose(s.bottom, torch.ones(3, 4, dtype=torch.float64), atol=1e-10)
+    assert s.blind.tolist() == [0, 0, 0] and torch.allclose(s.condition, torch.ones(3, dtype=torch.float64))
+
+
+def test_a_linear_layer_from_n_to_m_has_n_minus_m_blind_directions() -> None:
+    torch.manual_seed(0)
+    layer = nn.Linear(12, 8).double()
+    s = ri.spectrum(layer, "", torch.rand(2, 12, dtype=torch.float64), k=6)
+    assert s.blind.tolist() == [4, 4] and not s.blind_at_least.any()
+    assert s.input_size == 12 and s.output_size == 8
+    dense = torch.linalg.svdvals(layer.weight.detach())  # the Jacobian of a linear layer is its weight
+    assert torch.allclose(s.top[0], dense[:6], rtol=1e-10)
+    assert torch.allclose(s.bottom[0, 4:], dense.flip(0)[:2], rtol=1e-10)
+    assert bool(torch.isinf(s.condition).all()) or float(s.condition.min()) > 1e6
+
+
+def test_an_invertible_linear_net_amplifies_by_one_over_its_smallest_singular_value() -> None:
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(10, 10), nn.Linear(10, 10)).double()
+    s = ri.spectrum(net, "1", torch.rand(1, 10, dtype=torch.float64), k=3)
+    w = net[1].weight.detach() @ net[0].weight.detach()
+    dense = torch.linalg.svdvals(w)
+    assert float(s.bottom[0, 0]) == pytest.approx(float(dense[-1]), rel=1e-9)
+    assert float(s.condition[0]) == pytest.approx(float(dense[0] / dense[-1]), rel=1e-9)
+    # amplification: the worst input error per unit of representation error is 1 / sigma_min
+    v = torch.linalg.svd(w).Vh[-1]
+    assert float(w.matmul(v).norm()) == pytest.approx(float(s.bottom[0, 0]), rel=1e-9)
+
+
+def test_a_relu_layer_sees_only_through_its_active_units() -> None:
+    """Linear(8 -> 6) then ReLU at an input where only some units are active: the Jacobian's rank is the number
+    of active units, so 8 - active input directions are blind."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(8, 6), nn.ReLU()).double()
+    x = torch.rand(1, 8, dtype=torch.float64)
+    active = int((net[0](x) > 0).sum())
+    assert 0 < active < 6
+    s = ri.spectrum(net, "1", x, k=7)
+    assert int(s.blind[0]) == 8 - active
+
+
+def test_spectrum_leaves_model_and_input_alone_and_checks_arguments() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()).train()
+    x = torch.rand(2, 3, 6, 6)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    s = ri.spectrum(model, "2", x, k=3, normalize="imagenet")  # on a float64 copy of the model
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert next(model.parameters()).dtype == torch.float32
+    assert s.top.shape == (2, 3) and s.tolerance == 1e-6
+    # the blind directions of BatchNorm + ReLU: one per inactive unit's receptive field at most; never negative
+    assert (s.bottom >= 0).all() and (s.top[:, 0] > 0).all()
+    with pytest.raises(ValueError, match=r"k=200: expected an int from 1 to 107"):
+        ri.spectrum(model, "2", x, k=200)
+    with pytest.raises(ValueError, match=r"tolerance=2: expected a number in \(0, 1\)"):
+        ri.spectrum(model, "2", x, tolerance=2)
