@@ -76,3 +76,19 @@ def test_spectrum_leaves_model_and_input_alone_and_checks_arguments() -> None:
         ri.spectrum(model, "2", x, k=200)
     with pytest.raises(ValueError, match=r"tolerance=2: expected a number in \(0, 1\)"):
         ri.spectrum(model, "2", x, tolerance=2)
+
+
+def test_a_sweep_can_add_the_spectrum_to_each_row(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 8), nn.Tanh(), nn.Linear(8, 12)).double()
+    x = torch.rand(2, 12, dtype=torch.float64)
+    result = ri.sweep(model, x, layers=["0", "2"], steps=3, progress=False, spectrum=4)
+    assert [r.blind for r in result.rows] == [4.0, 4.0]  # 12 inputs seen through 8 units
+    assert result.provenance.options["spectrum"] == 4
+    assert "blind dirs" in ri.report.html_page(result)
+    plain = ri.sweep(model, x, layers=["0"], steps=3, progress=False)
+    assert plain.rows[0].blind is None and "blind dirs" not in ri.report.html_page(plain)
+    back = ri.load(result.save(tmp_path / "s"))
+    assert [r.blind for r in back.rows] == [4.0, 4.0]
+    with pytest.raises(ValueError, match=r"spectrum=0: expected True / False or the number"):
+        ri.sweep(model, x, layers=["0"], steps=1, progress=False, spectrum=0)

@@ -574,14 +574,16 @@ def _html_page(result: Sweep, *, title: str | None, plot: bool, plot_png: bytes 
             "loss falls means the layer does not pin the input down.</p>",
             f'<img id="convergence" alt="loss and input distance against steps" src="{_data_uri(convergence_png)}">',
         ]
+    spectral = any(r.blind is not None for r in result.rows)
     head = ["layer", "type", "shape", "size/input", *(label for _, label in METRICS), "represents", "verdict",
-            "seconds"]
+            *(["blind dirs", "condition"] if spectral else []), "seconds"]
     body, classes = [], []
     for r in result.rows:
         label, cls = verdict(r)
         body.append([
             r.layer, r.type, "x".join(map(str, r.representation_shape)), _num(r.size_ratio),
-            *(_num(getattr(r, k)) for k, _ in METRICS), f"{r.represents:.0%}", label, f"{r.seconds:.2f}",
+            *(_num(getattr(r, k)) for k, _ in METRICS), f"{r.represents:.0%}", label,
+            *([_num(r.blind), _num(r.condition)] if spectral else []), f"{r.seconds:.2f}",
         ])
         classes.append(cls)
     parts += ["<h2>Per layer (means over the inputs)</h2>", _table_html(head, body, classes)]

@@ -42,6 +42,7 @@ from .layers import LayerSpec, resolve_layer, runnable
 from .recipes import Init, Loss, Optimizer, Recipe
 from .recipes import get as get_recipe
 from .regularizers import Regularizer
+from .spectrum import spectrum as _spectrum
 
 __all__ = [
     "MAX_AUTO_LAYERS", "METRICS", "SWEEP_SCHEMA", "LayerMode", "Provenance", "Sweep", "SweepRow", "load", "sweep",
@@ -130,6 +131,9 @@ class SweepRow:
             layers were optimised together, and this is the total divided by the number of layers.
         steps_run: optimisation steps actually taken.
         stopped: why the inversion ended early, or None.
+        blind: with ``sweep(spectrum=...)``: the mean number of input directions the layer cannot see at the inputs
+            (:func:`reprinvert.spectrum`), else None.
+        condition: with ``sweep(spectrum=...)``: the median condition number of the layer's Jacobian, else None.
     """
 
     layer: str
@@ -149,6 +153,8 @@ class SweepRow:
     seconds: float
     steps_run: int
     stopped: str | None
+    blind: float | None = None
+    condition: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (shapes as lists, non-finite floats as None)."""
@@ -686,6 +692,7 @@ def sweep(
     normalize: NormalizeSpec = None,
     input_names: Sequence[str] | None = None,
     model_source: Mapping[str, Any] | None = None,
+    spectrum: bool | int = False,
 ) -> Sweep:
     """Invert many layers of ``model`` for the inputs ``x`` and tabulate the metrics per layer.
 
@@ -740,6 +747,10 @@ def sweep(
         normalize: the model expects ``(x - mean) / std`` (``"imagenet"``, ``"inception"`` or ``(mean, std)``);
             x and every result stay in pixel space (see :func:`reprinvert.invert`).
         input_names: a name per sample of ``x`` (e.g. file names), kept in the provenance and the reports.
+        spectrum: also measure each layer's Jacobian spectrum at the inputs (:func:`reprinvert.spectrum`, an
+            optimiser-free measure): ``True`` for k = 6 singular values, or an int k; fills ``SweepRow.blind`` and
+            ``SweepRow.condition``. Costs a few dozen forward-backward passes per input and layer. Raw inputs only
+            (with ``start=`` the rows keep None).
         model_source: where the model came from (e.g. ``{"spec": ..., "weights": ..., "sha256": ...}``), kept in
             the provenance.
 
@@ -782,6 +793,8 @@ def sweep(
     names, skipped = _choose_layers(model, x, layers, every, start_name, model_kwargs, norm)
     modules = dict(model.named_modules())
 
+    if not isinstance(spectrum, (bool, int)) or (not isinstance(spectrum, bool) and spectrum < 1):
+        raise ValueError(f"spectrum={spectrum!r}: expected True / False or the number of singular values k >= 1")
     if batched not in (None, True, False):
         raise TypeError(f"batched must be None, True or False, got {batched!r}")
     _check_options(train=train, track_best=track_best)
@@ -804,7 +817,17 @@ def sweep(
                 model, name, x, recipe=base, steps=steps, seed=seed, clamp=clamp, start=start_name,
                 model_kwargs=model_kwargs, progress=bar.inner, **domain.keywords(), **options,
             )
-            rows.append(_row(k, inv, type(modules[name]).__name__))
+            row = _row(k, inv, type(modules[name]).__name__)
+            if spectrum:
+                spec = _spectrum(
+                    model, name, x, k=min(6 if spectrum is True else int(spectrum), x[0].numel() - 1),
+                    select=options["select"], call=options["call"], model_kwargs=model_kwargs,
+                    normalize=domain.normalize,
+                ) if start_name is None else None
+                if spec is not None:
+                    row = replace(row, blind=float(spec.blind.double().mean()),
+                                  condition=float(spec.condition.median()))
+            rows.append(row)
             inversions.append(inv)
             bar.done()
     finally:
@@ -828,6 +851,7 @@ def sweep(
             "start": start_name,
             "sigma": sigma,
             "sigma_used": _sigma_used(sigma, data_range, start_name),
+            "spectrum": (6 if spectrum is True else int(spectrum)) if spectrum and start_name is None else None,
             "chance": "the previous sample of the batch" if x.shape[0] > 1 else "a fixed shuffle of x's entries",
             "data_range": data_range,
             "normalize": None if norm is None else norm.to_dict(),
