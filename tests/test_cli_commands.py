@@ -128,8 +128,10 @@ def test_sweep_writes_report(spec: str, image_dir: Path, tmp_path: Path, capsys)
     assert "holds results of another study (different one_by_one, recipe)" in capsys.readouterr().err
     assert main([*argv, "--one-by-one", "--quiet", "--recipe", "default", "--fresh"]) == 0
     assert json.loads((out / "metrics.json").read_text())["provenance"]["options"]["batched"] is False
-    assert main([*argv, "--quiet", "--recipe", "default", "--fresh"]) == 0
-    assert json.loads((out / "metrics.json").read_text())["provenance"]["options"]["batched"] is True
+    assert main([*argv, "--quiet", "--recipe", "default", "--fresh", "--spectrum", "3"]) == 0
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["provenance"]["options"]["batched"] is True and data["provenance"]["options"]["spectrum"] == 3
+    assert all(row["blind"] is not None for row in data["layers"])  # (an infinite condition number is null in JSON)
 
 
 def test_sweep_layer_options_and_quiet(spec: str, image_dir: Path, tmp_path: Path, capsys) -> None:

@@ -332,7 +332,8 @@ def _study_plan(args: argparse.Namespace, layers: Any, every: int | None, names:
         "recipe": args.recipe, "steps": args.steps, "seed": args.seed, "no_clamp": args.no_clamp,
         "start": args.start, "normalize": None if args.normalize is None else str(args.normalize),
         "size": args.size, "grey": args.grey, "tokens": args.tokens, "batch_size": args.batch_size,
-        "one_by_one": getattr(args, "one_by_one", False), "inputs": names,
+        "one_by_one": getattr(args, "one_by_one", False), "spectrum": getattr(args, "spectrum", None),
+        "inputs": names,
     }
 
 
@@ -467,6 +468,14 @@ def _add_sweep(sub: _Subparsers) -> None:
     )
     parser.add_argument("--every", type=_positive_int, default=None, metavar="K", help="keep every K-th layer")
     parser.add_argument(
+        "--spectrum",
+        type=_positive_int,
+        default=None,
+        metavar="K",
+        help="also measure each layer's Jacobian spectrum at the images (K largest and smallest singular values): "
+        "the input directions the layer cannot see and its condition number, columns of the report",
+    )
+    parser.add_argument(
         "--one-by-one",
         action="store_true",
         help="invert the layers one after another instead of as one batch (slower, less memory; by default they "
@@ -562,6 +571,7 @@ def _run_inversions(args: argparse.Namespace, layers: Any, every: int | None) ->
                     clamp=False if args.no_clamp or not images else (0.0, 1.0), progress=not args.quiet,
                     batched=False if getattr(args, "one_by_one", False) else None, start=args.start,
                     normalize=args.normalize, input_names=names, model_source=_model_source(args),
+                    spectrum=getattr(args, "spectrum", None) or False,
                 )
             except Exception as exc:
                 if not _raised_by_model(exc):
