@@ -92,3 +92,12 @@ def test_a_sweep_can_add_the_spectrum_to_each_row(tmp_path) -> None:
     assert [r.blind for r in back.rows] == [4.0, 4.0]
     with pytest.raises(ValueError, match=r"spectrum=0: expected True / False or the number"):
         ri.sweep(model, x, layers=["0"], steps=1, progress=False, spectrum=0)
+
+
+def test_many_blind_directions_are_counted_up_to_k_and_flagged() -> None:
+    """Linear 30 -> 5 has 25 blind directions, a repeated singular value 0 that a one-vector Lanczos method
+    cannot count: the block iterations find k of them and say there may be more."""
+    torch.manual_seed(0)
+    s = ri.spectrum(nn.Linear(30, 5).double(), "", torch.rand(1, 30, dtype=torch.float64), k=6)
+    assert int(s.blind[0]) == 6 and bool(s.blind_at_least[0])
+    assert torch.allclose(s.bottom, torch.zeros(1, 6, dtype=torch.float64), atol=1e-7)
