@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             done = subprocess.run(command.split(), cwd=ROOT, capture_output=True, text=True, check=False)
             seconds = time.perf_counter() - started
+            (out / f"{name}.txt").write_text(done.stdout)  # what the example printed, kept beside its figure
             if done.returncode != 0 or not figure.is_file():
                 failed.append(name)
                 print(done.stdout[-2000:], done.stderr[-4000:], file=sys.stderr)
@@ -98,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         lines += [f"## `{name}.py`", "", summary(script) + ".", "", "```bash", command, "```", ""]
         if figure.is_file():
             lines += [f"![{name}]({os.path.relpath(figure, page.parent)})", ""]
+        printed = out / f"{name}.txt"
+        if printed.is_file() and printed.read_text().strip():
+            lines += [f"[What it printed]({os.path.relpath(printed, page.parent)})", ""]
         lines += [f"*{note}*", ""]
     page.write_text("\n".join(lines).rstrip() + "\n")
     record.write_text(json.dumps(runs, indent=1) + "\n")
