@@ -384,14 +384,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     setting=ch[0],
                     recipe_fields=ch[1].to_dict(),
                     reached=reached_all,
-                    steps_to_target=statistics.median(r.steps for r in rs),
+                    # a time to the target only when every repeat reached it (a repeat can miss it under load)
+                    steps_to_target=statistics.median(r.steps for r in rs) if reached_all else None,
                     steps_each_repeat=[r.steps for r in rs],
-                    seconds_to_target=med,
+                    seconds_to_target=med if reached_all else None,
                     seconds_each_repeat=[r.seconds for r in rs],
                     call_seconds=statistics.median(r.call_seconds for r in rs),
                     seconds_per_step=statistics.median(r.seconds_per_step for r in rs),
                     best_relative_distance=min(r.best for r in rs),
-                    ratio_to_default=None if default_med is None else med / default_med,
+                    ratio_to_default=None if default_med is None or not reached_all else med / default_med,
                     paired_ratio_to_default=None if not default_runs else statistics.median(
                         a.seconds / b.seconds for a, b in zip(rs, default_runs)),
                     note=None,
