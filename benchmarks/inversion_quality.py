@@ -364,18 +364,20 @@ def report(payload: dict[str, Any]) -> str:
                 rises = rise > 0
                 values = " ".join(f"{v:8.3f}" for v in curve)
                 lines.append(f"{case:18s} {layer:12s} {values}" + (f"  rises {rise:.1%}" if rises else ""))
-    drift = ["default", "pixel", "pyramid+pixel", "pyramid-decorrelated", "fourier"]
+    drift = ["default", "pixel", "pyramid+pixel", "pyramid-decorrelated", "fourier", "default+tv", "default+jitter"]
     lines += ["", "how far the returned input's m_i climbs back above its lowest earlier point (%), by recipe, where "
               "any recipe climbs more than 0.5%", "", "| case | layer | " + " | ".join(drift) + " |",
               "|---|---|" + "---|" * len(drift)]
     for case, layers in cases_.items():
         for layer, rows in layers.items():
-            climbs = []
+            climbs: list[float | None] = []
             for r in drift:
                 curve = list(rows.get(r, {}).get("curve_reported", {}).values())
-                climbs.append(max([0.0, *(b / min(curve[:i + 1]) - 1 for i, b in enumerate(curve[1:]))]))
-            if max(climbs) > 0.005:
-                lines.append(f"| {case} | {layer} | " + " | ".join(f"{100 * c:.1f}" for c in climbs) + " |")
+                climbs.append(max([0.0, *(b / min(curve[:i + 1]) - 1 for i, b in enumerate(curve[1:]))])
+                              if curve else None)
+            if max(c for c in climbs if c is not None) > 0.005:
+                lines.append(f"| {case} | {layer} | "
+                             + " | ".join("-" if c is None else f"{100 * c:.1f}" for c in climbs) + " |")
     return "\n".join(lines)
 
 
