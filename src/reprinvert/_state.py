@@ -206,8 +206,9 @@ def model_rng(model: nn.Module) -> Iterator[None]:
     """Run the block (one forward pass of ``model``) on the model's own random stream when it is :func:`frozen`.
 
     Outside :func:`frozen` (a forward the caller runs inside :func:`reprinvert.capture`) nothing changes. Costs
-    about 6 us per forward pass on CPU. A thread that draws from torch's global RNG at the very moment a forward
-    pass starts or ends may have that one draw repeated: torch offers no atomic exchange of generator states.
+    four small generator-state copies per forward pass. A thread that draws from torch's global RNG at the very
+    moment a forward pass starts or ends may have that one draw repeated: torch offers no atomic exchange of
+    generator states.
     """
     streams = _STREAMS.get(model)
     if not streams:
