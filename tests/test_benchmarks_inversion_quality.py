@@ -17,6 +17,7 @@ def bench():  # type: ignore[no-untyped-def]
 
 
 def test_quick_run_writes_results_and_tables(bench, tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("skimage")  # the identity case's photos come from the data extra
     out = tmp_path / "q.json"
     monkeypatch.setattr(sys, "argv", ["inversion_quality.py", "--quick", "--only", "identity", "--recipes",
                                       "default,pixel", "--out", str(out)])
