@@ -19,8 +19,8 @@ Example:
     >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2))
     >>> result = ri.sweep(model, ri.data.sample_images(size=16)[:2], steps=5, progress=False)
     >>> paths = ri.report.write_report(result, tempfile.mkdtemp())
-    >>> sorted(paths)[:4]
-    ['convergence', 'csv', 'grid', 'html']
+    >>> {"grid", "csv", "json", "html"} <= set(paths)  # plus plot and convergence with matplotlib
+    True
 """
 
 from __future__ import annotations
