@@ -101,3 +101,27 @@ def test_many_blind_directions_are_counted_up_to_k_and_flagged() -> None:
     s = ri.spectrum(nn.Linear(30, 5).double(), "", torch.rand(1, 30, dtype=torch.float64), k=6)
     assert int(s.blind[0]) == 6 and bool(s.blind_at_least[0])
     assert torch.allclose(s.bottom, torch.zeros(1, 6, dtype=torch.float64), atol=1e-7)
+
+
+def test_unconverged_values_are_reported_as_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With too few iterations the result says so: `converged` is False, and the values are Rayleigh-Ritz bounds
+    of the dense SVD's (largest from below, smallest from above). On a real network (EfficientNet-Lite0's first
+    block at 32 px, condition number about 8e6) the small end stops like this within the iteration budget."""
+    import importlib
+
+    spectrum_module = importlib.import_module("reprinvert.spectrum")  # the module (ri.spectrum is the function)
+
+    u = _orthogonal(40, seed=1)
+    v = _orthogonal(40, seed=2)
+    values = torch.logspace(0, -2, 40, dtype=torch.float64)  # condition number 100
+    layer = nn.Linear(40, 40, bias=False).double()
+    layer.weight.data = u @ torch.diag(values) @ v.T
+    monkeypatch.setattr(spectrum_module, "_MAXITER", 2)
+    with pytest.warns(ri.ReprinvertWarning, match=r"top` are lower bounds and `bottom` upper bounds"):
+        s = ri.spectrum(layer, "", torch.rand(1, 40, dtype=torch.float64), k=3)
+    assert not bool(s.converged[0]) and bool(s.blind_at_least[0])
+    assert (s.top[0] <= values[:3] * (1 + 1e-9)).all()
+    assert (s.bottom[0] >= values.flip(0)[:3] * (1 - 1e-9)).all()
+    monkeypatch.setattr(spectrum_module, "_MAXITER", 1000)
+    full = ri.spectrum(layer, "", torch.rand(1, 40, dtype=torch.float64), k=3)
+    assert bool(full.converged[0]) and torch.allclose(full.bottom[0], values.flip(0)[:3], rtol=1e-6)

@@ -402,13 +402,7 @@ def save_convergence(result: Sweep, path: str | Path, *, dpi: int = 110) -> Path
     Raises:
         ImportError: matplotlib is not installed (``pip install 'reprinvert[plot]'``).
     """
-    fig = convergence_figure(result)
-    p = _prepare(path)
-    try:
-        fig.savefig(p, dpi=dpi)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot write '{p}': {exc}") from None
-    return p
+    return _save_figure(convergence_figure(result), path, dpi)
 
 
 def save_plot(result: Sweep, path: str | Path, *, dpi: int = 110) -> Path:
@@ -417,7 +411,10 @@ def save_plot(result: Sweep, path: str | Path, *, dpi: int = 110) -> Path:
     Raises:
         ImportError: matplotlib is not installed (``pip install 'reprinvert[plot]'``).
     """
-    fig = metrics_figure(result)
+    return _save_figure(metrics_figure(result), path, dpi)
+
+
+def _save_figure(fig: Any, path: str | Path, dpi: int) -> Path:
     p = _prepare(path)
     try:
         fig.savefig(p, dpi=dpi)
@@ -466,17 +463,10 @@ def _png_bytes(img: Any) -> bytes:
     return buf.getvalue()
 
 
-def _plot_png(result: Sweep) -> bytes | None:
+def _plot_png(result: Sweep, figure: Any = None) -> bytes | None:
+    """``figure(result)`` (default :func:`metrics_figure`) as PNG bytes, or None without matplotlib."""
     try:
-        fig = metrics_figure(result)
-    except ImportError:
-        return None
-    return _figure_png(fig)
-
-
-def _convergence_png(result: Sweep) -> bytes | None:
-    try:
-        fig = convergence_figure(result)
+        fig = (figure or metrics_figure)(result)
     except ImportError:
         return None
     return _figure_png(fig)
@@ -524,10 +514,12 @@ def html_page(result: Sweep, *, title: str | None = None, plot: bool = True) -> 
     Images (the grid, and the metrics plot when matplotlib is installed and ``plot`` is true) are embedded as
     base64 ``data:`` URIs; the page has no scripts and loads nothing from the network.
     """
-    return _html_page(result, title=title, plot=plot, plot_png=None)
+    return _html_page(result, title=title, plot=plot, pngs={})
 
 
-def _html_page(result: Sweep, *, title: str | None, plot: bool, plot_png: bytes | None) -> str:
+def _html_page(result: Sweep, *, title: str | None, plot: bool, pngs: dict[str, bytes | None]) -> str:
+    """The page; ``pngs`` holds figures already rendered (``"grid"``, ``"plot"``, ``"convergence"``), the others
+    are rendered here."""
     result = _check(result)
     prov = result.provenance
     title = title or f"reprinvert sweep: {prov.model}"
@@ -546,7 +538,7 @@ def _html_page(result: Sweep, *, title: str | None, plot: bool, plot_png: bytes 
         "shuffle of x).</p>",
     ]
     if can_show_images(result):
-        png = _grid_png(result)
+        png = pngs.get("grid") or _grid_png(result)
         pixels = "" if _matplotlib() else ' class="pixels"'  # Pillow's grid: keep its pixels sharp when scaled
         parts += [
             "<h2>Reconstructions</h2>",
@@ -557,15 +549,12 @@ def _html_page(result: Sweep, *, title: str | None, plot: bool, plot_png: bytes 
             f'<img id="grid"{pixels} alt="grid of reconstructions per layer" src="{_data_uri(png)}">',
         ]
     parts.append("<h2>Metrics against depth</h2>")
-    if plot and plot_png is None:
-        plot_png = _plot_png(result)
-    elif not plot:
-        plot_png = None
+    plot_png = (pngs.get("plot") or _plot_png(result)) if plot else None
     if plot_png is not None:
         parts.append(f'<img id="plot" alt="metrics against depth" src="{_data_uri(plot_png)}">')
     else:
         parts.append(f'<p class="note">No plot: {html.escape(_PLOT_HINT if plot else "disabled")}.</p>')
-    convergence_png = _convergence_png(result) if plot else None
+    convergence_png = (pngs.get("convergence") or _plot_png(result, convergence_figure)) if plot else None
     if convergence_png is not None:
         parts += [
             "<h2>Convergence of the search</h2>",
@@ -637,8 +626,11 @@ def write_report(
     except OSError as exc:
         raise ValueError(f"cannot create the output folder '{folder}': {exc.strerror or exc}") from None
     paths: dict[str, Path] = {}
+    pngs: dict[str, bytes | None] = {}  # each figure rendered once, for its file and for the page
     if can_show_images(result):
-        paths["grid"] = save_grid(result, folder / "grid.png")
+        pngs["grid"] = grid = _grid_png(result)
+        paths["grid"] = _prepare(folder / "grid.png")
+        paths["grid"].write_bytes(grid)
     want_plot = plot
     if plot is None:
         try:
@@ -647,18 +639,18 @@ def write_report(
             want_plot = False
         else:
             want_plot = True
-    plot_png = None
     if want_plot:
-        plot_png = _plot_png(result)
-        if plot_png is None:
-            raise ImportError(_PLOT_HINT)
-        paths["plot"] = _prepare(folder / "plot.png")
-        paths["plot"].write_bytes(plot_png)
-        paths["convergence"] = save_convergence(result, folder / "convergence.png")
+        for name, figure in (("plot", metrics_figure), ("convergence", convergence_figure)):
+            png = _plot_png(result, figure)
+            if png is None:
+                raise ImportError(_PLOT_HINT)
+            pngs[name] = png
+            paths[name] = _prepare(folder / f"{name}.png")
+            paths[name].write_bytes(png)
     paths["csv"] = save_csv(result, folder / "metrics.csv")
     paths["samples"] = save_csv(result, folder / "samples.csv", per_sample=True)
     paths["json"] = save_json(result, folder / "metrics.json")
-    page = _html_page(result, title=title, plot=plot is not False, plot_png=plot_png)
+    page = _html_page(result, title=title, plot=plot is not False, pngs=pngs)
     paths["html"] = _write_text(folder / "report.html", page)
     return paths
 

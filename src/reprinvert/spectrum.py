@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 from collections.abc import Mapping
@@ -38,6 +39,8 @@ from .layers import LayerSpec, resolve_layer, runnable
 
 __all__ = ["Spectrum", "spectrum"]
 
+_MAXITER = 1000  # block iterations per end (each: k + 2 forward-backward passes)
+
 
 @dataclass(frozen=True)
 class Spectrum:
@@ -50,9 +53,13 @@ class Spectrum:
             direction the layer cannot see, so a layer with fewer outputs than inputs has at least the difference).
         blind: ``(B,)`` the number of input directions with a singular value below ``tolerance`` x the largest,
             counted among the ``k`` smallest (see ``blind_at_least``).
-        blind_at_least: ``(B,)`` True where all ``k`` smallest are below the tolerance: there may be more blind
-            directions than ``k`` (ask for a larger ``k``).
+        blind_at_least: ``(B,)`` True where all ``k`` smallest are below the tolerance (there may be more blind
+            directions than ``k``: ask for a larger ``k``), or where the iterations did not converge.
         condition: ``(B,)`` largest / smallest singular value (inf when the smallest is 0).
+        converged: ``(B,)`` whether the iterations reached their tolerance at both ends. Where they did not (an
+            ill-conditioned layer converges slowly at its small end), ``top`` are lower bounds and ``bottom`` upper
+            bounds of the true values (Rayleigh-Ritz), so ``blind`` and ``condition`` are lower bounds. Smallest
+            values that all lie below the tolerance count as converged: those directions are blind either way.
         tolerance: the relative threshold used for ``blind``.
         input_size: directions of one input sample (its number of elements).
         output_size: elements of the layer's output per sample.
@@ -64,6 +71,7 @@ class Spectrum:
     blind: torch.Tensor
     blind_at_least: torch.Tensor
     condition: torch.Tensor
+    converged: torch.Tensor
     tolerance: float
     input_size: int
     output_size: int
@@ -133,8 +141,12 @@ def spectrum(
                 "precision='model' to use the model as it is"
             ) from None
     norm = resolve_normalize(normalize, x)
-    tops, bottoms, sizes = [], [], []
-    with frozen(model), torch.enable_grad(), Hooks(model, name, select=select, call=call, grad=True, stop=True) as h:
+    tops, bottoms, sizes, dones = [], [], [], []
+    # J v comes from differentiating a vector-Jacobian product: every operation needs a second derivative. Fused
+    # attention kernels (flash / memory-efficient scaled_dot_product_attention) have none, so attention runs on
+    # its plain math kernel here (the same function, composed of differentiable operations).
+    with frozen(model), torch.enable_grad(), _math_attention(), \
+            Hooks(model, name, select=select, call=call, grad=True, stop=True) as h:
         dtype = model_dtype(h.model)
         for b in range(x.shape[0]):
             z = x[b : b + 1].detach().to(torch.float64).clone().requires_grad_(True)
@@ -151,14 +163,19 @@ def spectrum(
             def jtj(v: np.ndarray, z: torch.Tensor = z, out: torch.Tensor = out, u: torch.Tensor = u,
                     jt_u: torch.Tensor = jt_u) -> np.ndarray:
                 vt = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64).reshape(z.shape))
-                jv = torch.autograd.grad(jt_u, u, vt, retain_graph=True)[0]  # J v
+                try:
+                    jv = torch.autograd.grad(jt_u, u, vt, retain_graph=True)[0]  # J v
+                except (RuntimeError, NotImplementedError) as error:
+                    raise ValueError(
+                        f"layer {name!r}: the Jacobian-vector product needs second derivatives of every operation "
+                        f"up to the layer, and one of them has none ({str(error).splitlines()[0]}); "
+                        "spectrum cannot measure this layer"
+                    ) from None
                 jtjv = torch.autograd.grad(out, z, jv, retain_graph=True)[0]  # J^T J v
                 return jtjv.reshape(-1).numpy()
 
             op = LinearOperator((n, n), matvec=jtj, dtype=np.float64)
-            largest, converged = _largest(op, k, dtype)
-            if not converged:
-                _warn_unconverged()
+            largest, top_done = _largest(op, k, dtype)
             # The smallest eigenvalues of J^T J as the largest of (s I - J^T J), s just above the largest: the
             # tolerance is then relative to s, which a (near) zero eigenvalue can meet.
             shift = 1.01 * float(largest.max()) if float(largest.max()) > 0 else 1.0
@@ -166,12 +183,9 @@ def spectrum(
             def flip(v: np.ndarray, f: Any = jtj, s: float = shift) -> np.ndarray:
                 return s * v.reshape(-1) - f(v)
 
-            flipped, converged = _largest(LinearOperator((n, n), matvec=flip, dtype=np.float64), k, dtype)
+            flipped, bottom_done = _largest(LinearOperator((n, n), matvec=flip, dtype=np.float64), k, dtype)
             smallest = shift - flipped
-            # A large cluster of zeros (many blind directions) converges slowly but is 0 to within the tolerance
-            # long before: only values above it need the iterations to have converged.
-            if not converged and np.sqrt(np.clip(smallest, 0, None)).max() > 1e-6 * np.sqrt(largest.max()):
-                _warn_unconverged()
+            dones.append((top_done, bottom_done))
             tops.append(np.sort(np.sqrt(np.clip(largest, 0, None)))[::-1].copy())
             bottoms.append(np.sort(np.sqrt(np.clip(smallest, 0, None))).copy())
     top = torch.tensor(np.stack(tops))
@@ -181,12 +195,35 @@ def spectrum(
     eps = float(torch.finfo(dtype if dtype is not None and dtype.is_floating_point else torch.float64).eps)
     floor = max(float(tolerance), 10 * float(np.sqrt(eps)))
     below = bottom < floor * top[:, :1]
-    blind = below.sum(1)
-    condition = top[:, 0] / bottom[:, 0]
+    tops_done, bottoms_done = (torch.tensor(d) for d in zip(*dones))
+    # A cluster of zeros (many blind directions) converges slowly, but its bounds are below the tolerance long
+    # before: those directions are blind either way.
+    converged = tops_done & (bottoms_done | below.all(1))
+    # Unconverged values are Rayleigh-Ritz bounds: the smallest from above, so a value already below the tolerance
+    # is certainly blind, and the count is a lower bound (as is the condition number).
+    blind_at_least = below.all(1) | (~converged & ~below.all(1))
+    if not bool(converged.all()):
+        warnings.warn(
+            f"spectrum of layer {name!r}: the iterations stopped before their tolerance for sample(s) "
+            f"{(~converged).nonzero().flatten().tolist()} (Spectrum.converged): there, `top` are lower bounds and "
+            "`bottom` upper bounds of the true singular values, and `blind` and `condition` lower bounds; an "
+            "ill-conditioned layer converges slowly at its small end; ask for a smaller k, or use a smaller input",
+            ReprinvertWarning,
+            stacklevel=2,
+        )
     return Spectrum(
-        layer=name, top=top, bottom=bottom, blind=blind, blind_at_least=below.all(1), condition=condition,
-        tolerance=floor, input_size=n, output_size=sizes[0],
+        layer=name, top=top, bottom=bottom, blind=below.sum(1), blind_at_least=blind_at_least,
+        condition=top[:, 0] / bottom[:, 0], converged=converged, tolerance=floor, input_size=n, output_size=sizes[0],
     )
+
+
+def _math_attention() -> Any:
+    """A context running ``scaled_dot_product_attention`` on its math kernel (twice differentiable)."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # torch < 2.3: its default CPU kernel is the math one
+        return contextlib.nullcontext()
+    return sdpa_kernel([SDPBackend.MATH])
 
 
 def _largest(op: Any, k: int, dtype: torch.dtype | None) -> tuple[np.ndarray, bool]:
@@ -203,17 +240,13 @@ def _largest(op: Any, k: int, dtype: torch.dtype | None) -> tuple[np.ndarray, bo
     start = np.random.default_rng(0).standard_normal((n, block))
     eps = float(torch.finfo(dtype if dtype is not None and dtype.is_floating_point else torch.float64).eps)
     scale = float(np.linalg.norm(op.matvec(start[:, 0]))) / float(np.linalg.norm(start[:, 0]))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        values, _ = lobpcg(op, start, largest=True, tol=max(1e4 * eps, 1e-8) * max(scale, 1e-300), maxiter=1000)
-    converged = not any("not reaching the requested tolerance" in str(w.message) for w in caught)
-    return np.sort(np.asarray(values))[::-1][:k], converged
-
-
-def _warn_unconverged() -> None:
-    warnings.warn(
-        "spectrum: the block iterations stopped before reaching their tolerance; the values are approximate (use "
-        "precision='float64' for a float32 model, or a smaller k)",
-        ReprinvertWarning,
-        stacklevel=3,
-    )
+    tol = max(1e4 * eps, 1e-8) * max(scale, 1e-300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence is judged below, on the k values returned
+        values, vectors = lobpcg(op, start, largest=True, tol=tol, maxiter=_MAXITER)
+    order = np.argsort(np.asarray(values))[::-1][:k]
+    # Converged when each returned eigenpair's residual ||A x - lambda x|| meets the tolerance (the extra block
+    # vectors only help the iterations along).
+    x = vectors[:, order]
+    residuals = np.linalg.norm(op.matmat(x) - x * values[order], axis=0)
+    return np.asarray(values)[order], bool((residuals <= tol).all())

@@ -134,6 +134,7 @@ class SweepRow:
         blind: with ``sweep(spectrum=...)``: the mean number of input directions the layer cannot see at the inputs
             (:func:`reprinvert.spectrum`), else None.
         condition: with ``sweep(spectrum=...)``: the median condition number of the layer's Jacobian, else None.
+            Where the spectrum's iterations did not converge (a warning says so), both are lower bounds.
     """
 
     layer: str
