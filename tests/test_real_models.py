@@ -104,3 +104,21 @@ def test_bert_baseline_is_faint_and_chance_is_reported() -> None:
     m = res.metrics
     assert bool((m.reference_distance < m.chance_distance).all())
     assert bool((m.perturbation_distance < 0.1 * m.chance_input_distance).all())
+
+
+def test_saved_results_of_real_models_load_back_exactly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Sweep.save / Inversion.save and ri.load on the real EfficientNet-Lite0 (normalised input, two stages) and
+    on GPT-2 from a config inverted in embedding space."""
+    model = effnet()
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    sweep = ri.sweep(model, x, layers=["_bn0", "_blocks.0"], steps=3, normalize="imagenet", progress=False)
+    back = ri.load(sweep.save(tmp_path / "effnet"))
+    assert isinstance(back, ri.Sweep) and back.rows == sweep.rows
+    assert all(torch.equal(a.input, b.input) and torch.equal(a.target, b.target)
+               for a, b in zip(sweep.inversions, back.inversions))
+    assert back.provenance.options["normalize"]["name"] == "imagenet"
+    gpt = hf("gpt2")
+    inv = ri.invert(gpt, "h.1", torch.tensor([[1, 5, 9, 12]]), start="wte", steps=3)
+    again = ri.load(inv.save(tmp_path / "gpt2"))
+    assert isinstance(again, ri.Inversion) and again.start == "wte" and again.recipe == inv.recipe
+    assert torch.equal(again.input, inv.input) and torch.equal(again.original, inv.original)
