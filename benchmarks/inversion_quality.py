@@ -19,13 +19,18 @@ small             the benchmarks' small CNN (first and third ReLU), small ResNet
                   reprinvert's UNet (quick preset, last layer), untrained, 32x32.
 identity          the known answer: an identity layer, on three random images and on the photos, 32x32.
 
-Recipes, each at the default's 500 steps: ``default`` (reprinvert's), ``pixel-0.3`` (reprinvert 0.1's default:
-Adam lr 0.3 on pixels, seed start, no clamp), ``pixel`` (the default without its parametrisation),
+Recipes, each at the default's 500 steps: ``default`` (reprinvert's); the others change one thing of it:
+``default+decay`` (AdamW's weight decay 0.1 toward the start), ``pixel-0.3`` (reprinvert 0.1's default: Adam lr 0.3
+on pixels, seed start, no clamp), ``pixel`` (no parametrisation),
 ``pyramid-decorrelated`` (every level in the colour basis), ``pyramid+pixel`` (that, handing over to pixels for the
-last third), ``fourier`` (the default's schedule on lucid's decorrelated Fourier image), ``lbfgs`` (L-BFGS with a
-strong-Wolfe line search on pixels, squared error), ``badger`` (the seed author's ``badger("cnn")``; ``"mlp"``
-preset on the width nets) and ``mahendran-vedaldi``; ``default+jitter`` and ``default+tv`` (transformation
-robustness and a TV prior scaled to the data) on the EfficientNet cases.
+last third), ``fourier`` (lucid's decorrelated Fourier image), ``lbfgs`` (L-BFGS with a strong-Wolfe line search on
+pixels, squared error), ``badger`` (the seed author's ``badger("cnn")``; ``"mlp"`` preset on the width nets) and
+``mahendran-vedaldi``; ``default+jitter`` and ``default+tv`` (transformation robustness and a TV prior scaled to the
+data) on the EfficientNet cases.
+
+``--merge`` reruns only the recipes given with ``--recipes`` and replaces their rows in the results file, keeping
+the others (each recipe's row records the run it came from); the figures at the default's CPU time are kept for
+the rows not rerun.
 
 For each (case, layer, recipe): PSNR, input distance m_i and m_g / m_r of the returned (best) iterate; m_i at 10,
 25, 50, 75 and 100% of the steps, of the iterate and of the input a run stopped there would return (the curves);
@@ -68,6 +73,7 @@ def recipe_table(case: str) -> dict[str, ri.Recipe]:
     width = case == "width"
     table = {
         "default": recipes.default(),
+        "default+decay": recipes.default(weight_decay=0.1),
         "pixel-0.3": recipes.default(lr=0.3, init="seed", parametrization="pixel", clamp=None),
         "pixel": recipes.default(parametrization="pixel"),
         "pyramid-decorrelated": recipes.default(parametrization=Pyramid(decorrelate=True)),
@@ -281,6 +287,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="cases in this many processes")
     parser.add_argument("--out", default=None, help=f"JSON file (default {RESULTS}; --quick writes nothing)")
     parser.add_argument("--table", action="store_true", help="print the tables of the results file and stop")
+    parser.add_argument("--merge", action="store_true",
+                        help="rerun only --recipes and replace their rows in the results file, keeping the others")
     args = parser.parse_args()
     if args.table:
         print(report(json.loads((Path(args.out) if args.out else RESULTS).read_text())))
@@ -291,10 +299,23 @@ def main() -> None:
     path = Path(args.out) if args.out else RESULTS
     write = bool(args.out) or not args.quick
     results: dict[str, Any] = {}
+    base: dict[str, Any] | None = None
+    if args.merge:
+        if not only_recipes or not path.exists():
+            parser.error("--merge needs --recipes and an existing results file to merge into")
+        base = json.loads(path.read_text())
+        results = base["cases"]
+    command = " ".join(sys.argv)
+    checks: dict[str, float] = {}
 
     def payload(done: bool) -> dict[str, Any]:
+        if base is not None:
+            merge = {"command": command, "recipes": only_recipes, "cases": names, "wall_seconds": time.time() - started,
+                     "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()) if done else None,
+                     "unchanged_rows_check": checks}
+            return {**base, "cases": results, "merged": [*base.get("merged", []), merge]}
         return {
-            "command": " ".join(sys.argv),
+            "command": command,
             "machine": {"python": platform.python_version(), "torch": torch.__version__, "reprinvert": ri.__version__,
                         "processor": platform.processor() or platform.machine(), "threads_per_job": 1},
             "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()) if done else None,
@@ -305,7 +326,20 @@ def main() -> None:
 
     def keep(part: dict[str, Any], done: bool = False) -> None:
         # Written after every case, so a run cut short keeps what it finished ("finished": null until the end).
-        results.update(part)
+        if base is None:
+            results.update(part)
+        else:
+            for case, layers in part.items():
+                order = list(recipe_table(case))
+                for layer, rows in layers.items():
+                    old = results.setdefault(case, {}).setdefault(layer, {})
+                    for rname, row in rows.items():
+                        row["from"] = command
+                        if rname in old:  # a recipe rerun unchanged gives the same numbers (CPU time aside)
+                            checks[f"{case} {layer} {rname}"] = max(
+                                abs(a - b) for a, b in zip(row["psnr"], old[rname]["psnr"]))
+                    old.update(rows)
+                    results[case][layer] = {r: old[r] for r in order if r in old}
         if write:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(payload(done), indent=1))
@@ -331,7 +365,10 @@ def _run_case_star(task: tuple[str, bool, list[str] | None]) -> dict[str, Any]:
 def report(payload: dict[str, Any]) -> str:
     """The tables of ``docs/recipes.md``: the targets, mean PSNR per layer, m_g / m_r, the m_i curves."""
     cases_ = payload["cases"]
-    lines = [f"results of: {payload['command']} ({payload['finished']}, {payload['machine']})", ""]
+    lines = [f"results of: {payload['command']} ({payload['finished']}, {payload['machine']})"]
+    for merge in payload.get("merged", []):
+        lines.append(f"rows of {', '.join(merge['recipes'])} replaced by: {merge['command']} ({merge['finished']})")
+    lines.append("")
     trained = cases_.get("effnet-trained", {})
     if trained:
         lines += ["targets (EfficientNet-Lite0, ImageNet weights, 128 px): PSNR per photo (" + ", ".join(PHOTOS)
@@ -364,7 +401,8 @@ def report(payload: dict[str, Any]) -> str:
                 rises = rise > 0
                 values = " ".join(f"{v:8.3f}" for v in curve)
                 lines.append(f"{case:18s} {layer:12s} {values}" + (f"  rises {rise:.1%}" if rises else ""))
-    drift = ["default", "pixel", "pyramid+pixel", "pyramid-decorrelated", "fourier", "default+tv", "default+jitter"]
+    drift = ["default", "default+decay", "pixel", "pyramid+pixel", "pyramid-decorrelated", "fourier", "default+tv",
+             "default+jitter"]
     lines += ["", "how far the returned input's m_i climbs back above its lowest earlier point (%), by recipe, where "
               "any recipe climbs more than 0.5%", "", "| case | layer | " + " | ".join(drift) + " |",
               "|---|---|" + "---|" * len(drift)]

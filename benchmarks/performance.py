@@ -23,6 +23,11 @@ sweep       ``reprinvert.sweep`` over L layers (which batches them when it can, 
             batch of L x B inputs with one forward per step to the deepest layer ("batched"), and the same with
             each copy taken out of the batch at its own layer ("progressive", what ``sweep`` does); with the FLOP
             ratio of "batched".
+batching    the sweep's automatic choice against both modes it chooses from, at 32, 64 and 128 px (the ResNet-18
+            layout at width 16, batch 4, its 5 stages): whole ``sweep`` calls with ``batched=True``,
+            ``batched=False`` and the default (which measures a few steps both ways, and the memory each layer's
+            backward pass keeps, before choosing); the speed-up of batching, what the automatic mode chose, and its
+            time against the better of the two.
 layout      channels-last and ``torch.compile``: the floor loop in each form and ``invert`` on a channels-last model,
             with the compile time and the steps after which compiling would pay.
 cold start  the first 5-step inversion in a fresh process, reprinvert against the floor (which builds a
@@ -75,7 +80,7 @@ import _timing
 
 import reprinvert as ri
 
-SECTIONS = ("overhead", "truncation", "sweep", "memory", "layout")
+SECTIONS = ("overhead", "truncation", "sweep", "batching", "memory", "layout")
 
 #: The recipe the hand-written loops mirror: Adam on pixels, L1, lr 0.3 decaying linearly to 0, no clamp (the
 #: default recipe of reprinvert 0.1). The loop's cost per step does not depend on the recipe's numbers; the
@@ -645,6 +650,52 @@ def run_sweep(args: Any, device: torch.device) -> dict[str, Any]:
     return {"steps": steps, "repeats": repeats, "clock": key, "rows": out, "table": text}
 
 
+def run_batching(args: Any, device: torch.device) -> dict[str, Any]:
+    """The automatic mode of ``sweep(batched=None)`` against ``batched=True`` and ``batched=False``, by input size."""
+    steps = 3 if args.quick else 100
+    repeats = args.repeats or (1 if args.quick else 3)
+    key = _timing.clock_for(device)
+    sizes = (16, 32) if args.quick else (32, 64, 128)
+    net = (resnet(width=8, blocks=(1, 1), seed=0) if args.quick else resnet(16)).to(device)
+    layers = [name for name, _ in net.named_children() if name != "head"]
+    rows, out = [], []
+    for size in sizes:
+        x = images(2 if args.quick else 4, size, device)
+        call = partial(ri.sweep, net, x, layers=layers, recipe=PIXEL_RECIPE, steps=steps, progress=False)
+        variants: dict[str, Callable[[], Any]] = {
+            "batched": partial(call, batched=True), "one by one": partial(call, batched=False), "automatic": call,
+        }
+        print(f"timing sweep of resnet over {len(layers)} layers at {size} px, {steps} steps ...", flush=True)
+        chosen: list[bool] = []
+
+        def automatic(call: Callable[[], ri.Sweep] = call, chosen: list[bool] = chosen) -> None:
+            chosen.append(call().provenance.options["batched"])
+
+        variants["automatic"] = automatic
+        m = measure_calls(variants, repeats=repeats, device=device)
+        probe = call().provenance.options.get("batched_probe") or {}
+        seconds = {name: _timing.median(v[key]) for name, v in m.items()}
+        best = min(seconds["batched"], seconds["one by one"])
+        row = {
+            "size": size, "seconds": seconds, "batching_speedup": paired(m, "one by one", "batched", key),
+            "automatic_chose_batched": chosen, "automatic_over_best": seconds["automatic"] / best,
+            "probe": probe, "measurements": m,
+        }
+        out.append(row)
+        picks = sorted(set(chosen))
+        rows.append([size, seconds["one by one"], seconds["batched"], row["batching_speedup"],
+                     "/".join("batched" if c else "one by one" for c in picks), seconds["automatic"],
+                     row["automatic_over_best"]])
+    print(f"\n## batching: sweep over the {len(layers)} stages of the residual CNN (batch {x.shape[0]}), {steps} "
+          f"steps, whole calls ({'thread CPU time' if key == 'cpu' else 'wall time'}); 'automatic over best': the "
+          "default's time "
+          "against the faster of the two modes (its probe included)")
+    text = _timing.print_table(
+        ["px", "one by one s", "batched s", "batching speedup", "automatic chose", "automatic s",
+         "automatic over best"], rows)
+    return {"steps": steps, "repeats": repeats, "clock": key, "rows": out, "table": text}
+
+
 # -- memory ---------------------------------------------------------------------------------------------------------
 def _status_bytes(key: str) -> int:
     """VmRSS / VmHWM of this process from /proc/self/status, in bytes."""
@@ -811,6 +862,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         payload["cold_start"] = run_cold_start(args, device)
     if "sweep" in want:
         payload["sweep"] = run_sweep(args, device)
+    if "batching" in want:
+        payload["batching"] = run_batching(args, device)
     if "memory" in want:
         payload["memory"] = run_memory(args, device)
     if "layout" in want:
@@ -818,7 +871,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for section in payload.values():
         section["run"] = run
     path = args.out or _timing.RESULTS / "performance.json"
-    if path.exists() and set(payload) != {"overhead_truncation", "cold_start", "sweep", "memory", "layout"}:
+    if path.exists() and set(payload) != {"overhead_truncation", "cold_start", "sweep", "batching", "memory", "layout"}:
         # A run of some sections updates those and keeps the others (each section records its own run).
         try:
             payload = {**json.loads(path.read_text()), **payload}

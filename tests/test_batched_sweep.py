@@ -68,7 +68,7 @@ def _assert_same(a: ri.Sweep, b: ri.Sweep, *, atol: float = 1e-4) -> None:
 def test_batched_equals_one_by_one(options: dict) -> None:
     model, x = _cnn(), _x()
     layers = ["conv1", "relu1", "conv2", "head"]
-    batched = ri.sweep(model, x, layers=layers, steps=25, progress=False, **options)
+    batched = ri.sweep(model, x, layers=layers, steps=25, progress=False, batched=True, **options)
     alone = ri.sweep(model, x, layers=layers, steps=25, progress=False, batched=False, **options)
     assert batched.provenance.options["batched"] is True
     assert batched.provenance.options["not_batched_because"] is None
@@ -79,7 +79,8 @@ def test_batched_equals_one_by_one(options: dict) -> None:
 def test_batched_handles_layers_given_out_of_order_and_an_init_tensor() -> None:
     model, x = _cnn(), _x()
     init = torch.full_like(x, 0.5)
-    batched = ri.sweep(model, x, layers=["head", "conv1", "conv2"], steps=20, init=init, progress=False)
+    batched = ri.sweep(model, x, layers=["head", "conv1", "conv2"], steps=20, init=init, progress=False,
+                       batched=True)
     alone = ri.sweep(model, x, layers=["head", "conv1", "conv2"], steps=20, init=init, progress=False, batched=False)
     assert batched.provenance.options["batched"] is True
     _assert_same(batched, alone)
@@ -91,7 +92,7 @@ def test_transformer_blocks_batched() -> None:
     model = nn.Sequential(nn.Linear(4, 16), *(type(block)(16, 2, 32, dropout=0.0, batch_first=True)
                                                  for _ in range(3))).eval()
     x = torch.rand(2, 5, 4, generator=torch.Generator().manual_seed(0))
-    batched = ri.sweep(model, x, layers=["1", "2", "3"], steps=15, progress=False)
+    batched = ri.sweep(model, x, layers=["1", "2", "3"], steps=15, progress=False, batched=True)
     alone = ri.sweep(model, x, layers=["1", "2", "3"], steps=15, progress=False, batched=False)
     assert batched.provenance.options["batched"] is True
     _assert_same(batched, alone)
@@ -145,7 +146,7 @@ def test_batch_mixing_model_declines() -> None:
 
 def test_batched_sweep_keeps_the_contracts(cnn: SmallCNN, images: torch.Tensor) -> None:
     snap, before = Snapshot.of(cnn), tensor_state(images)
-    result = ri.sweep(cnn, images, layers=["conv1", "relu1", "conv2"], steps=4, progress=False)
+    result = ri.sweep(cnn, images, layers=["conv1", "relu1", "conv2"], steps=4, progress=False, batched=True)
     assert result.provenance.options["batched"] is True
     assert_untouched(snap, cnn)
     assert_tensor_untouched(before, images)
@@ -166,7 +167,7 @@ def test_interrupt_during_a_batched_sweep_leaves_nothing(monkeypatch: pytest.Mon
 
     monkeypatch.setattr(model.conv2, "forward", forward)
     with pytest.raises(KeyboardInterrupt):
-        ri.sweep(model, x, layers=["conv1", "conv2"], steps=50, progress=False)
+        ri.sweep(model, x, layers=["conv1", "conv2"], steps=50, progress=False, batched=True)
     monkeypatch.undo()
     assert hooks_left(model) == {}
     assert_untouched(snap, model)
@@ -174,6 +175,66 @@ def test_interrupt_during_a_batched_sweep_leaves_nothing(monkeypatch: pytest.Mon
 
 def test_batched_rows_share_the_time() -> None:
     model, x = _cnn(), _x()
-    result = ri.sweep(model, x, layers=["conv1", "conv2"], steps=5, progress=False)
+    result = ri.sweep(model, x, layers=["conv1", "conv2"], steps=5, progress=False, batched=True)
     assert result.rows[0].seconds == result.rows[1].seconds > 0
     assert all(math.isfinite(r.input_distance) for r in result.rows)
+
+
+def _measured(groups, alone, together, kept=None, budget=None):
+    return {"groups": groups, "alone_seconds": alone, "batched_seconds": together,
+            "kept_bytes": kept or [1] * len(alone), "budget_bytes": budget}
+
+
+def test_the_automatic_mode_batches_only_what_it_measured_faster() -> None:
+    from reprinvert._batched import Declined, _decide
+
+    probe: dict = {}
+    assert _decide(_measured([[0, 1, 2]], [1.0, 1.0, 1.0], [2.0]), probe) == [[0, 1, 2]]
+    assert probe["batched_over_separate"] == [pytest.approx(2 / 3)]
+    with pytest.raises(Declined, match=r"measured: a batched step takes 2.9e\+03 ms, the separate steps 3e\+03 ms"):
+        _decide(_measured([[0, 1, 2]], [1.0, 1.0, 1.0], [2.9]), {})  # 0.97x: inside the noise margin
+    # two groups that fit in memory, each measured: the slower one decides
+    assert _decide(_measured([[0, 1], [2, 3]], [1.0] * 4, [1.5, 1.6]), {}) == [[0, 1], [2, 3]]
+    with pytest.raises(Declined, match=r"0.95x"):
+        _decide(_measured([[0, 1], [2, 3]], [1.0] * 4, [1.5, 1.9]), {})
+    with pytest.raises(Declined, match=r"more than half the free memory .* some layer fits with no neighbour"):
+        _decide(_measured([[0, 1], [2]], [1.0] * 3, [1.0], kept=[2**20] * 3, budget=2**21), {})
+
+
+def test_the_automatic_mode_declines_when_batching_is_slower(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reprinvert import _batched
+
+    monkeypatch.setattr(_batched, "_FASTER", 1e-9)  # no batched step can be this fast: measured, then declined
+    model, x = _cnn(), _x()
+    auto = ri.sweep(model, x, layers=["conv1", "conv2", "head"], steps=10, progress=False)
+    assert auto.provenance.options["batched"] is False
+    assert auto.provenance.options["not_batched_because"].startswith("measured: a batched step takes")
+    probe = auto.provenance.options["batched_probe"]
+    assert len(probe["alone_ms"]) == 3 and len(probe["batched_ms"]) == 1 and probe["groups"] == [[0, 1, 2]]
+    _assert_same(auto, ri.sweep(model, x, layers=["conv1", "conv2", "head"], steps=10, progress=False, batched=False))
+
+
+def test_layers_are_grouped_by_the_memory_their_backward_passes_keep() -> None:
+    from reprinvert._batched import _groups
+
+    assert _groups([1, 2, 3, 4], None) == [[0, 1, 2, 3]]
+    assert _groups([1, 2, 3, 4], 10) == [[0, 1, 2, 3]]
+    assert _groups([1, 2, 3, 4], 6) == [[0, 1, 2], [3]]
+    assert _groups([1, 2, 3, 4], 5) == [[0, 1], [2], [3]]
+    assert _groups([5, 5], 1) == [[0], [1]]  # a layer over the budget still gets a group (then declined)
+
+
+def test_the_automatic_mode_batches_in_groups_that_fit_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the layers do not fit together they are batched in consecutive groups; each group is the search a
+    sweep of only its layers would run, so the result is still what one-by-one inversions give."""
+    from reprinvert import _batched
+
+    monkeypatch.setattr(_batched, "_FASTER", 1e9)  # take any measured speed: this test is about the groups
+    monkeypatch.setattr(_batched, "_groups", lambda kept, budget: [[0, 1], [2, 3]])
+    model, x = _cnn(), _x()
+    layers = ["conv1", "relu1", "conv2", "head"]
+    grouped = ri.sweep(model, x, layers=layers, steps=25, progress=False)
+    assert grouped.provenance.options["batched"] is True
+    probe = grouped.provenance.options["batched_probe"]
+    assert probe["groups"] == [[0, 1], [2, 3]] and len(probe["batched_ms"]) == 2
+    _assert_same(grouped, ri.sweep(model, x, layers=layers, steps=25, progress=False, batched=False))

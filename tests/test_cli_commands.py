@@ -130,7 +130,9 @@ def test_sweep_writes_report(spec: str, image_dir: Path, tmp_path: Path, capsys)
     assert json.loads((out / "metrics.json").read_text())["provenance"]["options"]["batched"] is False
     assert main([*argv, "--quiet", "--recipe", "default", "--fresh", "--spectrum", "3"]) == 0
     data = json.loads((out / "metrics.json").read_text())
-    assert data["provenance"]["options"]["batched"] is True and data["provenance"]["options"]["spectrum"] == 3
+    assert data["provenance"]["options"]["spectrum"] == 3
+    probe = data["provenance"]["options"]["batched_probe"]  # the automatic mode measured before choosing
+    assert probe is not None and len(probe["alone_ms"]) == 3
     assert all(row["blind"] is not None for row in data["layers"])  # (an infinite condition number is null in JSON)
 
 

@@ -92,6 +92,37 @@ def test_momentum_is_reset_at_each_drop() -> None:
     assert seen == pytest.approx([0.1, 0.29, 0.34, 0.435], rel=1e-12)
 
 
+def test_weight_decay_pulls_back_toward_the_start_by_the_hand_computed_fraction() -> None:
+    """Decoupled weight decay (AdamW's order): z <- z - lr_i * wd * (z - z0), then the optimizer's step."""
+    model = nn.Sequential(nn.Identity())
+    rec = ri.Recipe(steps=3, optimizer="adam", lr=0.1, loss="l1", init="zeros", weight_decay=2.0)
+    x = torch.tensor([[1.0]], dtype=torch.float64)
+    seen: list[float] = []
+    ri.invert(model, "0", x, recipe=rec, track_best=False, callback=lambda s: seen.append(float(s.input)) and None)
+    # loss |z - 1|: the gradient is -1 while z < 1, so each of Adam's first steps is exactly +lr; z0 = 0:
+    # z1 = 0 - 0.2 * 0 + 0.1 = 0.1; z2 = 0.1 - 0.2 * 0.1 + 0.1 = 0.18; z3 = 0.18 - 0.2 * 0.18 + 0.1 = 0.244
+    # (to Adam's eps: each step is lr * 1 / (1 + 1e-8))
+    assert seen == pytest.approx([0.1, 0.18, 0.244], rel=1e-7)
+    # the other optimizers ignore it: plain gradient descent walks 0.1, 0.2, 0.3
+    seen.clear()
+    ri.invert(model, "0", x, recipe=rec.replace(optimizer="gd"), track_best=False,
+              callback=lambda s: seen.append(float(s.input)) and None)
+    assert seen == pytest.approx([0.1, 0.2, 0.3], rel=1e-12)
+
+
+def test_weight_decay_validation() -> None:
+    for bad in (-0.1, float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match=r"Recipe weight_decay=.*expected a finite number >= 0"):
+            ri.Recipe(weight_decay=bad)
+    with pytest.raises(ValueError, match=r"weight_decay=20: expected weight_decay \* lr < 1"):
+        ri.Recipe(lr=0.05, weight_decay=20)
+    assert recipes.default().weight_decay == 0.0  # opt-in: it biases weakly seen directions (docs/recipes.md)
+    assert recipes.from_dict(ri.Recipe(weight_decay=0.25).to_dict()).weight_decay == 0.25
+    old = ri.Recipe().to_dict()
+    del old["weight_decay"]  # results saved before the field existed load with no decay
+    assert recipes.from_dict(old).weight_decay == 0.0
+
+
 def test_steps_override_rescales_drops() -> None:
     res = ri.invert(nn.Sequential(nn.Identity()), "0", torch.rand(1, 3, 6, 6), recipe="mahendran-vedaldi", steps=30)
     assert res.recipe.drops == (10, 20) and res.recipe.steps == 30

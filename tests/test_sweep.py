@@ -149,7 +149,7 @@ def test_progress_without_tqdm(cnn: SmallCNN, images: torch.Tensor, monkeypatch,
     assert "sweep: [1/2] conv1 ..." in err and "sweep: [2/2] conv2 ..." in err
     assert re.search(r"sweep: 1/2 layers \(conv1 done\), [\d.]+ s elapsed, about [\d.]+ s left", err), err
     assert re.search(r"sweep: 2/2 layers \(conv2 done\), [\d.]+ s elapsed\n", err), err
-    ri.sweep(cnn, images, layers=["conv1", "conv2"], steps=20, progress=True)
+    ri.sweep(cnn, images, layers=["conv1", "conv2"], steps=20, progress=True, batched=True)
     err = capsys.readouterr().err
     assert err.startswith("sweep: 2 layers as one batch (conv1, conv2) ...\n")
     assert "invert: 2/20 steps" in err and "invert: 20/20 steps" in err  # the batched search: a line per tenth
@@ -175,6 +175,6 @@ def test_progress_with_tqdm(cnn: SmallCNN, images: torch.Tensor, capsys, monkeyp
     ri.sweep(cnn, images, layers=["conv1", "conv2"], steps=2, progress=True, batched=False)
     err = capsys.readouterr().err
     assert "sweep" in err and "2/2" in err
-    ri.sweep(cnn, images, layers=["conv1", "conv2"], steps=2, progress=True)
+    ri.sweep(cnn, images, layers=["conv1", "conv2"], steps=2, progress=True, batched=True)
     err = capsys.readouterr().err
     assert "2 layers as one batch" in err and "invert" in err

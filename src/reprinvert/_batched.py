@@ -18,6 +18,8 @@ by one instead.
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -182,11 +184,19 @@ def invert_layers(
     model_kwargs: Mapping[str, Any] | None,
     track_best: bool,
     progress: bool,
+    measure: bool = False,
+    probe: dict[str, Any] | None = None,
 ) -> list[Inversion]:
     """Invert every layer in ``names`` in one batched optimisation; results in the order of ``names``.
 
+    With ``measure`` (the sweep's automatic mode) batching must also pay: a few steps are timed both ways and the
+    memory the backward pass keeps is measured per layer (:func:`_measure`); the layers are batched in groups that
+    fit in half the free memory, and only where the batched step is faster than the separate ones. What was
+    measured goes into ``probe`` (the sweep's provenance).
+
     Raises:
-        Declined: the model or the layers do not allow it (the caller inverts them one by one).
+        Declined: the model or the layers do not allow it, or (``measure``) it would not be faster or would not
+            fit (the caller inverts them one by one).
     """
     started = time.perf_counter()
     if not x.is_floating_point():
@@ -214,33 +224,84 @@ def invert_layers(
                 fed = fed.clone()
             return cuts.run(model, domain.feed(fed), model_kwargs)
 
-        def stacked(t: torch.Tensor) -> torch.Tensor:
-            return t.repeat(L, *([1] * (t.dim() - 1)))
-
         _check(forward, cuts, x, order, model, model_kwargs, feed_dtype, work_dtype, domain.normalize)
-        with cuts:
-            original = x.detach().clone()  # a snapshot, not the caller's storage
-            # One starting draw of the input's shape, repeated for every layer: what each separate call would draw.
-            start = initial(init if init is not None else rcp.init, original, work_dtype, g)
-            with torch.enable_grad():
-                run = search(
-                    forward, rcp, stacked(original), Targets.of(targets, batch, work_dtype), init=stacked(start),
-                    dtype=work_dtype, generator=g, progress=progress,
-                )
-            if run.nonfinite:
-                raise Declined("a loss became non-finite (the layers are inverted one by one to stop each alone)")
-            result_x, best_step = run.result(track_best)
-            with torch.no_grad():
-                reps_g = [r.detach().clone() for r in forward(result_x)]
-                x_ref = domain.reference(original, g, work_dtype, raw=True)
-                reps_ref = [r.detach().clone() for r in forward(stacked(x_ref))]
-                x_u = chance_input(original.to(work_dtype))
-                reps_u = [r.detach().clone() for r in forward(stacked(x_u))]
+        original = x.detach().clone()  # a snapshot, not the caller's storage
+        groups = [list(range(L))]
+        if measure:
+            probe = probe if probe is not None else {}
+            groups = _decide(_measure(model, modules, order, original, feed_dtype, work_dtype, domain, model_kwargs),
+                             probe)
+            if progress:
+                ratios = ", ".join(f"{r:.2f}x" for r in probe["batched_over_separate"])
+                how = "one batch" if len(groups) == 1 else f"{len(groups)} batches (memory)"
+                print(f"sweep: {L} layers as {how} ({', '.join(order)}; a batched step measured at {ratios} the "
+                      "separate steps' time) ...", file=sys.stderr, flush=True)
+        by_name: dict[str, Inversion] = {}
+        for group in groups:
+            # Each group is its own batched search, from the seed: what a sweep of only these layers would do.
+            g.manual_seed(seed)
+            by_name.update(_invert_group(
+                model, [modules[k] for k in group], [order[k] for k in group], [targets[k] for k in group], original,
+                rcp, init=init, g=g, seed=seed, domain=domain, model_kwargs=model_kwargs, track_best=track_best,
+                progress=progress, feed_dtype=feed_dtype, work_dtype=work_dtype, copy_fed=copy_fed,
+            ))
     seconds = (time.perf_counter() - started) / L
-    by_name: dict[str, Inversion] = {}
+    return [dataclasses.replace(by_name[n], seconds=seconds) for n in names]
+
+
+def _invert_group(
+    model: nn.Module,
+    modules: Sequence[nn.Module],
+    order: Sequence[str],
+    targets: Sequence[torch.Tensor],
+    original: torch.Tensor,
+    rcp: Recipe,
+    *,
+    init: torch.Tensor | None,
+    g: torch.Generator,
+    seed: int,
+    domain: Domain,
+    model_kwargs: Mapping[str, Any] | None,
+    track_best: bool,
+    progress: bool,
+    feed_dtype: torch.dtype,
+    work_dtype: torch.dtype,
+    copy_fed: bool,
+) -> dict[str, Inversion]:
+    """One batched search over the layers ``order`` (in execution order); their inversions by name."""
+    batch, L = original.shape[0], len(order)
+    cuts = _Cuts(model, modules, order, batch)
+
+    def forward(z: torch.Tensor) -> list[torch.Tensor]:
+        fed = z.to(feed_dtype)
+        if copy_fed and fed is z:
+            fed = fed.clone()
+        return cuts.run(model, domain.feed(fed), model_kwargs)
+
+    def stacked(t: torch.Tensor) -> torch.Tensor:
+        return t.repeat(L, *([1] * (t.dim() - 1)))
+
+    with cuts:
+        # One starting draw of the input's shape, repeated for every layer: what each separate call would draw.
+        start = initial(init if init is not None else rcp.init, original, work_dtype, g)
+        with torch.enable_grad():
+            run = search(
+                forward, rcp, stacked(original), Targets.of(list(targets), batch, work_dtype), init=stacked(start),
+                dtype=work_dtype, generator=g, progress=progress,
+            )
+        if run.nonfinite:
+            raise Declined("a loss became non-finite (the layers are inverted one by one to stop each alone)")
+        result_x, best_step = run.result(track_best)
+        with torch.no_grad():
+            reps_g = [r.detach().clone() for r in forward(result_x)]
+            x_ref = domain.reference(original, g, work_dtype, raw=True)
+            reps_ref = [r.detach().clone() for r in forward(stacked(x_ref))]
+            x_u = chance_input(original.to(work_dtype))
+            reps_u = [r.detach().clone() for r in forward(stacked(x_u))]
+    out: dict[str, Inversion] = {}
     for k, name in enumerate(order):
         rows = slice(k * batch, (k + 1) * batch)
-        by_name[name] = Inversion.from_tensors(
+        out[name] = Inversion.from_tensors(
             layer=name, start=None, original=original, result_x=result_x[rows], x_ref=x_ref, target=targets[k],
             rep_g=reps_g[k], rep_ref=reps_ref[k], x_chance=x_u, rep_chance=reps_u[k],
             history=History(
@@ -248,10 +309,140 @@ def invert_layers(
                 input_distance=run.history.input_distance[:, rows].clone(),
             ),
             best_step=best_step[rows], steps_run=run.steps_run, stopped=run.stopped, recipe=rcp, seed=seed,
-            parametrization=run.parametrization,
-            seconds=seconds, data_range=domain.data_range,
+            parametrization=run.parametrization, seconds=0.0, data_range=domain.data_range,
         )
-    return [by_name[n] for n in names]
+    return out
+
+
+# The automatic mode batches a group of layers only if its step is at most this fraction of the separate steps'
+# total (a margin for the timing noise of a shared machine), and only if the memory its backward pass keeps fits in
+# this fraction of the memory free when the sweep starts.
+_FASTER = 0.9
+_MEMORY_SHARE = 0.5
+_PROBE_REPEATS = 3
+
+
+def _free_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on ``device`` (CUDA: the allocator's view; CPU: Linux's MemAvailable), or None."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _measure(
+    model: nn.Module,
+    modules: Sequence[nn.Module],
+    order: Sequence[str],
+    original: torch.Tensor,
+    feed_dtype: torch.dtype,
+    work_dtype: torch.dtype,
+    domain: Domain,
+    model_kwargs: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """What batching would cost here: the bytes each layer's backward pass keeps, the groups of consecutive layers
+    that fit in the memory budget (a batched step keeps the sum over its layers: copy k runs only up to layer k),
+    and the seconds of one forward and backward step of each layer alone and of each group batched.
+
+    Steps are timed as the best of a few repeats after a warm-up, alternating the two ways, so that a busy
+    machine slows both.
+    """
+    batch = original.shape[0]
+    device = original.device
+    z0 = original.to(work_dtype)
+
+    def step(cuts: _Cuts, z: torch.Tensor) -> None:
+        z = z.detach().requires_grad_(True)
+        with torch.enable_grad(), cuts:
+            outs = cuts.run(model, domain.feed(z.to(feed_dtype)), model_kwargs)
+            total = torch.stack([o.float().abs().sum() for o in outs]).sum()
+            torch.autograd.grad(total, z)
+        _sync(device)
+
+    singles = [_Cuts(model, [m], [n], batch) for m, n in zip(modules, order)]
+    kept: list[int] = []
+    for cuts in singles:
+        saved = [0]
+
+        def pack(t: torch.Tensor, saved: list[int] = saved) -> torch.Tensor:
+            saved[0] += t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            step(cuts, z0)  # also the warm-up of the separate steps
+        kept.append(saved[0])
+    free = _free_memory(device)
+    budget = None if free is None else int(_MEMORY_SHARE * free)
+    groups = _groups(kept, budget)
+    batched = [
+        (_Cuts(model, [modules[k] for k in grp], [order[k] for k in grp], batch),
+         z0.repeat(len(grp), *([1] * (z0.dim() - 1))))
+        for grp in groups if len(grp) > 1
+    ]
+    for cuts, stacked in batched:
+        step(cuts, stacked)  # warm-up
+    alone = [float("inf")] * len(order)
+    together = [float("inf")] * len(batched)
+    for _ in range(_PROBE_REPEATS):
+        for k, cuts in enumerate(singles):
+            t0 = time.perf_counter()
+            step(cuts, z0)
+            alone[k] = min(alone[k], time.perf_counter() - t0)
+        for k, (cuts, stacked) in enumerate(batched):
+            t0 = time.perf_counter()
+            step(cuts, stacked)
+            together[k] = min(together[k], time.perf_counter() - t0)
+    return {"groups": groups, "kept_bytes": kept, "budget_bytes": budget, "alone_seconds": alone,
+            "batched_seconds": together}
+
+
+def _groups(kept: Sequence[int], budget: int | None) -> list[list[int]]:
+    """Consecutive layers (indices) in groups whose kept bytes add up to at most ``budget`` (None: one group)."""
+    groups: list[list[int]] = [[]]
+    for k, b in enumerate(kept):
+        if groups[-1] and budget is not None and sum(kept[i] for i in groups[-1]) + b > budget:
+            groups.append([])
+        groups[-1].append(k)
+    return groups
+
+
+def _decide(measured: dict[str, Any], probe: dict[str, Any]) -> list[list[int]]:
+    """The groups of layer indices to batch, from :func:`_measure`'s figures (copied into ``probe``).
+
+    Raises:
+        Declined: some layer would be alone in its group (no two fit in memory together), or some group's
+            batched step is not at most ``_FASTER`` times its layers' separate steps.
+    """
+    probe.update(measured)
+    groups, kept, budget = measured["groups"], measured["kept_bytes"], measured["budget_bytes"]
+    if any(len(grp) < 2 for grp in groups):
+        raise Declined(
+            f"the layers' backward passes keep {sum(kept) / 2**20:.0f} MiB together, more than half the free "
+            f"memory ({2 * budget / 2**20:.0f} MiB), and some layer fits with no neighbour"
+        )
+    alone, together = measured["alone_seconds"], measured["batched_seconds"]
+    ratios = [t / sum(alone[k] for k in grp) for grp, t in zip(groups, together)]
+    probe["batched_over_separate"] = ratios
+    if max(ratios) > _FASTER:
+        worst = max(range(len(ratios)), key=ratios.__getitem__)
+        sep = sum(alone[k] for k in groups[worst])
+        raise Declined(
+            f"measured: a batched step takes {together[worst] * 1e3:.3g} ms, the separate steps "
+            f"{sep * 1e3:.3g} ms together ({ratios[worst]:.2f}x; batching needs <= {_FASTER}x)"
+        )
+    return groups
 
 
 def _check(

@@ -315,6 +315,10 @@ def _run(
     # the recipe's whole schedule over its own steps.
     switch = round(spec.until * steps) if param.kind != "pixel" and spec.until < 1 else -1
     kind = param.kind
+    # Decoupled weight decay pulls each parameter back toward where it started (the pixel phase: the start input).
+    decays = bool(rcp.weight_decay) and rcp.optimizer == "adam"
+    start_x = param.render().detach().clone() if decays else None
+    anchors = [p.detach().clone() for p in param.params] if decays else []
     lr_scale = units if units is not None and rcp.optimizer == "adam" else 1.0  # Adam's steps: the tensor's units
 
     def lr_at(i: int) -> float:
@@ -412,6 +416,8 @@ def _run(
             if i == switch:  # hand over to plain pixels, with a fresh optimizer state (never with L-BFGS)
                 param = Pixel()._build(param.render().detach().clone(), spatial=spatial)
                 states = [{}]
+                if start_x is not None:
+                    anchors = [start_x]
             grads: Sequence[torch.Tensor] = ()
             if lbfgs is not None:
                 lbfgs.param_groups[0]["lr"] = lr_i
@@ -460,7 +466,9 @@ def _run(
                 if rng_at_step is not None:
                     rng_at_step.clear()
             with torch.no_grad():
-                for p, gp, scale, state in zip(param.params, grads, param.lr_scales, states):
+                for k, (p, gp, scale, state) in enumerate(zip(param.params, grads, param.lr_scales, states)):
+                    if anchors:  # AdamW: p <- p - lr_p * weight_decay * (p - p_start), then the optimizer's step
+                        p.sub_(p - anchors[k], alpha=lr_i / lr_scale * scale * rcp.weight_decay)
                     _update(rcp, p, gp, lr_i * scale, i, state)
                 if posts or bounds is not None:
                     now = param.render()

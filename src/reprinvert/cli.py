@@ -478,8 +478,8 @@ def _add_sweep(sub: _Subparsers) -> None:
     parser.add_argument(
         "--one-by-one",
         action="store_true",
-        help="invert the layers one after another instead of as one batch (slower, less memory; by default they "
-        "are batched when the model allows it)",
+        help="invert the layers one after another instead of as one batch (less memory; by default they are "
+        "batched when the model allows it and a few steps measured both ways show that it is faster)",
     )
     _add_common_options(parser, out="reprinvert-sweep")
     parser.set_defaults(run=_run_sweep)

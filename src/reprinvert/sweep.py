@@ -736,15 +736,18 @@ def sweep(
         track_best: return, per sample, the iterate with the lowest loss instead of the last one.
         train: keep the model's training flags instead of switching to eval mode (buffers are restored anyway).
         progress: show progress across layers (tqdm bars when installed, else a line per layer on stderr).
-        batched: invert all layers in one batched optimisation (``None``, the default: when the model and options
-            allow it, else one by one; ``True``: require it; ``False``: one by one). A batch of L x B inputs in
-            which copy k is taken out at the k-th layer does the compute of L separate inversions with larger,
-            fewer kernels (1.2-1.4x faster in ``benchmarks/performance.py`` on 2 CPU cores) and gives the same
-            results up to floating-point rounding. It needs every chosen layer's output to feed all that follows
-            (no skip connection around a chosen layer; checked with distinct inputs before optimising) and
-            per-sample options only (not L-BFGS, restarts, ``start=``, ``select=``, ``call=`` or ``train=True``).
-            Early layers then hold up to L x B activations: pass ``False`` when memory is tight. Which mode ran,
-            and why not batched, is in ``provenance.options``.
+        batched: invert the layers in one batched optimisation (``True``: require it; ``False``: one by one;
+            ``None``, the default: only where it is allowed and pays). A batch of L x B inputs in which copy k is
+            taken out at the k-th layer does the compute of L separate inversions with larger, fewer kernels and
+            gives the same results up to floating-point rounding; it can be faster (small inputs, a GPU) or
+            slower (large inputs on a CPU, where bigger kernels gain nothing and the batch leaves the caches). It
+            needs every chosen layer's output to feed all that follows (no skip connection around a chosen layer;
+            checked with distinct inputs before optimising) and per-sample options only (not L-BFGS, restarts,
+            ``start=``, ``select=``, ``call=`` or ``train=True``). With ``None`` a few steps are then timed both
+            ways and the memory each layer's backward pass keeps is measured: the layers are batched only if the
+            batched step takes at most 0.9x the separate steps, in consecutive groups that fit in half the free
+            memory (each group a search of its own). Which mode ran, why not batched, and what was measured
+            (``batched_probe``) are in ``provenance.options``.
         normalize: the model expects ``(x - mean) / std`` (``"imagenet"``, ``"inception"`` or ``(mean, std)``);
             x and every result stay in pixel space (see :func:`reprinvert.invert`).
         input_names: a name per sample of ``x`` (e.g. file names), kept in the provenance and the reports.
@@ -801,10 +804,11 @@ def sweep(
     _check_options(train=train, track_best=track_best)
     batched_inversions: list[Inversion] | None = None
     not_batched: str | None = "batched=False"
+    probe: dict[str, Any] = {}
     if batched is not False:
         batched_inversions, not_batched = _try_batched(
             model, names, x, base, steps=steps, clamp=clamp, start=start_name, seed=seed, domain=domain,
-            model_kwargs=model_kwargs, progress=progress, options=options,
+            model_kwargs=model_kwargs, progress=progress, options=options, measure=batched is None, probe=probe,
         )
         if batched_inversions is None and batched:
             raise ValueError(f"batched=True, but these layers cannot be inverted as one batch: {not_batched}")
@@ -860,6 +864,7 @@ def sweep(
             "layer_seconds": "measured per layer" if batched_inversions is None
             else "share: the batched optimisation's total / number of layers",
             "not_batched_because": None if batched_inversions is not None else not_batched,
+            "batched_probe": _probe_summary(probe) if probe else None,
             **{
                 k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
                 for k, v in options.items()
@@ -894,6 +899,8 @@ def _try_batched(
     model_kwargs: Mapping[str, Any] | None,
     progress: bool,
     options: Mapping[str, Any],
+    measure: bool = False,
+    probe: dict[str, Any] | None = None,
 ) -> tuple[list[Inversion] | None, str | None]:
     """The inversions of every layer from one batched optimisation, or None and the reason it was not possible.
 
@@ -914,16 +921,31 @@ def _try_batched(
         if why is not None:
             return None, why
         init = options["init"] if isinstance(options["init"], torch.Tensor) else None
-        if progress:
+        if progress and not measure:
             print(f"sweep: {len(names)} layers as one batch ({', '.join(names)}) ...", file=sys.stderr, flush=True)
         return _batched.invert_layers(
             model, names, x, rcp, init=init, seed=seed, domain=domain,
-            model_kwargs=model_kwargs, track_best=options["track_best"], progress=progress,
+            model_kwargs=model_kwargs, track_best=options["track_best"], progress=progress, measure=measure,
+            probe=probe,
         ), None
     except _batched.Declined as declined:
         return None, str(declined)
     except Exception as error:  # the one-by-one path reports genuine errors
         return None, f"{type(error).__name__}: {error}"
+
+
+def _probe_summary(probe: Mapping[str, Any]) -> dict[str, Any]:
+    """The automatic mode's measurements, JSON-ready: milliseconds per step, MiB kept, the groups batched."""
+    out: dict[str, Any] = {
+        "groups": probe.get("groups"),
+        "alone_ms": [round(1e3 * t, 4) for t in probe.get("alone_seconds", [])],
+        "batched_ms": [round(1e3 * t, 4) for t in probe.get("batched_seconds", [])],
+        "kept_mib": [round(b / 2**20, 3) for b in probe.get("kept_bytes", [])],
+        "budget_mib": None if probe.get("budget_bytes") is None else round(probe["budget_bytes"] / 2**20, 1),
+    }
+    if "batched_over_separate" in probe:
+        out["batched_over_separate"] = [round(r, 4) for r in probe["batched_over_separate"]]
+    return out
 
 
 def _sigma_used(sigma: float | None, data_range: float, start: str | None) -> float | str:
