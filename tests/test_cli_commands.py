@@ -8,6 +8,7 @@ import sys
 import textwrap
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -279,6 +280,42 @@ def test_any_error_the_model_raises_keeps_the_prefix(tmp_path: Path, capsys: pyt
         assert main(argv) == 2, argv
         err = _one_error_line(capsys.readouterr().err)
         assert what in err and error.split("(")[0] in err and "width" in err, err
+
+
+def test_ctrl_c_inside_a_chunk_keeps_its_finished_layers(
+    spec: str, image_dir: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One layer at a time (--one-by-one): Ctrl-C during the second layer keeps the first; the same command then
+    inverts only the second, and the result equals an uninterrupted run's."""
+    import importlib
+
+    sweep_module = importlib.import_module("reprinvert.sweep")
+    argv = ["sweep", spec, str(image_dir), "--steps", "3", "--seed", "1", "--layers", "conv,down", "--one-by-one",
+            "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    real = sweep_module.invert
+    calls: list[str] = []
+    interrupt = [True]
+
+    def invert(model: Any, layer: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(layer)
+        if layer == "down" and interrupt:
+            interrupt.clear()
+            raise KeyboardInterrupt
+        return real(model, layer, *args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "invert", invert)
+    out = tmp_path / "study"
+    assert main([*argv, "--out", str(out)]) == 130
+    assert "1 finished layer(s) of an unfinished chunk are kept" in capsys.readouterr().err
+    calls.clear()
+    assert main([*argv[:-1], "--out", str(out)]) == 0  # (not quiet: it says what it loaded)
+    assert calls == ["down"]
+    assert "1 layer(s) done in an earlier run, loaded" in capsys.readouterr().err
+    whole, resumed = ri.load(tmp_path / "whole" / "result"), ri.load(out / "result")
+    assert isinstance(whole, ri.Sweep) and isinstance(resumed, ri.Sweep)
+    assert all(torch.equal(a.input, b.input) for a, b in zip(whole.inversions, resumed.inversions))
+    assert not list((out / "result").glob("*.layers"))  # the per-layer files are folded into the chunk's result
 
 
 def test_a_study_in_chunks_resumes_and_survives_ctrl_c(

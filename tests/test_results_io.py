@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -147,3 +148,65 @@ def test_inversions_and_sweeps_of_chunks_join_in_order() -> None:
         assert row.input_distance == pytest.approx(float(inv.metrics.input_distance.mean()))
     with pytest.raises(ValueError, match="different layers"):
         ri.Sweep.concat([s1, ri.sweep(model, x[2:], layers=["1"], steps=4, progress=False)])
+
+
+def test_a_sweep_with_resume_saves_each_layer_and_an_interrupted_one_does_only_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each finished layer is saved at once; after an interruption the same call loads those and inverts only the
+    rest, and the result equals an uninterrupted sweep's; another call into the same folder is refused."""
+    import importlib
+
+    sweep_module = importlib.import_module("reprinvert.sweep")  # ri.sweep is the function
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.Tanh()).eval()
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    layers = ["0", "1", "2", "3"]
+    whole = ri.sweep(model, x, layers=layers, steps=12, progress=False, batched=False)
+
+    calls: list[str] = []
+    real_invert = sweep_module.invert
+    interrupt = [True]
+
+    def invert(model: nn.Module, layer: str, *args: Any, **kwargs: Any) -> ri.Inversion:
+        calls.append(layer)
+        if layer == "2" and interrupt:
+            interrupt.clear()
+            raise KeyboardInterrupt  # Ctrl-C during the third layer, once
+        return real_invert(model, layer, *args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "invert", invert)
+    folder = tmp_path / "resume"
+    with pytest.raises(KeyboardInterrupt):
+        ri.sweep(model, x, layers=layers, steps=12, progress=False, batched=False, resume=folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["call.json", "layer-0.npz", "layer-1.npz"]
+    calls.clear()
+    resumed = ri.sweep(model, x, layers=layers, steps=12, progress=False, batched=False, resume=folder)
+    assert calls == ["2", "3"]  # only what was not finished
+    assert resumed.provenance.options["resumed"] == ["0", "1"]
+    for a, b in zip(resumed.inversions, whole.inversions):
+        assert torch.equal(a.input, b.input) and a.layer == b.layer
+    assert [r.input_distance for r in resumed.rows] == [r.input_distance for r in whole.rows]
+    calls.clear()
+    again = ri.sweep(model, x, layers=layers, steps=12, progress=False, batched=False, resume=folder)
+    assert calls == [] and again.provenance.options["resumed"] == layers
+    # a different call into the same folder: refused, naming what differs
+    with pytest.raises(ValueError, match=r"holds layers of another call \(different steps\)"):
+        ri.sweep(model, x, layers=layers, steps=13, progress=False, batched=False, resume=folder)
+    with pytest.raises(ValueError, match=r"different x\)"):
+        ri.sweep(model, x + 0.01, layers=layers, steps=12, progress=False, batched=False, resume=folder)
+    with torch.no_grad():
+        model[0].bias.add_(0.1)
+    with pytest.raises(ValueError, match=r"different model_state\)"):
+        ri.sweep(model, x, layers=layers, steps=12, progress=False, batched=False, resume=folder)
+
+
+def test_a_batched_sweep_with_resume_saves_its_layers_when_it_ends(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1)).eval()
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    first = ri.sweep(model, x, layers=["0", "2"], steps=8, progress=False, batched=True, resume=tmp_path)
+    assert first.provenance.options["batched"] is True and first.provenance.options["resumed"] == []
+    second = ri.sweep(model, x, layers=["0", "2"], steps=8, progress=False, resume=tmp_path)
+    assert second.provenance.options["resumed"] == ["0", "2"]
+    assert all(torch.equal(a.input, b.input) for a, b in zip(first.inversions, second.inversions))

@@ -499,6 +499,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
 def _run_inversions(args: argparse.Namespace, layers: Any, every: int | None) -> int:
     import difflib
+    import shutil
 
     from .errors import LayerNotFoundError
     from .layers import list_layers, resolve_layer
@@ -528,8 +529,6 @@ def _run_inversions(args: argparse.Namespace, layers: Any, every: int | None) ->
     plan = _study_plan(args, layers, every, [n for names, _ in chunks for n in names])
     plan_file = study / "study.json"
     if args.fresh and study.is_dir() and rank == 0:
-        import shutil
-
         shutil.rmtree(study)
     if world > 1:
         import torch.distributed as dist
@@ -565,13 +564,15 @@ def _run_inversions(args: argparse.Namespace, layers: Any, every: int | None) ->
             if not args.quiet and len(chunks) > 1:
                 print(f"{where} ...", file=sys.stderr, flush=True)
             x = load_x()
+            # Each finished layer of the chunk is saved at once (resume=), so an interrupted chunk keeps its layers.
+            layer_dir = study / f"part-{k:04d}.layers"
             try:
                 part = sweep(
                     model, x, layers=layers, every=every, recipe=args.recipe, steps=args.steps, seed=args.seed,
                     clamp=False if args.no_clamp or not images else (0.0, 1.0), progress=not args.quiet,
                     batched=False if getattr(args, "one_by_one", False) else None, start=args.start,
                     normalize=args.normalize, input_names=names, model_source=_model_source(args),
-                    spectrum=getattr(args, "spectrum", None) or False,
+                    spectrum=getattr(args, "spectrum", None) or False, resume=layer_dir,
                 )
             except Exception as exc:
                 if not _raised_by_model(exc):
@@ -583,9 +584,20 @@ def _run_inversions(args: argparse.Namespace, layers: Any, every: int | None) ->
             part.save(folder)
             if rank == 0 and not plan_file.is_file():  # with the first finished chunk: a failed run leaves nothing
                 plan_file.write_text(json.dumps(plan, indent=1) + "\n")
+            resumed = part.provenance.options.get("resumed") or []
+            if resumed and not args.quiet:
+                print(f"{where}: {len(resumed)} layer(s) done in an earlier run, loaded", file=sys.stderr)
+            shutil.rmtree(layer_dir, ignore_errors=True)  # now inside the chunk's saved sweep
             parts.append(part)
     except KeyboardInterrupt:
+        kept = sorted(study.glob("part-*.layers/layer-*.npz")) if study.is_dir() else []
+        if kept and rank == 0 and not plan_file.is_file():
+            plan_file.write_text(json.dumps(plan, indent=1) + "\n")
         if not parts:
+            if kept:
+                print(f"reprinvert: interrupted; {len(kept)} finished layer(s) of an unfinished chunk are kept in "
+                      f"'{study}'; rerun the same command to continue", file=sys.stderr)
+                return 130
             raise
         interrupted = True
     if world > 1:

@@ -694,6 +694,7 @@ def sweep(
     input_names: Sequence[str] | None = None,
     model_source: Mapping[str, Any] | None = None,
     spectrum: bool | int = False,
+    resume: str | Path | None = None,
 ) -> Sweep:
     """Invert many layers of ``model`` for the inputs ``x`` and tabulate the metrics per layer.
 
@@ -757,6 +758,12 @@ def sweep(
             (with ``start=`` the rows keep None).
         model_source: where the model came from (e.g. ``{"spec": ..., "weights": ..., "sha256": ...}``), kept in
             the provenance.
+        resume: a folder in which each layer's inversion is saved as soon as it is finished (one ``.npz`` per
+            layer, :meth:`Inversion.save`), and from which the layers already there are loaded instead of
+            inverted again: a sweep interrupted after some layers, called again with the same arguments, does
+            only the rest. The folder's ``call.json`` records the call (the model's parameters and buffers, ``x``,
+            every setting, hashed); a call that differs is refused rather than mixed in. Which layers were loaded
+            is in ``provenance.options["resumed"]``. (A batched search saves its layers when it ends.)
 
     Returns:
         A :class:`Sweep`: ``.rows`` (the table), ``.inversions``, ``.provenance``, ``.seconds``; ``str()`` is a
@@ -802,26 +809,49 @@ def sweep(
     if batched not in (None, True, False):
         raise TypeError(f"batched must be None, True or False, got {batched!r}")
     _check_options(train=train, track_best=track_best)
-    batched_inversions: list[Inversion] | None = None
+    store = None if resume is None else _Resume(
+        Path(resume), model, x, dict(
+            recipe=base.to_dict(), steps=steps, seed=seed, clamp=clamp, start=start_name, sigma=sigma,
+            data_range=data_range, normalize=None if norm is None else norm.to_dict(), model_kwargs=model_kwargs,
+            **options,
+        ),
+    )
+    done = {} if store is None else store.load(names)
+    todo = [n for n in names if n not in done]
+    batched_inversions: dict[str, Inversion] | None = None
     not_batched: str | None = "batched=False"
     probe: dict[str, Any] = {}
-    if batched is not False:
-        batched_inversions, not_batched = _try_batched(
-            model, names, x, base, steps=steps, clamp=clamp, start=start_name, seed=seed, domain=domain,
+    if batched is not False and len(todo) > 1:
+        found, not_batched = _try_batched(
+            model, todo, x, base, steps=steps, clamp=clamp, start=start_name, seed=seed, domain=domain,
             model_kwargs=model_kwargs, progress=progress, options=options, measure=batched is None, probe=probe,
         )
-        if batched_inversions is None and batched:
-            raise ValueError(f"batched=True, but these layers cannot be inverted as one batch: {not_batched}")
+        if found is not None:
+            batched_inversions = dict(zip(todo, found))
+            if store is not None:
+                for name, inv in batched_inversions.items():
+                    store.save(name, inv)
+    elif batched is not False:
+        not_batched = "there is only one layer" if not done else f"only {len(todo)} layer(s) left to invert"
+    if batched_inversions is None and batched:
+        raise ValueError(f"batched=True, but these layers cannot be inverted as one batch: {not_batched}")
     bar = _LayerBar(names, progress and batched_inversions is None)
     rows: list[SweepRow] = []
     inversions: list[Inversion] = []
     try:
         for k, name in enumerate(names):
             bar.start(k)
-            inv = batched_inversions[k] if batched_inversions is not None else invert(
-                model, name, x, recipe=base, steps=steps, seed=seed, clamp=clamp, start=start_name,
-                model_kwargs=model_kwargs, progress=bar.inner, **domain.keywords(), **options,
-            )
+            if name in done:
+                inv = done[name]
+            elif batched_inversions is not None:
+                inv = batched_inversions[name]
+            else:
+                inv = invert(
+                    model, name, x, recipe=base, steps=steps, seed=seed, clamp=clamp, start=start_name,
+                    model_kwargs=model_kwargs, progress=bar.inner, **domain.keywords(), **options,
+                )
+                if store is not None:
+                    store.save(name, inv)
             row = _row(k, inv, type(modules[name]).__name__)
             if spectrum:
                 spec = _spectrum(
@@ -865,6 +895,7 @@ def sweep(
             else "share: the batched optimisation's total / number of layers",
             "not_batched_because": None if batched_inversions is not None else not_batched,
             "batched_probe": _probe_summary(probe) if probe else None,
+            "resumed": [n for n in names if n in done] if store is not None else None,
             **{
                 k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
                 for k, v in options.items()
@@ -932,6 +963,71 @@ def _try_batched(
         return None, str(declined)
     except Exception as error:  # the one-by-one path reports genuine errors
         return None, f"{type(error).__name__}: {error}"
+
+
+class _Resume:
+    """A sweep's resume folder: ``call.json`` (what the call was, hashed) and one ``.npz`` per finished layer."""
+
+    def __init__(self, folder: Path, model: nn.Module, x: torch.Tensor, settings: Mapping[str, Any]) -> None:
+        import hashlib
+
+        def digest(tensors: Iterator[tuple[str, torch.Tensor]]) -> str:
+            h = hashlib.sha256()
+            for name, t in tensors:
+                h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+                h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            return h.hexdigest()
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                return "tensor " + digest(iter([("", value)]))
+            if isinstance(value, Mapping):
+                return {str(k): plain(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [plain(v) for v in value]
+            return value if isinstance(value, (int, float, str, bool, type(None))) else repr(value)
+
+        self.folder = folder
+        self.call = {
+            "model": type(model).__name__,
+            "model_state": digest(iter([*model.named_parameters(), *model.named_buffers()])),
+            "x": digest(iter([("x", x)])),
+            **{k: plain(v) for k, v in settings.items()},
+        }
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"resume={str(folder)!r}: cannot create the folder ({exc.strerror or exc})") from None
+        file = folder / "call.json"
+        if file.is_file():
+            before = json.loads(file.read_text())
+            if before != self.call:
+                changed = sorted(k for k in set(before) | set(self.call) if before.get(k) != self.call.get(k))
+                raise ValueError(
+                    f"resume={str(folder)!r} holds layers of another call (different {', '.join(changed)}); pass "
+                    "another folder, or delete this one to start over"
+                )
+        else:
+            partial = file.with_name(file.name + ".partial")
+            partial.write_text(json.dumps(self.call, indent=1) + "\n")
+            partial.replace(file)
+
+    def path(self, name: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "_"
+        return self.folder / f"layer-{safe}.npz"
+
+    def load(self, names: Sequence[str]) -> dict[str, Inversion]:
+        """The finished layers among ``names``."""
+        out: dict[str, Inversion] = {}
+        for name in names:
+            if self.path(name).is_file():
+                inv = load(self.path(name))
+                if isinstance(inv, Inversion) and inv.layer == name:
+                    out[name] = inv
+        return out
+
+    def save(self, name: str, inv: Inversion) -> None:
+        inv.save(self.path(name))
 
 
 def _probe_summary(probe: Mapping[str, Any]) -> dict[str, Any]:
