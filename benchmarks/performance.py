@@ -28,6 +28,9 @@ batching    the sweep's automatic choice against both modes it chooses from, at 
             ``batched=False`` and the default (which measures a few steps both ways, and the memory each layer's
             backward pass keeps, before choosing); the speed-up of batching, what the automatic mode chose, and its
             time against the better of the two.
+threads     wall time of one ``invert`` (the residual CNN's layer2.1, 30 steps) with 1 torch thread against torch's
+            default (one per core) and every count in between, at 32 and 128 px, interleaved: what the guidance for
+            shared CPUs in docs/performance.md rests on.
 layout      channels-last and ``torch.compile``: the floor loop in each form and ``invert`` on a channels-last model,
             with the compile time and the steps after which compiling would pay.
 cold start  the first 5-step inversion in a fresh process, reprinvert against the floor (which builds a
@@ -80,7 +83,7 @@ import _timing
 
 import reprinvert as ri
 
-SECTIONS = ("overhead", "truncation", "sweep", "batching", "memory", "layout")
+SECTIONS = ("overhead", "truncation", "sweep", "batching", "threads", "memory", "layout")
 
 #: The recipe the hand-written loops mirror: Adam on pixels, L1, lr 0.3 decaying linearly to 0, no clamp (the
 #: default recipe of reprinvert 0.1). The loop's cost per step does not depend on the recipe's numbers; the
@@ -696,6 +699,41 @@ def run_batching(args: Any, device: torch.device) -> dict[str, Any]:
     return {"steps": steps, "repeats": repeats, "clock": key, "rows": out, "table": text}
 
 
+def run_threads(args: Any, device: torch.device) -> dict[str, Any]:
+    """Wall seconds of one inversion per torch thread count, interleaved; ratios against 1 thread."""
+    steps = 3 if args.quick else 30
+    repeats = args.repeats or (1 if args.quick else 3)
+    cores = os.cpu_count() or 1
+    counts = sorted({1, cores, *range(2, cores + 1)})[:8]
+    net = (resnet(width=8, blocks=(1, 1), seed=0) if args.quick else resnet(16)).to(device)
+    layer = "layer2.0" if args.quick else "layer2.1"
+    before = torch.get_num_threads()
+    rows, out = [], []
+    try:
+        for size in ((16,) if args.quick else (32, 128)):
+            x = images(4, size, device)
+            seconds: dict[int, list[float]] = {n: [] for n in counts}
+            ri.invert(net, layer, x, recipe=PIXEL_RECIPE, steps=2)  # warm-up
+            for r in range(repeats):
+                for n in (counts if r % 2 == 0 else counts[::-1]):
+                    torch.set_num_threads(n)
+                    _timing.sync(device)
+                    t0 = time.perf_counter()
+                    ri.invert(net, layer, x, recipe=PIXEL_RECIPE, steps=steps)
+                    _timing.sync(device)
+                    seconds[n].append(time.perf_counter() - t0)
+            best = {n: _timing.median(v) for n, v in seconds.items()}
+            out.append({"size": size, "seconds": seconds, "median": best,
+                        "slowdown_against_1": {n: best[n] / best[1] for n in counts}})
+            rows += [[size, n, best[n], best[n] / best[1]] for n in counts]
+    finally:
+        torch.set_num_threads(before)
+    print(f"\n## threads: one invert of the residual CNN's {layer}, {steps} steps, batch 4, wall seconds by torch "
+          f"thread count ({cores} cores here; torch's default is one thread per core)")
+    text = _timing.print_table(["px", "threads", "wall s", "against 1 thread"], rows)
+    return {"steps": steps, "repeats": repeats, "cores": cores, "rows": out, "table": text}
+
+
 # -- memory ---------------------------------------------------------------------------------------------------------
 def _status_bytes(key: str) -> int:
     """VmRSS / VmHWM of this process from /proc/self/status, in bytes."""
@@ -864,6 +902,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         payload["sweep"] = run_sweep(args, device)
     if "batching" in want:
         payload["batching"] = run_batching(args, device)
+    if "threads" in want:
+        payload["threads"] = run_threads(args, device)
     if "memory" in want:
         payload["memory"] = run_memory(args, device)
     if "layout" in want:
@@ -871,7 +911,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for section in payload.values():
         section["run"] = run
     path = args.out or _timing.RESULTS / "performance.json"
-    if path.exists() and set(payload) != {"overhead_truncation", "cold_start", "sweep", "batching", "memory", "layout"}:
+    every = {"overhead_truncation", "cold_start", "sweep", "batching", "threads", "memory", "layout"}
+    if path.exists() and set(payload) != every:
         # A run of some sections updates those and keeps the others (each section records its own run).
         try:
             payload = {**json.loads(path.read_text()), **payload}

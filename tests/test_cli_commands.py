@@ -158,6 +158,27 @@ def test_invert_one_layer(spec: str, image_dir: Path, tmp_path: Path, capsys) ->
     assert [r["layer"] for r in data["layers"]] == ["act"] and len(data["per_sample"]) == 2
 
 
+def test_threads_option_sets_torch_threads_for_the_run_only(
+    spec: str, image_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    sweep_module = importlib.import_module("reprinvert.sweep")
+    seen: list[int] = []
+    real = sweep_module.sweep
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "sweep", recording)
+    before = torch.get_num_threads()
+    assert main(["sweep", spec, str(image_dir), "--steps", "1", "--layers", "conv", "--threads", "1", "--quiet",
+                 "--out", str(tmp_path / "o")]) == 0
+    assert seen == [1] and torch.get_num_threads() == before
+    assert main(["sweep", spec, str(image_dir), "--threads", "0", "--out", str(tmp_path / "o")]) == 2
+
+
 def test_weights_state_dict(spec: str, tmp_path: Path) -> None:
     model = load_model(spec)
     trained = {k: torch.full_like(v, 0.5) for k, v in model.state_dict().items()}
@@ -311,7 +332,7 @@ def test_ctrl_c_inside_a_chunk_keeps_its_finished_layers(
     calls.clear()
     assert main([*argv[:-1], "--out", str(out)]) == 0  # (not quiet: it says what it loaded)
     assert calls == ["down"]
-    assert "1 layer(s) done in an earlier run, loaded" in capsys.readouterr().err
+    assert "1 layer(s) already finished (an earlier run, another process), loaded" in capsys.readouterr().err
     whole, resumed = ri.load(tmp_path / "whole" / "result"), ri.load(out / "result")
     assert isinstance(whole, ri.Sweep) and isinstance(resumed, ri.Sweep)
     assert all(torch.equal(a.input, b.input) for a, b in zip(whole.inversions, resumed.inversions))
@@ -393,3 +414,29 @@ def test_torchrun_shares_a_study_out_and_gets_the_single_process_result(
     assert [r.as_dict()["input_distance"] for r in one.rows] == [r.as_dict()["input_distance"] for r in two.rows]
     assert (tmp_path / "two" / "report.html").is_file()
     assert sorted(p.name for p in (tmp_path / "two" / "result").glob("part-*")) == ["part-0000", "part-0001"]
+
+
+def test_torchrun_with_fewer_chunks_than_processes_shares_out_the_layers(
+    spec: str, image_dir: Path, tmp_path: Path
+) -> None:
+    """One chunk of images, two processes: each rank inverts one of the two layers (one at a time, into the
+    chunk's layer folder) and rank 0 assembles the single-process result from them."""
+    import subprocess
+    import sys
+
+    common = [spec, str(image_dir), "--steps", "3", "--seed", "2", "--layers", "conv,down", "--one-by-one"]
+    assert main(["sweep", *common, "--quiet", "--out", str(tmp_path / "one")]) == 0
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
+         "-m", "reprinvert", "sweep", *common, "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, timeout=300, check=False, env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = ri.load(tmp_path / "one" / "result"), ri.load(tmp_path / "two" / "result")
+    assert isinstance(one, ri.Sweep) and isinstance(two, ri.Sweep) and two.layers == ("conv", "down")
+    for a, b in zip(one.inversions, two.inversions):
+        assert torch.equal(a.input, b.input) and torch.equal(a.metrics.input_distance, b.metrics.input_distance)
+    assert two.provenance.options["resumed"] == ["conv", "down"]  # rank 0 inverted nothing itself when assembling
+    assert "2 layer(s) already finished (an earlier run, another process), loaded" in done.stderr
+    assert (tmp_path / "two" / "report.html").is_file()

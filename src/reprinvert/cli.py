@@ -123,6 +123,14 @@ def _add_common_options(parser: argparse.ArgumentParser, *, out: str) -> None:
         "--device", default="cpu", metavar="DEV", help="where to run: cpu, cuda, cuda:1, mps (default: %(default)s)"
     )
     parser.add_argument("--quiet", action="store_true", help="print nothing (no table, no progress)")
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="torch's intra-op CPU threads (default: torch's, one per core). On a shared or small machine 1 is often "
+        "much faster; run more processes instead (torchrun). See docs/performance.md",
+    )
 
 
 def _recipe_name(text: str) -> str:
@@ -550,9 +558,15 @@ def _run_inversions(args: argparse.Namespace, layers: Any, every: int | None) ->
             )
     parts: list[Sweep] = []
     interrupted = False
+    # Under torchrun with fewer chunks than processes, the (chunk, layer) pairs are shared out instead: each rank
+    # inverts its layers into the chunks' layer folders, and rank 0 then assembles every chunk from them.
+    by_layer = world > 1 and len(chunks) < world
+    if by_layer:
+        _invert_layer_shares(args, model, chunks, study, layers, every, images, rank, world)
     try:
         for k, (names, load_x) in enumerate(chunks):
-            if k % world != rank:  # under torchrun: another rank's chunk
+            mine = rank == 0 if by_layer else k % world == rank
+            if not mine:  # under torchrun: another rank's chunk (or, shared by layer, rank 0 assembles them all)
                 continue
             folder = study / f"part-{k:04d}"
             where = f"chunk {k + 1}/{len(chunks)} ({names[0]}{' ... ' + names[-1] if len(names) > 1 else ''})"
@@ -586,7 +600,8 @@ def _run_inversions(args: argparse.Namespace, layers: Any, every: int | None) ->
                 plan_file.write_text(json.dumps(plan, indent=1) + "\n")
             resumed = part.provenance.options.get("resumed") or []
             if resumed and not args.quiet:
-                print(f"{where}: {len(resumed)} layer(s) done in an earlier run, loaded", file=sys.stderr)
+                print(f"{where}: {len(resumed)} layer(s) already finished (an earlier run, another process), loaded",
+                      file=sys.stderr)
             shutil.rmtree(layer_dir, ignore_errors=True)  # now inside the chunk's saved sweep
             parts.append(part)
     except KeyboardInterrupt:
@@ -633,6 +648,33 @@ def _run_inversions(args: argparse.Namespace, layers: Any, every: int | None) ->
         )
         return 130
     return 0
+
+
+def _invert_layer_shares(
+    args: argparse.Namespace, model: Any, chunks: list[tuple[list[str], Callable[[], Any]]], study: Path, layers: Any,
+    every: int | None, images: bool, rank: int, world: int,
+) -> None:
+    """This rank's share of the (chunk, layer) pairs, saved one layer at a time in each chunk's layer folder (the
+    resume folder of the chunk's sweep); every rank then waits for the others."""
+    import torch.distributed as dist
+
+    from .sweep import _layer_names, sweep
+
+    pair = 0
+    for k, (names, load_x) in enumerate(chunks):
+        if (study / f"part-{k:04d}" / "sweep.json").is_file():
+            continue
+        x = load_x()
+        every_layer = _layer_names(model, x, layers, every, args.start, args.normalize)
+        mine = [name for j, name in enumerate(every_layer) if (pair + j) % world == rank]
+        pair += len(every_layer)
+        if mine:
+            sweep(
+                model, x, layers=mine, recipe=args.recipe, steps=args.steps, seed=args.seed,
+                clamp=False if args.no_clamp or not images else (0.0, 1.0), progress=not args.quiet, batched=False,
+                start=args.start, normalize=args.normalize, input_names=names, resume=study / f"part-{k:04d}.layers",
+            )  # (the spectrum, if asked for, is measured when rank 0 assembles the chunk)
+    dist.barrier()
 
 
 def _loaded_sweep(folder: Path) -> Any:
@@ -746,10 +788,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run is None:
         parser.print_help()
         return 0
+    import torch
+
+    threads = torch.get_num_threads()
     try:
+        if getattr(args, "threads", None):
+            torch.set_num_threads(args.threads)
         return run(args)
     except (ReprinvertError, ValueError, TypeError, OSError) as exc:  # reprinvert's messages name the fix
         return _fail(str(exc))
     except KeyboardInterrupt:
         print("reprinvert: interrupted", file=sys.stderr)
         return 130
+    finally:
+        torch.set_num_threads(threads)  # main() may run inside a Python session

@@ -499,6 +499,21 @@ def _depends_on(
     return depends
 
 
+def _layer_names(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: LayerMode | Sequence[LayerSpec] | LayerSpec | None,
+    every: int | None,
+    start: LayerSpec | None,
+    normalize: NormalizeSpec,
+) -> list[str]:
+    """The layers :func:`sweep` would invert with these arguments (for sharing them out across processes)."""
+    model = runnable(model)
+    norm = Domain.of(x, normalize=normalize).normalize
+    start_name = resolve_layer(model, start)[0] if start is not None else None
+    return _choose_layers(model, x, layers, every, start_name, None, norm)[0]
+
+
 def _choose_layers(
     model: nn.Module,
     x: torch.Tensor,
