@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,10 @@ import torch
 
 from .._rng import make_generator
 from ..data import sample_image, save_grid
+from ..errors import ReprinvertWarning
 from ..invert import StepInfo, invert
 from ..models import ConvClassifier, FCNet, count_parameters, linear_net
+from ..spectrum import spectrum
 from ..train import train
 from ._common import (
     TRAIN_PHOTOS,
@@ -232,13 +235,15 @@ class WidthConfig:
 
 
 def _nets(n: int) -> tuple[tuple[str, str, int], ...]:
-    half, wide, double = n // 2, (5 * n) // 4, 2 * n
+    half, wide = n // 2, (5 * n) // 4
     return (
         (f"linear {half} (< input)", "linear", half),
         (f"linear {wide} (> input)", "linear", wide),
         (f"relu {half} (< input)", "relu", half),
         (f"relu {wide} (> input)", "relu", wide),
-        (f"relu {double} (2x input)", "relu", double),
+        (f"relu {2 * n} (2x input)", "relu", 2 * n),
+        (f"relu {3 * n} (3x input)", "relu", 3 * n),  # past the injectivity threshold (issue 14's measurement)
+        (f"relu {4 * n} (4x input)", "relu", 4 * n),
     )
 
 
@@ -259,6 +264,12 @@ class WidthNet:
         embedding_distance, reference_distance: m_g and m_r of the returned inversion.
         steps: step numbers at which ``input_distance`` was recorded.
         input_distance: m_i over the run.
+        blind: input directions the inverted layer cannot see at x (:func:`reprinvert.spectrum`, k = 6: with
+            ``blind_at_least`` the count is a lower bound, there may be more), 0 where it is locally injective.
+        blind_at_least: ``blind`` is a lower bound (all 6 smallest singular values were below the tolerance).
+        condition: the layer's Jacobian's condition number at x (inf when it has blind directions).
+        spectrum_converged: the spectrum's iterations reached their tolerance (else ``blind`` and ``condition``
+            are lower bounds, see :class:`reprinvert.Spectrum`).
     """
 
     label: str
@@ -269,6 +280,10 @@ class WidthNet:
     reference_distance: float
     steps: tuple[int, ...]
     input_distance: tuple[float, ...]
+    blind: int = 0
+    blind_at_least: bool = False
+    condition: float = float("nan")
+    spectrum_converged: bool = True
 
 
 @dataclass(frozen=True)
@@ -340,7 +355,9 @@ def width(
     after 5000 steps) while wider ones keep improving (1.43 and 0.32); with ReLU about twice the input width is
     needed. And an invertible linear net in float64 amplifies an output perturbation of 1e-3 into input errors
     of order 1e5. Each :class:`~reprinvert.models.FCNet` (default PyTorch initialisation, untrained) is inverted
-    at its last layer for a bundled photo, recording ||x_g - x|| over the steps. Writes ``width/curve.png``,
+    at its last layer for a bundled photo, recording ||x_g - x|| over the steps, and the layer's Jacobian
+    spectrum at the photo (:func:`reprinvert.spectrum`: how many input directions it cannot see, its condition
+    number), which says without any optimiser whether the layer could keep the input. Writes ``width/curve.png``,
     ``width/grid.png`` and ``width/result.json``.
 
     Args:
@@ -370,17 +387,25 @@ def width(
                 steps_seen.append(info.step + 1)
                 dists.append(float((info.input - x).double().norm()))
 
-        res = invert(net, f"layers.{cfg.layers - 1}", x, recipe=cfg.recipe, steps=cfg.steps, seed=seed,
-                     callback=record)
+        layer = f"layers.{cfg.layers - 1}"
+        res = invert(net, layer, x, recipe=cfg.recipe, steps=cfg.steps, seed=seed, callback=record)
         s = res.metrics.summary()
+        with warnings.catch_warnings():  # an unconverged spectrum is recorded (spectrum_converged), not warned
+            warnings.simplefilter("ignore", ReprinvertWarning)
+            spec = spectrum(net, layer, x, k=min(6, n - 1))
         nets.append(WidthNet(
             label=label, activation=act, width=w, final_input_distance=dists[-1],
             embedding_distance=s["embedding_distance"], reference_distance=s["reference_distance"],
-            steps=tuple(steps_seen), input_distance=tuple(dists),
+            steps=tuple(steps_seen), input_distance=tuple(dists), blind=int(spec.blind[0]),
+            blind_at_least=bool(spec.blind_at_least[0]), condition=float(spec.condition[0]),
+            spectrum_converged=bool(spec.converged[0]),
         ))
         inputs.append(res.input)
+        seen = ("blind directions >= " if nets[-1].blind_at_least else "blind directions ") + str(nets[-1].blind)
         say(f"{label:24s} input distance after {cfg.steps} steps {dists[-1]:.4g} (returned x_g: "
-            f"{s['input_distance']:.4g}, m_g {s['embedding_distance']:.3g} vs m_r {s['reference_distance']:.3g})")
+            f"{s['input_distance']:.4g}, m_g {s['embedding_distance']:.3g} vs m_r {s['reference_distance']:.3g}); "
+            f"Jacobian at x: {seen}, condition number {nets[-1].condition:.3g}"
+            + ("" if nets[-1].spectrum_converged else " (not converged: lower bounds)"))
     dn, err, err_max, cond = _amplification(n, cfg.linear_depth, "default", cfg.perturbation, seed, dev)
     o_dn, o_err, _, _ = _amplification(n, cfg.linear_depth, "orthogonal", cfg.perturbation, seed, dev)
     say(f"square linear net ({cfg.linear_depth} x {n}x{n}, float64): output perturbation {dn:.3g} -> input error "
