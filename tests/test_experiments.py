@@ -67,6 +67,33 @@ def test_denoise_and_unet_representation_tiny(tmp_path: Path) -> None:
         assert (tmp_path / name / "grid.png").is_file() and (tmp_path / name / "result.json").is_file()
 
 
+def test_unet_representation_grid_and_metrics_describe_the_same_tensor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a recipe that does not clamp (the seed's badger), the inversion is still kept in [0, 1], so the grid
+    shows exactly the tensor whose m_i is reported (issue 14, item 5)."""
+    import dataclasses
+    import importlib
+
+    auto = importlib.import_module("reprinvert.experiments._autoencoders")
+    from reprinvert.experiments._common import Reporter
+
+    cfg = dataclasses.replace(E.DENOISE_SIZES["tiny"], recipe="badger")
+    trained = auto._train_unets(cfg, 0, False, Reporter("t", False))
+    # the seed's recipe from a N(0, 1) start: unclamped, its iterates would lie far outside [0, 1]
+    recipes_module = importlib.import_module("reprinvert.recipes")
+    real_badger = recipes_module.badger
+    monkeypatch.setattr(recipes_module, "badger", lambda preset: real_badger(preset, init="normal"))
+    shown: list[list[torch.Tensor]] = []
+    real = auto.save_grid
+    monkeypatch.setattr(auto, "save_grid", lambda columns, *a, **k: (shown.append(columns), real(columns, *a, **k))[1])
+    u = E.unet_representation(size=cfg, out=tmp_path, progress=False, trained=trained)
+    x, *inversions = shown[0]
+    for name, x_g in zip(("trained", "untrained"), inversions):
+        assert 0.0 <= float(x_g.min()) and float(x_g.max()) <= 1.0
+        assert u.input_distance[name] == pytest.approx(float((x_g - x).double().flatten(1).norm(dim=1).mean()))
+
+
 def test_depth_tiny(tmp_path: Path) -> None:
     r = E.depth(size="tiny", out=tmp_path, progress=False)
     assert r.layers == ("stages.0", "stages.1")

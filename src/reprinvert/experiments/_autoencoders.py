@@ -517,7 +517,8 @@ def unet_representation(
     inputs = [x]
     pert = 0.0
     for name, model in models.items():
-        res = invert(model, "outc", x, recipe=recipe, steps=cfg.inversion_steps, seed=seed)
+        # Clamped to [0, 1] whatever the recipe: the grid shows exactly the tensor the metrics measure.
+        res = invert(model, "outc", x, recipe=recipe, steps=cfg.inversion_steps, seed=seed, clamp=(0.0, 1.0))
         s = res.metrics.summary()
         fields["m_i"][name] = s["input_distance"]
         fields["m_g"][name] = s["embedding_distance"]
@@ -540,7 +541,9 @@ def unet_representation(
         recipe=recipe.name, size=size if isinstance(size, str) else "custom", seconds=say.elapsed(),
         figures=tuple(figures),
         notes=(f"input: the held-out photo {HELD_OUT!r} at {cfg.image}x{cfg.image}; both inversions start from "
-               "the same seeded noise",),
+               "the same seeded noise",
+               "every inversion is kept in [0, 1] after each step (clamp=(0, 1), whatever the recipe), so m_i, "
+               "PSNR and the grid all describe the same returned tensor"),
     )
     if folder is not None:
         write_json(folder / "result.json", result, extra={"config": dataclasses.asdict(cfg), "seed": seed},

@@ -160,7 +160,8 @@ def depth(
     pert = 0.0
     for name, model in (("trained", trained), ("untrained", untrained)):
         for layer in layers:
-            res = invert(model, layer, x, recipe=cfg.recipe, steps=cfg.steps, seed=seed)
+            # Clamped to [0, 1] whatever the recipe: the grid shows exactly the tensor the metrics measure.
+            res = invert(model, layer, x, recipe=cfg.recipe, steps=cfg.steps, seed=seed, clamp=(0.0, 1.0))
             s = res.metrics.summary()
             m["m_i"][name].append(s["input_distance"])
             m["m_g"][name].append(s["embedding_distance"])
