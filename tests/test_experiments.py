@@ -90,7 +90,7 @@ def test_unet_representation_grid_and_metrics_describe_the_same_tensor(
     u = E.unet_representation(size=cfg, out=tmp_path, progress=False, trained=trained)
     x, *inversions = shown[0]
     for name, x_g in zip(("trained", "untrained"), inversions):
-        assert 0.0 <= float(x_g.min()) and float(x_g.max()) <= 1.0
+        assert float(x_g.min()) >= 0.0 and float(x_g.max()) <= 1.0
         assert u.input_distance[name] == pytest.approx(float((x_g - x).double().flatten(1).norm(dim=1).mean()))
 
 
