@@ -294,6 +294,33 @@ def measure_steps(
     return out
 
 
+def measure_by_length(
+    variants: dict[str, Callable[[int], Any]], *, steps: int, first: int, repeats: int, device: torch.device
+) -> dict[str, list[float]]:
+    """Per-step seconds as the difference of two whole calls, ``steps`` and ``first`` steps long, divided by
+    ``steps - first``: no callback or clock inside the loop (a callback makes ``invert`` build a StepInfo with a copy
+    of the input and check the loss every step, work the floor loop does not do). Interleaved rounds after a
+    warm-up; the thread's CPU time on the CPU, wall time on a GPU."""
+    clock = time.thread_time if device.type == "cpu" else time.perf_counter
+    for fn in variants.values():
+        fn(first)
+    out: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(repeats):
+        order = list(variants.items())
+        if r % 2:
+            order.reverse()
+        for name, fn in order:
+            spans = []
+            for n in (first, steps):
+                _timing.sync(device)
+                t0 = clock()
+                fn(n)
+                _timing.sync(device)
+                spans.append(clock() - t0)
+            out[name].append((spans[1] - spans[0]) / (steps - first))
+    return out
+
+
 def paired(m: dict[str, dict[str, list[float]]], num: str, den: str, key: str) -> float:
     """Median over rounds of num / den (both measured in the same round)."""
     return _timing.median([a / b for a, b in zip(m[num][key], m[den][key])])
@@ -392,6 +419,10 @@ def run_overhead_and_truncation(args: Any, device: torch.device, want: set[str])
             print(f"timing {case['model']} {layer} ({len(variants)} loops x {repeats} rounds) ...", flush=True)
             m = measure_steps(variants, steps=steps, first=first, repeats=repeats, device=device)
             per = {name: _timing.median(v[key]) for name, v in m.items()}
+            lengths = measure_by_length(
+                {"floor": partial(floor_loop, trunc, x), "reprinvert": partial(library, net, layer, x)},
+                steps=4 * steps, first=first, repeats=repeats, device=device,
+            )
             flops_full = step_flops(partial(_one_step_full, frozen, dict(frozen.named_modules())[layer], x))
             flops_trunc = step_flops(partial(_one_step_truncated, trunc, x))
             row: dict[str, Any] = {
@@ -400,13 +431,16 @@ def run_overhead_and_truncation(args: Any, device: torch.device, want: set[str])
                 "overhead": paired(m, "reprinvert", "floor", key),
                 "overhead_wall": paired(m, "reprinvert", "floor", "wall"),
                 "overhead_end_to_end": paired(m, "reprinvert", "floor", "call"),
+                "overhead_no_callback": _timing.median(
+                    [a / b for a, b in zip(lengths["reprinvert"], lengths["floor"])]),
+                "seconds_per_step_no_callback": {k: _timing.median(v) for k, v in lengths.items()},
                 "flops_full_step": flops_full, "flops_truncated_step": flops_trunc,
                 "measurements": m,
             }
             row["extra_seconds_per_step"] = per["reprinvert"] - per["floor"]
             rows_o.append([case["model"], layer, label, per["floor"] * 1e3, per["reprinvert"] * 1e3,
                            row["extra_seconds_per_step"] * 1e6, row["overhead"], row["overhead_wall"],
-                           row["overhead_end_to_end"]])
+                           row["overhead_no_callback"], row["overhead_end_to_end"]])
             if truncating:
                 ideal_flops = flops_full / flops_trunc
                 speedup = paired(m, "hook", "reprinvert", key)
@@ -420,10 +454,11 @@ def run_overhead_and_truncation(args: Any, device: torch.device, want: set[str])
                                row["ideal_measured"], speedup / ideal_flops])
             out.append(row)
     print(f"\n## overhead: reprinvert.invert vs the hand-written truncated loop (the floor); ms per step "
-          f"({'thread CPU time' if key == 'cpu' else 'wall time'}), steps {first}-{steps} of {steps}")
+          f"({'thread CPU time' if key == 'cpu' else 'wall time'}), steps {first}-{steps} of {steps}, read by a "
+          f"callback; 'no callback': the difference of whole calls of {4 * steps} and {first} steps")
     text_o = _timing.print_table(
         ["model", "layer", "depth", "floor ms", "reprinvert ms", "extra us", "overhead", "overhead (wall)",
-         "whole call"], rows_o)
+         "overhead (no callback)", "whole call"], rows_o)
     text_t = ""
     if "truncation" in want:
         print("\n## truncation: the usual hook loop (whole model every step) vs reprinvert.invert; ms per step")

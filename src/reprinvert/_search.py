@@ -293,14 +293,13 @@ def _run(
     original_flat = flatten_batch(original, batch).to(dtype)
     # The history grows in blocks as steps run, so a long plan that a callback stops early costs what ran.
     blocks: list[torch.Tensor] = []
-    lr_blocks: list[torch.Tensor] = []  # the learning rate of each step, on the CPU
+    lrs: list[float] = []  # the learning rate of each step (a tensor at the end: no tensor write per step)
 
     def history_row(step: int) -> torch.Tensor:
         """The row of step ``step``: one per loss term, then ``total``, then the iterate's input distance."""
         while step >= len(blocks) * _HISTORY_BLOCK:
             rows = min(_HISTORY_BLOCK, steps - len(blocks) * _HISTORY_BLOCK)
             blocks.append(torch.full((rows, len(names) + 1, batch), float("nan"), dtype=dtype, device=device))
-            lr_blocks.append(torch.full((rows,), float("nan"), dtype=torch.float64))
         return blocks[step // _HISTORY_BLOCK][step % _HISTORY_BLOCK]
 
     def history_upto(upto: int) -> torch.Tensor:
@@ -380,12 +379,9 @@ def _run(
             if p is not None:
                 total = total + p
                 terms.append(p)
-        if record is not None:  # (detached values: nothing here is recorded by autograd)
-            row = history_row(record)
-            for k, p in enumerate(terms):
-                row[k] = p.detach()
-            row[-2] = total.detach()
-            row[-1] = (flatten_batch(x.detach(), batch).to(dtype) - original_flat).norm(dim=1)
+        if record is not None:  # one write per step: every term, the total and the iterate's input distance
+            distance = torch.linalg.vector_norm(flatten_batch(x.detach(), batch).to(dtype) - original_flat, dim=1)
+            torch.stack([*(p.detach() for p in terms), total.detach(), distance], out=history_row(record))
         return total
 
     def keep_if_better(total: torch.Tensor, x: torch.Tensor, step: int) -> torch.Tensor:
@@ -394,8 +390,8 @@ def _run(
         Nothing is taken once any loss has been non-finite (``all_finite`` is False): NaN compares False, and
         the flag also stops +-Inf and every later step. No host synchronisation. ``total`` and ``x`` are detached.
         """
-        improved = (total < best_loss) & all_finite
-        best_loss.copy_(torch.where(improved, total, best_loss))
+        improved = torch.lt(total, best_loss).logical_and_(all_finite)
+        torch.where(improved, total, best_loss, out=best_loss)
         best_step.masked_fill_(improved, step)
         return torch.where(improved.view(mask_shape), x, best_x)
 
@@ -410,7 +406,7 @@ def _run(
             t = i / steps
             lr_i = lr_at(i)
             history_row(i)  # makes sure the block of step i exists
-            lr_blocks[i // _HISTORY_BLOCK][i % _HISTORY_BLOCK] = lr_i
+            lrs.append(lr_i)
             if rng_at_step is not None:
                 rng_at_step[i] = tg.get_state()
             if i == switch:  # hand over to plain pixels, with a fresh optimizer state (never with L-BFGS)
@@ -509,7 +505,7 @@ def _run(
         final_x=final_x,
         history=History(
             terms={n: hist[k] for k, n in enumerate(names)},
-            lr=(torch.cat(lr_blocks)[:steps_run] if lr_blocks else torch.empty(0, dtype=torch.float64)).float(),
+            lr=torch.tensor(lrs[:steps_run], dtype=torch.float64).float(),
             input_distance=hist[-1],
         ),
         steps_run=steps_run,

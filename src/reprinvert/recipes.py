@@ -85,8 +85,8 @@ class Recipe:
             detail level decays slowly). Independent of the loss's scale, like Adam's steps. It keeps the search
             from wandering along directions the layer does not see (on layers that discard most of the input, the
             input distance then stops climbing back late in the run), but it also pulls directions the layer sees
-            only weakly toward the start: an invertible layer with condition number 28 comes back to 1.4e-1
-            relative with 0.1 instead of 3.4e-3 (``docs/recipes.md``). 0 (the default): none. The other
+            only weakly toward the start: an invertible layer with condition number 28 comes back to 9.1e-2
+            relative with 0.1 instead of 3.5e-3 (``benchmarks/weight_decay.py``). 0 (the default): none. The other
             optimizers' learning rates are not in input units; they ignore it.
     """
 
