@@ -29,8 +29,9 @@ batching    the sweep's automatic choice against both modes it chooses from, at 
             backward pass keeps, before choosing); the speed-up of batching, what the automatic mode chose, and its
             time against the better of the two.
 threads     wall time of one ``invert`` (the residual CNN's layer2.1, 30 steps) with 1 torch thread against torch's
-            default (one per core) and every count in between, at 32 and 128 px, interleaved: what the guidance for
-            shared CPUs in docs/performance.md rests on.
+            default (one per core) and every count in between, at 32 and 128 px, interleaved, on the machine as it
+            is and with another process keeping one core busy (as other users' jobs do on a shared machine): what
+            the guidance for shared CPUs in docs/performance.md rests on.
 layout      channels-last and ``torch.compile``: the floor loop in each form and ``invert`` on a channels-last model,
             with the compile time and the steps after which compiling would pay.
 cold start  the first 5-step inversion in a fresh process, reprinvert against the floor (which builds a
@@ -745,27 +746,35 @@ def run_threads(args: Any, device: torch.device) -> dict[str, Any]:
     before = torch.get_num_threads()
     rows, out = [], []
     try:
-        for size in ((16,) if args.quick else (32, 128)):
-            x = images(4, size, device)
-            seconds: dict[int, list[float]] = {n: [] for n in counts}
-            ri.invert(net, layer, x, recipe=PIXEL_RECIPE, steps=2)  # warm-up
-            for r in range(repeats):
-                for n in (counts if r % 2 == 0 else counts[::-1]):
-                    torch.set_num_threads(n)
-                    _timing.sync(device)
-                    t0 = time.perf_counter()
-                    ri.invert(net, layer, x, recipe=PIXEL_RECIPE, steps=steps)
-                    _timing.sync(device)
-                    seconds[n].append(time.perf_counter() - t0)
-            best = {n: _timing.median(v) for n, v in seconds.items()}
-            out.append({"size": size, "seconds": seconds, "median": best,
-                        "slowdown_against_1": {n: best[n] / best[1] for n in counts}})
-            rows += [[size, n, best[n], best[n] / best[1]] for n in counts]
+        # "busy": another process keeps one core busy all along, as other users' jobs do on a shared machine
+        for load in ("idle", "one core busy"):
+            spinner = None if load == "idle" else subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            try:
+                for size in ((16,) if args.quick else (32, 128)):
+                    x = images(4, size, device)
+                    seconds: dict[int, list[float]] = {n: [] for n in counts}
+                    ri.invert(net, layer, x, recipe=PIXEL_RECIPE, steps=2)  # warm-up
+                    for r in range(repeats):
+                        for n in (counts if r % 2 == 0 else counts[::-1]):
+                            torch.set_num_threads(n)
+                            _timing.sync(device)
+                            t0 = time.perf_counter()
+                            ri.invert(net, layer, x, recipe=PIXEL_RECIPE, steps=steps)
+                            _timing.sync(device)
+                            seconds[n].append(time.perf_counter() - t0)
+                    best = {n: _timing.median(v) for n, v in seconds.items()}
+                    out.append({"load": load, "size": size, "seconds": seconds, "median": best,
+                                "slowdown_against_1": {n: best[n] / best[1] for n in counts}})
+                    rows += [[load, size, n, best[n], best[n] / best[1]] for n in counts]
+            finally:
+                if spinner is not None:
+                    spinner.kill()
+                    spinner.wait()
     finally:
         torch.set_num_threads(before)
     print(f"\n## threads: one invert of the residual CNN's {layer}, {steps} steps, batch 4, wall seconds by torch "
           f"thread count ({cores} cores here; torch's default is one thread per core)")
-    text = _timing.print_table(["px", "threads", "wall s", "against 1 thread"], rows)
+    text = _timing.print_table(["machine", "px", "threads", "wall s", "against 1 thread"], rows)
     return {"steps": steps, "repeats": repeats, "cores": cores, "rows": out, "table": text}
 
 

@@ -319,7 +319,7 @@ def _invert_group(
 # this fraction of the memory free when the sweep starts.
 _FASTER = 0.9
 _MEMORY_SHARE = 0.5
-_PROBE_REPEATS = 3
+_PROBE_REPEATS = 2
 
 
 def _free_memory(device: torch.device) -> int | None:
