@@ -9,7 +9,9 @@ models, hooks or metrics.
 
 from __future__ import annotations
 
+import math
 import warnings
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -293,7 +295,8 @@ def _run(
     original_flat = flatten_batch(original, batch).to(dtype)
     # The history grows in blocks as steps run, so a long plan that a callback stops early costs what ran.
     blocks: list[torch.Tensor] = []
-    lrs: list[float] = []  # the learning rate of each step (a tensor at the end: no tensor write per step)
+    # The learning rate of each step: a preallocated array of doubles (no tensor write, no allocation per step).
+    lrs = array("d", [math.nan]) * steps
 
     def history_row(step: int) -> torch.Tensor:
         """The row of step ``step``: one per loss term, then ``total``, then the iterate's input distance."""
@@ -406,7 +409,7 @@ def _run(
             t = i / steps
             lr_i = lr_at(i)
             history_row(i)  # makes sure the block of step i exists
-            lrs.append(lr_i)
+            lrs[i] = lr_i
             if rng_at_step is not None:
                 rng_at_step[i] = tg.get_state()
             if i == switch:  # hand over to plain pixels, with a fresh optimizer state (never with L-BFGS)
@@ -505,7 +508,7 @@ def _run(
         final_x=final_x,
         history=History(
             terms={n: hist[k] for k, n in enumerate(names)},
-            lr=torch.tensor(lrs[:steps_run], dtype=torch.float64).float(),
+            lr=torch.frombuffer(lrs, dtype=torch.float64)[:steps_run].float(),
             input_distance=hist[-1],
         ),
         steps_run=steps_run,
