@@ -108,11 +108,11 @@ def test_width_tiny_orthogonal_net_amplifies_nothing(tmp_path: Path) -> None:
     assert r.linear_condition >= 1.0
     assert len(r.nets) == 7 and all(len(n.steps) == len(n.input_distance) for n in r.nets)
     assert (tmp_path / "width" / "grid.png").is_file()
-    # The spectrum beside each net: a layer narrower than the input cannot see at least inputs - width directions
-    # (all 6 computed smallest singular values are zero: a lower bound); a wider linear net sees every direction.
+    # The spectrum beside each net, known answers: a linear layer from 48 inputs through width 24 cannot see exactly
+    # 48 - 24 directions, a ReLU one at least as many; a wider linear net sees every direction.
     by = {(n.activation, n.width): n for n in r.nets}
-    for narrow in (by["linear", 24], by["relu", 24]):
-        assert narrow.blind == 6 and narrow.blind_at_least and narrow.condition == float("inf")
+    assert by["linear", 24].blind == 24 and by["relu", 24].blind >= 24
+    assert by["linear", 24].condition == by["relu", 24].condition == float("inf")
     assert by["linear", 60].blind == 0 and 1 <= by["linear", 60].condition < float("inf")
 
 
