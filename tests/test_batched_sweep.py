@@ -238,3 +238,17 @@ def test_the_automatic_mode_batches_in_groups_that_fit_in_memory(monkeypatch: py
     probe = grouped.provenance.options["batched_probe"]
     assert probe["groups"] == [[0, 1], [2, 3]] and len(probe["batched_ms"]) == 2
     _assert_same(grouped, ri.sweep(model, x, layers=layers, steps=25, progress=False, batched=False))
+
+
+def test_the_automatic_mode_measures_a_model_that_changes_its_input_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first layer that works in place on the model's input: the probe runs as the search does (on a copy), so
+    the automatic mode measures and decides instead of failing over to one by one."""
+    from reprinvert import _batched
+
+    monkeypatch.setattr(_batched, "_FASTER", 1e9)  # accept whatever was measured: the probe must have run
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(3, 4, 3, padding=1), nn.Tanh()).eval()
+    x = _x()
+    auto = ri.sweep(model, x, layers=["1", "2"], steps=5, progress=False)
+    assert auto.provenance.options["batched"] is True, auto.provenance.options["not_batched_because"]
+    assert auto.provenance.options["batched_probe"]["groups"] == [[0, 1]]

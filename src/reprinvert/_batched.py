@@ -229,8 +229,9 @@ def invert_layers(
         groups = [list(range(L))]
         if measure:
             probe = probe if probe is not None else {}
-            groups = _decide(_measure(model, modules, order, original, feed_dtype, work_dtype, domain, model_kwargs),
-                             probe)
+            measured = _measure(model, modules, order, original, feed_dtype, work_dtype, domain, model_kwargs,
+                                copy_fed)
+            groups = _decide(measured, probe)
             if progress:
                 ratios = ", ".join(f"{r:.2f}x" for r in probe["batched_over_separate"])
                 how = "one batch" if len(groups) == 1 else f"{len(groups)} batches (memory)"
@@ -351,6 +352,7 @@ def _measure(
     work_dtype: torch.dtype,
     domain: Domain,
     model_kwargs: Mapping[str, Any] | None,
+    copy_fed: bool,
 ) -> dict[str, Any]:
     """What batching would cost here: the bytes each layer's backward pass keeps, the groups of consecutive layers
     that fit in the memory budget (a batched step keeps the sum over its layers: copy k runs only up to layer k),
@@ -366,7 +368,10 @@ def _measure(
     def step(cuts: _Cuts, z: torch.Tensor) -> None:
         z = z.detach().requires_grad_(True)
         with torch.enable_grad(), cuts:
-            outs = cuts.run(model, domain.feed(z.to(feed_dtype)), model_kwargs)
+            fed = z.to(feed_dtype)
+            if copy_fed and fed is z:  # the model changes its input in place: as the search's forward does
+                fed = fed.clone()
+            outs = cuts.run(model, domain.feed(fed), model_kwargs)
             total = torch.stack([o.float().abs().sum() for o in outs]).sum()
             torch.autograd.grad(total, z)
         _sync(device)

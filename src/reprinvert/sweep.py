@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -848,7 +849,7 @@ def sweep(
                     store.save(name, inv)
     elif batched is not False:
         not_batched = "there is only one layer" if not done else f"only {len(todo)} layer(s) left to invert"
-    if batched_inversions is None and batched:
+    if batched_inversions is None and batched and not (done and len(todo) <= 1):  # (resumed: nothing to batch)
         raise ValueError(f"batched=True, but these layers cannot be inverted as one batch: {not_batched}")
     bar = _LayerBar(names, progress and batched_inversions is None)
     rows: list[SweepRow] = []
@@ -1023,7 +1024,8 @@ class _Resume:
                     "another folder, or delete this one to start over"
                 )
         else:
-            partial = file.with_name(file.name + ".partial")
+            # (several processes may share the folder, under torchrun: each writes its own partial file)
+            partial = file.with_name(f"{file.name}.{os.getpid()}.partial")
             partial.write_text(json.dumps(self.call, indent=1) + "\n")
             partial.replace(file)
 
