@@ -764,7 +764,9 @@ def sweep(
             ways and the memory each layer's backward pass keeps is measured: the layers are batched only if the
             batched step takes at most 0.9x the separate steps, in consecutive groups that fit in half the free
             memory (each group a search of its own). Which mode ran, why not batched, and what was measured
-            (``batched_probe``) are in ``provenance.options``.
+            (``batched_probe``) are in ``provenance.options``. Being measured, the choice can differ between runs
+            and machines; the results then agree up to floating-point rounding. Pass ``True`` or ``False`` for
+            bit-identical reruns.
         normalize: the model expects ``(x - mean) / std`` (``"imagenet"``, ``"inception"`` or ``(mean, std)``);
             x and every result stay in pixel space (see :func:`reprinvert.invert`).
         input_names: a name per sample of ``x`` (e.g. file names), kept in the provenance and the reports.
