@@ -389,31 +389,39 @@ def test_a_study_in_chunks_resumes_and_survives_ctrl_c(
     assert len(data["per_sample"]) == 4
 
 
+def _torchrun_against_one_process(common: list[str], tmp_path: Path, port: int) -> tuple[Any, Any, str]:
+    """``reprinvert sweep COMMON`` in this process (into tmp_path/one) and under ``torchrun --nproc_per_node 2``
+    (gloo on CPU, into tmp_path/two); both loaded results, which must agree bit for bit, and torchrun's stderr."""
+    import os
+    import subprocess
+    import sys
+
+    assert main(["sweep", *common, "--quiet", "--out", str(tmp_path / "one")]) == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+         "-m", "reprinvert", "sweep", *common, "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, timeout=300, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = ri.load(tmp_path / "one" / "result"), ri.load(tmp_path / "two" / "result")
+    assert isinstance(one, ri.Sweep) and isinstance(two, ri.Sweep)
+    for a, b in zip(one.inversions, two.inversions, strict=True):
+        assert torch.equal(a.input, b.input) and torch.equal(a.metrics.input_distance, b.metrics.input_distance)
+    assert (tmp_path / "two" / "report.html").is_file()
+    return one, two, done.stderr
+
+
 def test_torchrun_shares_a_study_out_and_gets_the_single_process_result(
     spec: str, image_dir: Path, tmp_path: Path
 ) -> None:
     """`torchrun --nproc_per_node 2 -m reprinvert sweep ...` (gloo on CPU) shards the chunks across the two ranks;
     rank 0 joins them into the same results and report as one process gives."""
-    import subprocess
-    import sys
-
+    # a fixed mode (--one-by-one): the automatic one depends on measured timing
     common = [spec, str(image_dir), "--steps", "3", "--seed", "2", "--batch-size", "1", "--layers", "conv,down",
-              "--quiet", "--one-by-one"]  # a fixed mode: the automatic one depends on measured timing
-    assert main(["sweep", *common, "--out", str(tmp_path / "one")]) == 0
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-         "-m", "reprinvert", "sweep", *common, "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, timeout=300, check=False, env=env,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    one, two = ri.load(tmp_path / "one" / "result"), ri.load(tmp_path / "two" / "result")
-    assert isinstance(one, ri.Sweep) and isinstance(two, ri.Sweep)
+              "--one-by-one", "--quiet"]
+    one, two, _ = _torchrun_against_one_process(common, tmp_path, 29517)
     assert one.provenance.inputs == two.provenance.inputs
-    for a, b in zip(one.inversions, two.inversions):
-        assert torch.equal(a.input, b.input) and torch.equal(a.metrics.input_distance, b.metrics.input_distance)
     assert [r.as_dict()["input_distance"] for r in one.rows] == [r.as_dict()["input_distance"] for r in two.rows]
-    assert (tmp_path / "two" / "report.html").is_file()
     assert sorted(p.name for p in (tmp_path / "two" / "result").glob("part-*")) == ["part-0000", "part-0001"]
 
 
@@ -422,22 +430,8 @@ def test_torchrun_with_fewer_chunks_than_processes_shares_out_the_layers(
 ) -> None:
     """One chunk of images, two processes: each rank inverts one of the two layers (one at a time, into the
     chunk's layer folder) and rank 0 assembles the single-process result from them."""
-    import subprocess
-    import sys
-
     common = [spec, str(image_dir), "--steps", "3", "--seed", "2", "--layers", "conv,down", "--one-by-one"]
-    assert main(["sweep", *common, "--quiet", "--out", str(tmp_path / "one")]) == 0
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
-         "-m", "reprinvert", "sweep", *common, "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, timeout=300, check=False, env=env,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    one, two = ri.load(tmp_path / "one" / "result"), ri.load(tmp_path / "two" / "result")
-    assert isinstance(one, ri.Sweep) and isinstance(two, ri.Sweep) and two.layers == ("conv", "down")
-    for a, b in zip(one.inversions, two.inversions):
-        assert torch.equal(a.input, b.input) and torch.equal(a.metrics.input_distance, b.metrics.input_distance)
+    _, two, stderr = _torchrun_against_one_process(common, tmp_path, 29518)
+    assert two.layers == ("conv", "down")
     assert two.provenance.options["resumed"] == ["conv", "down"]  # rank 0 inverted nothing itself when assembling
-    assert "2 layer(s) already finished (an earlier run, another process), loaded" in done.stderr
-    assert (tmp_path / "two" / "report.html").is_file()
+    assert "2 layer(s) already finished (an earlier run, another process), loaded" in stderr

@@ -102,3 +102,18 @@ def test_cpu_training_leaves_the_cuda_rng_alone() -> None:
 def test_input_on_another_device_than_the_model_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"x is on cpu, but the model's parameters are on cuda:0; move one of them"):
         ri.invert(_cnn().cuda(), "0", _x())
+
+
+def test_a_resumed_cuda_study_joins_parts_loaded_on_the_cpu(tmp_path) -> None:
+    """Results loaded from disk come back on the CPU: a CUDA sweep that resumes some layers, and chunks joined
+    with a part loaded from disk (the command line's resumed studies), still join."""
+    model, x = _cnn(), _x()
+    gpu_model = copy.deepcopy(model).cuda()
+    first = ri.sweep(gpu_model, x.cuda(), layers=["0", "3"], steps=5, progress=False, batched=False,
+                     resume=tmp_path / "layers")
+    resumed = ri.sweep(gpu_model, x.cuda(), layers=["0", "3"], steps=5, progress=False, batched=False,
+                       resume=tmp_path / "layers")
+    assert resumed.provenance.options["resumed"] == ["0", "3"]
+    first.save(tmp_path / "part")
+    joined = ri.Sweep.concat([first, ri.load(tmp_path / "part")])
+    assert joined.original.shape[0] == 2 * x.shape[0] and joined.inversions[0].input.device.type == "cuda"

@@ -217,13 +217,7 @@ def invert_layers(
         feed_dtype = private_input(x, model_dtype(model)).dtype
         work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         cuts = _Cuts(model, modules, order, batch)
-
-        def forward(z: torch.Tensor) -> list[torch.Tensor]:
-            fed = z.to(feed_dtype)
-            if copy_fed and fed is z:
-                fed = fed.clone()
-            return cuts.run(model, domain.feed(fed), model_kwargs)
-
+        forward = _forward(model, cuts, domain, feed_dtype, copy_fed, model_kwargs)
         _check(forward, cuts, x, order, model, model_kwargs, feed_dtype, work_dtype, domain.normalize)
         original = x.detach().clone()  # a snapshot, not the caller's storage
         groups = [list(range(L))]
@@ -250,6 +244,31 @@ def invert_layers(
     return [dataclasses.replace(by_name[n], seconds=seconds) for n in names]
 
 
+def _forward(
+    model: nn.Module,
+    cuts: _Cuts,
+    domain: Domain,
+    feed_dtype: torch.dtype,
+    copy_fed: bool,
+    model_kwargs: Mapping[str, Any] | None,
+) -> Any:
+    """The batched forward pass of the searched tensor ``z``: fed in the model's dtype (a copy when the model changes
+    its input in place), normalised, and cut at every layer of ``cuts``; returns the layers' outputs."""
+
+    def forward(z: torch.Tensor) -> list[torch.Tensor]:
+        fed = z.to(feed_dtype)
+        if copy_fed and fed is z:
+            fed = fed.clone()
+        return cuts.run(model, domain.feed(fed), model_kwargs)
+
+    return forward
+
+
+def _stacked(t: torch.Tensor, copies: int) -> torch.Tensor:
+    """``copies`` copies of ``t`` along the batch dimension: one per layer of a batched search."""
+    return t.repeat(copies, *([1] * (t.dim() - 1)))
+
+
 def _invert_group(
     model: nn.Module,
     modules: Sequence[nn.Module],
@@ -272,22 +291,15 @@ def _invert_group(
     """One batched search over the layers ``order`` (in execution order); their inversions by name."""
     batch, L = original.shape[0], len(order)
     cuts = _Cuts(model, modules, order, batch)
-
-    def forward(z: torch.Tensor) -> list[torch.Tensor]:
-        fed = z.to(feed_dtype)
-        if copy_fed and fed is z:
-            fed = fed.clone()
-        return cuts.run(model, domain.feed(fed), model_kwargs)
-
-    def stacked(t: torch.Tensor) -> torch.Tensor:
-        return t.repeat(L, *([1] * (t.dim() - 1)))
+    forward = _forward(model, cuts, domain, feed_dtype, copy_fed, model_kwargs)
 
     with cuts:
         # One starting draw of the input's shape, repeated for every layer: what each separate call would draw.
         start = initial(init if init is not None else rcp.init, original, work_dtype, g)
         with torch.enable_grad():
             run = search(
-                forward, rcp, stacked(original), Targets.of(list(targets), batch, work_dtype), init=stacked(start),
+                forward, rcp, _stacked(original, L), Targets.of(list(targets), batch, work_dtype),
+                init=_stacked(start, L),
                 dtype=work_dtype, generator=g, progress=progress,
             )
         if run.nonfinite:
@@ -296,9 +308,9 @@ def _invert_group(
         with torch.no_grad():
             reps_g = [r.detach().clone() for r in forward(result_x)]
             x_ref = domain.reference(original, g, work_dtype, raw=True)
-            reps_ref = [r.detach().clone() for r in forward(stacked(x_ref))]
+            reps_ref = [r.detach().clone() for r in forward(_stacked(x_ref, L))]
             x_u = chance_input(original.to(work_dtype))
-            reps_u = [r.detach().clone() for r in forward(stacked(x_u))]
+            reps_u = [r.detach().clone() for r in forward(_stacked(x_u, L))]
     out: dict[str, Inversion] = {}
     for k, name in enumerate(order):
         rows = slice(k * batch, (k + 1) * batch)
@@ -368,10 +380,7 @@ def _measure(
     def step(cuts: _Cuts, z: torch.Tensor) -> None:
         z = z.detach().requires_grad_(True)
         with torch.enable_grad(), cuts:
-            fed = z.to(feed_dtype)
-            if copy_fed and fed is z:  # the model changes its input in place: as the search's forward does
-                fed = fed.clone()
-            outs = cuts.run(model, domain.feed(fed), model_kwargs)
+            outs = _forward(model, cuts, domain, feed_dtype, copy_fed, model_kwargs)(z)  # as the search runs it
             total = torch.stack([o.float().abs().sum() for o in outs]).sum()
             torch.autograd.grad(total, z)
         _sync(device)
@@ -392,8 +401,7 @@ def _measure(
     budget = None if free is None else int(_MEMORY_SHARE * free)
     groups = _groups(kept, budget)
     batched = [
-        (_Cuts(model, [modules[k] for k in grp], [order[k] for k in grp], batch),
-         z0.repeat(len(grp), *([1] * (z0.dim() - 1))))
+        (_Cuts(model, [modules[k] for k in grp], [order[k] for k in grp], batch), _stacked(z0, len(grp)))
         for grp in groups if len(grp) > 1
     ]
     for cuts, stacked in batched:

@@ -319,7 +319,7 @@ def _run(
     kind = param.kind
     # Decoupled weight decay pulls each parameter back toward where it started (the pixel phase: the start input).
     decays = bool(rcp.weight_decay) and rcp.optimizer == "adam"
-    start_x = param.render().detach().clone() if decays else None
+    start_x = param.render().detach().clone() if decays and switch >= 0 else None  # the pixel phase's anchor
     anchors = [p.detach().clone() for p in param.params] if decays else []
     lr_scale = units if units is not None and rcp.optimizer == "adam" else 1.0  # Adam's steps: the tensor's units
 

@@ -86,7 +86,8 @@ class Inversion:
     def concat(cls, parts: Sequence[Inversion]) -> Inversion:
         """One result for the samples of ``parts``, in order: inversions of the same layer with the same recipe
         on different inputs. Histories of different lengths (a run stopped early) are padded with NaN; times
-        add up; ``steps_run`` is the longest run.
+        add up; ``steps_run`` is the longest run. Parts on different devices (a result computed on a GPU and one
+        loaded from disk, which comes back on the CPU) are joined on the first part's device.
 
         Raises:
             ValueError: no parts, or parts of different layers, start layers or recipes.
@@ -107,8 +108,10 @@ class Inversion:
                 return t
             return torch.cat([t, t.new_full((steps - t.shape[0], *t.shape[1:]), float("nan"))])
 
+        device = first.input.device
+
         def cat(tensors: Sequence[torch.Tensor], dim: int = 0) -> torch.Tensor:
-            return torch.cat(list(tensors), dim=dim)
+            return torch.cat([t.to(device) for t in tensors], dim=dim)
 
         longest = max(parts, key=lambda p: p.history.lr.shape[0])
         stopped = [p.stopped for p in parts if p.stopped]

@@ -260,7 +260,7 @@ class Sweep:
             return first
         inversions = tuple(Inversion.concat([p.inversions[k] for p in parts]) for k in range(len(first.rows)))
         rows = tuple(_row(k, inv, first.rows[k].type) for k, inv in enumerate(inversions))
-        original = torch.cat([p.original for p in parts])
+        original = torch.cat([p.original.to(first.original.device) for p in parts])  # (loaded parts: on the CPU)
         provenance = replace(
             first.provenance, input_shape=tuple(original.shape),
             inputs=tuple(name for p in parts for name in p.provenance.inputs),
@@ -781,7 +781,8 @@ def sweep(
             inverted again: a sweep interrupted after some layers, called again with the same arguments, does
             only the rest. The folder's ``call.json`` records the call (the model's parameters and buffers, ``x``,
             every setting, hashed); a call that differs is refused rather than mixed in. Which layers were loaded
-            is in ``provenance.options["resumed"]``. (A batched search saves its layers when it ends.)
+            is in ``provenance.options["resumed"]``. (A batched search saves its layers when it ends; loaded layers
+            are on the CPU, as :func:`reprinvert.load` gives them.)
 
     Returns:
         A :class:`Sweep`: ``.rows`` (the table), ``.inversions``, ``.provenance``, ``.seconds``; ``str()`` is a
