@@ -61,7 +61,20 @@ def test_denoise_and_unet_representation_tiny(tmp_path: Path) -> None:
     assert len(d.gain_skip) == len(d.levels) == len(cfg.alphas) + 1
     # the noise mix's corruption distance grows as alpha falls
     assert list(d.corruption_distance[:4]) == sorted(d.corruption_distance[:4])
-    assert set(u.input_distance) == {"trained", "untrained"}
+    # with x~ = x (alpha = 1) every mode's error is its clean copy error, exactly
+    assert set(d.errors) == set(d.gains) == set(d.copy_error) == set(E.DENOISE_MODES)
+    for mode in E.DENOISE_MODES:
+        assert d.errors[mode][0] == d.copy_error[mode]
+    # the oracles: the brightness/contrast-corrected blur can always choose the corrupted input itself (s = 0,
+    # a = 1, b = 0), so it is never worse than it, and it reproduces a clean input exactly
+    assert d.oracle_blur[0] == pytest.approx(0.0, abs=1e-20)
+    assert all(o <= c * (1 + 1e-12) for o, c in zip(d.oracle_blur, d.corruption_distance))
+    from reprinvert.experiments._common import eval_images
+
+    x = eval_images(size=cfg.image, count=cfg.test_count, seed=0).double()
+    by_hand = float(((x - x.mean(dim=(2, 3), keepdim=True)) ** 2).sum(dim=(1, 2, 3)).mean())
+    assert d.oracle_mean == pytest.approx(by_hand, rel=1e-12)
+    assert set(u.input_distance) == {"trained", "untrained", "untrained, calibrated"}
     assert all(math.isfinite(v) for v in u.embedding_distance.values())
     for name in ("denoise", "unet-representation"):
         assert (tmp_path / name / "grid.png").is_file() and (tmp_path / name / "result.json").is_file()
@@ -205,3 +218,37 @@ def test_run_all_tiny(tmp_path: Path) -> None:
     assert set(E.EXPERIMENTS) <= set(results)
     for name in E.EXPERIMENTS:
         assert (tmp_path / name / "result.json").is_file()
+
+
+def test_a_second_run_reuses_the_cached_weights_without_a_training_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trained weights are checkpointed in out/cache (issue 14: a second run does not retrain); the rerun gives
+    the same numbers without a single optimiser step."""
+    first = E.denoise(size="tiny", out=tmp_path, progress=False)
+    cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(cached) == 2 and all(p.startswith("unet-") and p.endswith(".pt") for p in cached)
+    depth_first = E.depth(size="tiny", out=tmp_path, progress=False)
+
+    def no_step(*args: object, **kwargs: object) -> None:
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(torch.optim.Adam, "step", no_step)
+    again = E.denoise(size="tiny", out=tmp_path, progress=False)
+    assert again.errors == first.errors and again.val_loss_no_skip == first.val_loss_no_skip
+    assert E.depth(size="tiny", out=tmp_path, progress=False).accuracy == depth_first.accuracy
+    # another seed is another model: it must train (and so reaches the patched step)
+    with pytest.raises(AssertionError, match="trained again"):
+        E.denoise(size="tiny", out=tmp_path, seed=1, progress=False)
+
+
+def test_medium_trains_through_the_cache_on_richer_data() -> None:
+    """The medium size exists for every experiment; its autoencoders train on scikit-image's photos and faces,
+    and run_all passes one cache folder to each experiment that trains."""
+    for sizes in (E.COPY_SIZES, E.DENOISE_SIZES, E.DEPTH_SIZES, E.WIDTH_SIZES):
+        assert "medium" in sizes
+    assert E.COPY_SIZES["medium"].data == E.DENOISE_SIZES["medium"].data == "skimage"
+    assert E.WIDTH_SIZES["medium"].steps == 5000
+    assert E.DEPTH_SIZES["medium"].effnet_layers == E.EFFNET_LAYERS and E.DEPTH_SIZES["medium"].spectrum
+    with pytest.raises(ValueError, match="medium"):
+        E.run("copy", size="large")

@@ -131,3 +131,44 @@ def test_bundled_patches_are_in_range_and_skimage_is_optional() -> None:
     assert p.shape == (12, 3, 16, 16) and float(p.min()) >= 0 and float(p.max()) <= 1
     pytest.importorskip("skimage")
     assert data.skimage_images(["astronaut"], size=8).shape == (1, 3, 8, 8)
+
+
+def test_a_checkpointed_training_resumes_bit_for_bit_and_refuses_another_call(tmp_path) -> None:
+    """train(checkpoint=): interrupted after an epoch and rerun, the weights and history equal an uninterrupted
+    run's exactly; a finished checkpoint returns without a step; a different call is refused."""
+    from reprinvert.models import UNet
+
+    data = torch.rand(40, 3, 8, 8)
+    kw = dict(epochs=3, batch_size=8, lr=1e-3, seed=1, progress=False)
+    plain = UNet(skip="none", base=4, depth=2, seed=0)
+    ref = train(plain, data, **kw)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(stats) -> None:
+        if stats.epoch == 2:
+            raise Stop
+
+    path = tmp_path / "ck.pt"
+    with pytest.raises(Stop):
+        train(UNet(skip="none", base=4, depth=2, seed=0), data, callback=stop_after_two, checkpoint=path, **kw)
+    resumed = UNet(skip="none", base=4, depth=2, seed=0)
+    got = train(resumed, data, checkpoint=path, **kw)
+    for (k, a), b in zip(plain.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert [h.loss for h in got.history] == [h.loss for h in ref.history] and got.steps == ref.steps
+    again = UNet(skip="none", base=4, depth=2, seed=0)
+    calls = []
+    real_step = torch.optim.Adam.step
+    try:
+        torch.optim.Adam.step = lambda *a, **k: calls.append(1)  # type: ignore[method-assign]
+        done = train(again, data, checkpoint=path, **kw)
+    finally:
+        torch.optim.Adam.step = real_step  # type: ignore[method-assign]
+    assert calls == [] and done.steps == ref.steps
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), again.state_dict().values()))
+    with pytest.raises(ValueError, match="different training call.*epochs"):
+        train(UNet(skip="none", base=4, depth=2, seed=0), data, checkpoint=path, **{**kw, "epochs": 4})
+    with pytest.raises(ValueError, match="different training call.*data"):
+        train(UNet(skip="none", base=4, depth=2, seed=0), data + 0.01, checkpoint=path, **kw)

@@ -5,7 +5,7 @@
     reprinvert layers MODEL_SPEC [--weights FILE] [--input-shape B,C,H,W] [--tokens]
     reprinvert invert MODEL_SPEC IMAGES... --layer L [--weights FILE] [--size PX] [COMMON]
     reprinvert sweep MODEL_SPEC IMAGES... [--layers top|leaves|all|A,B,...] [--every K] [--one-by-one] [COMMON]
-    reprinvert experiment NAME|all [--quick|--full] [--out DIR] [--seed S] [--device DEV] [--quiet]
+    reprinvert experiment NAME|all [--size quick|medium|full] [--out DIR] [--cache DIR] [--seed S] [--device DEV]
 
 COMMON = [--out DIR] [--steps N] [--recipe NAME] [--seed S] [--device DEV] [--quiet]. MODEL_SPEC is
 ``module:factory`` (a dotted module or a ``.py`` file, and a callable in it that takes no arguments).
@@ -690,14 +690,24 @@ def _add_experiment(sub: _Subparsers) -> None:
         help="reproduce one of the seed's experiments (or all) as numbers and figures",
         description="Run a seed experiment: copy, denoise, unet-representation, depth, width, "
         "corruption-distance, or all. Writes PNG figures and result.json into --out/<name>/ and prints the "
-        "numbers. --quick (default) runs in minutes on 2 CPU cores; --full uses the seed's sizes (hours, a GPU: "
-        "pass --device cuda).",
+        "numbers. --size quick (default) runs in minutes on 2 CPU cores, --size medium in about an hour; --size "
+        "full uses the seed's sizes (hours, a GPU: pass --device cuda). Trained weights are cached in OUT/cache.",
     )
     parser.add_argument("name", metavar="NAME", help="experiment name, or 'all'")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--quick", dest="size", action="store_const", const="quick", help="CPU-sized (default)")
-    group.add_argument("--full", dest="size", action="store_const", const="full", help="the seed's sizes")
+    group.add_argument("--size", dest="size", choices=("quick", "medium", "full"),
+                       help="quick: minutes on 2 CPU cores (default); medium: about an hour on 2 CPU cores "
+                       "(longer training, scikit-image data, the real EfficientNet-Lite0, 5000-step width study); "
+                       "full: the seed's sizes (a GPU)")
+    group.add_argument("--quick", dest="size", action="store_const", const="quick", help="same as --size quick")
+    group.add_argument("--full", dest="size", action="store_const", const="full", help="same as --size full")
     parser.set_defaults(size="quick")
+    parser.add_argument(
+        "--cache", default=None, metavar="DIR",
+        help="folder of trained weights, checkpointed every epoch: a rerun loads them instead of training, an "
+        "interrupted training resumes (default: OUT/cache)",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="train from scratch and save nothing")
     parser.add_argument(
         "--out", default="reprinvert-experiments", metavar="DIR", help="output folder (default: %(default)s)"
     )
@@ -724,14 +734,16 @@ def _run_experiment(args: argparse.Namespace) -> int:
     device = parse_device(args.device)  # worded for the command line: "--device 'x': ..."
     resolve_device(device)  # what the experiments add (no MPS: they compute in float64)
     progress = not args.quiet
+    cache = False if args.no_cache else args.cache
     if name == "all":
-        results = run_all(size=args.size, out=args.out, seed=args.seed, progress=progress, device=device)
+        results = run_all(size=args.size, out=args.out, seed=args.seed, progress=progress, device=device,
+                          cache=cache)
         if progress:
             for key, sec in results["seconds"].items():
                 print(f"{key:22s} {sec:8.1f} s")
             print(f"{'total':22s} {results['total_seconds']:8.1f} s; wrote {args.out}/<name>/")
     else:
-        run(name, size=args.size, out=args.out, seed=args.seed, progress=progress, device=device)
+        run(name, size=args.size, out=args.out, seed=args.seed, progress=progress, device=device, cache=cache)
         if progress:
             print(f"wrote {args.out}/{name}/")
     return 0

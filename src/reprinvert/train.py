@@ -17,7 +17,9 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,6 +109,7 @@ def train(
     seed: int = 0,
     progress: bool = True,
     callback: Callable[[EpochStats], None] | None = None,
+    checkpoint: str | Path | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with Adam (the seed author's optimiser) and mean squared error.
 
@@ -133,12 +136,18 @@ def train(
         seed: seed of the batch order, the corruption and anything the model draws (dropout).
         progress: show a tqdm bar if tqdm is installed.
         callback: called with each epoch's :class:`EpochStats`.
+        checkpoint: a file to save the model, the optimiser, the random state and the history to after every
+            epoch (written atomically). If it exists, written by the same call (same sizes, data, seed, initial
+            weights), training continues from its last finished epoch, bit for bit as if never interrupted on
+            the CPU, and a finished one returns at once with the saved history and no new step; a file from a
+            different call is refused. None (default): nothing is saved.
 
     Returns:
         A :class:`TrainResult` with the per-epoch history.
 
     Raises:
-        ValueError: a bad argument (non-positive sizes, mismatched targets, a non-finite loss).
+        ValueError: a bad argument (non-positive sizes, mismatched targets, a non-finite loss), or a
+            ``checkpoint`` written by a different call.
     """
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -178,6 +187,12 @@ def train(
     history: list[EpochStats] = []
     steps = 0
     started = time.perf_counter()
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    fingerprint = (
+        _fingerprint(model, data, targets, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                     loss=loss, corrupt=corrupt, max_steps=max_steps, seed=seed)
+        if ckpt is not None else None
+    )
     try:
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             # Seed only the generators fork_rng restores (torch.manual_seed would reseed every CUDA device too,
@@ -186,7 +201,17 @@ def train(
             if dev.type == "cuda":
                 with torch.cuda.device(dev):
                     torch.cuda.manual_seed(seed)
-            for epoch in range(1, epochs + 1):
+            first = 1
+            if ckpt is not None and ckpt.is_file():
+                saved = _load_checkpoint(ckpt, fingerprint, model, opt, g, g_dev, dev)
+                history = [EpochStats(**h) for h in saved["history"]]
+                steps = int(saved["steps"])
+                first = int(saved["epoch"]) + 1
+                if bar is not None:
+                    bar.update(min(steps, total))
+                if saved["finished"]:
+                    first = epochs + 1
+            for epoch in range(first, epochs + 1):
                 t0 = time.perf_counter()
                 model.train()
                 order = torch.randperm(n, generator=g)
@@ -222,9 +247,12 @@ def train(
                     epoch=epoch, loss=sum(losses) / len(losses), val_loss=val_loss, seconds=time.perf_counter() - t0
                 )
                 history.append(stats)
+                done = epoch == epochs or (max_steps is not None and steps >= max_steps)
+                if ckpt is not None:
+                    _save_checkpoint(ckpt, fingerprint, model, opt, g, g_dev, dev, history, steps, epoch, done)
                 if callback is not None:
                     callback(stats)
-                if max_steps is not None and steps >= max_steps:
+                if done:
                     break
     finally:
         opt.zero_grad(set_to_none=True)
@@ -233,6 +261,79 @@ def train(
         if bar is not None:
             bar.close()
     return TrainResult(history=tuple(history), steps=steps, seconds=time.perf_counter() - started, seed=seed)
+
+
+_CHECKPOINT_SCHEMA = 1
+
+
+def _fingerprint(model: nn.Module, data: torch.Tensor, targets: torch.Tensor | None, **call: object) -> dict:
+    """What identifies a training call for its checkpoint: the arguments, the data and the initial weights
+    (float64 sums: cheap, and different for any real change)."""
+
+    def digest(t: torch.Tensor | None) -> list[float] | None:
+        if t is None:
+            return None
+        d = t.detach().double()
+        return [float(d.sum()), float((d * d).sum()), float(d.flatten()[:: max(1, d.numel() // 997)].sum())]
+
+    corrupt = call.pop("corrupt")
+    return {
+        "schema": _CHECKPOINT_SCHEMA,
+        **{k: v for k, v in call.items()},
+        "corrupt": None if corrupt is None else getattr(corrupt, "__qualname__", type(corrupt).__name__),
+        "data_shape": list(data.shape),
+        "data": digest(data),
+        "targets": digest(targets),
+        "model": type(model).__name__,
+        "parameters": {k: [list(v.shape), digest(v)] for k, v in model.state_dict().items()
+                       if v.is_floating_point()},
+    }
+
+
+def _save_checkpoint(path: Path, fingerprint: dict | None, model: nn.Module, opt: torch.optim.Optimizer,
+                     g: torch.Generator, g_dev: torch.Generator, dev: torch.device, history: list[EpochStats],
+                     steps: int, epoch: int, finished: bool) -> None:
+    state = {
+        "fingerprint": fingerprint,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": opt.state_dict(),
+        "rng": {"batch": g.get_state(), "device": g_dev.get_state() if g_dev is not g else None,
+                "global": torch.default_generator.get_state(),
+                "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None},
+        "history": [dataclasses.asdict(h) for h in history],
+        "steps": steps,
+        "epoch": epoch,
+        "finished": finished,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
+def _load_checkpoint(path: Path, fingerprint: dict | None, model: nn.Module, opt: torch.optim.Optimizer,
+                     g: torch.Generator, g_dev: torch.Generator, dev: torch.device) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file
+        raise ValueError(f"checkpoint '{path}' cannot be read ({type(exc).__name__}: {exc}); delete it to start "
+                         "afresh") from None
+    saved = state.get("fingerprint") if isinstance(state, dict) else None
+    if saved != fingerprint:
+        differ = sorted(k for k in set(saved or {}) | set(fingerprint or {})
+                        if (saved or {}).get(k) != (fingerprint or {}).get(k))
+        raise ValueError(f"checkpoint '{path}' was written by a different training call (differs in: "
+                         f"{', '.join(differ) or 'format'}); pass another checkpoint= path or delete the file")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    rng = state["rng"]
+    g.set_state(rng["batch"])
+    if rng["device"] is not None and g_dev is not g:
+        g_dev.set_state(rng["device"])
+    torch.default_generator.set_state(rng["global"])
+    if rng["cuda"] is not None and dev.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"], dev)
+    return state
 
 
 def evaluate_loss(

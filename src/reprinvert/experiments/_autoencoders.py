@@ -16,18 +16,20 @@ from ..data import save_grid
 from ..invert import invert
 from ..metrics import copy_tendency, corruption_distance, denoising_gain
 from ..models import MLPAutoencoder, UNet, count_parameters
-from ..train import evaluate_loss, train
+from ..train import evaluate_loss
 from ._common import (
     HELD_OUT,
-    TRAIN_PHOTOS,
     Device,
     Reporter,
+    cache_path,
+    cached_train,
     check_size,
     eval_images,
     mean,
     out_dir,
+    resolve_cache,
     resolve_device,
-    train_images,
+    study_images,
     write_json,
 )
 
@@ -69,6 +71,8 @@ class CopyConfig:
         alpha: the noise mix x~ = alpha x + (1 - alpha) eps, eps ~ N(0.7, 0.2^2) (the seed: 0.3).
         test_count: held-out test images.
         probes: Hutchinson probes of the Jacobian trace.
+        data: ``"bundled"`` (patches of the three bundled photos) or ``"skimage"`` (patches of 16 scikit-image
+            photos and lfw_subset faces: the ``data`` extra; the bundled photos without it).
     """
 
     image: int
@@ -81,6 +85,7 @@ class CopyConfig:
     alpha: float = 0.3
     test_count: int = 8
     probes: int = 8
+    data: str = "bundled"
 
 
 COPY_SIZES = {
@@ -92,9 +97,13 @@ COPY_SIZES = {
         image=16, mlp=dict(hidden=(1024,) * 4, norm="batch"), unet=dict(base=16, depth=2),
         train_count=4096, epochs=6, batch_size=64, lr=1e-3,
     ),
+    "medium": CopyConfig(
+        image=16, mlp=dict(hidden=(1536,) * 4, norm="batch"), unet=dict(base=16, depth=2),
+        train_count=12288, epochs=6, batch_size=64, lr=1e-3, test_count=16, data="skimage",
+    ),
     "full": CopyConfig(
         image=32, mlp=dict(hidden=(4000,) * 6, norm="batch"), unet=dict(base=64, depth=4),
-        train_count=50000, epochs=100, batch_size=128, lr=1e-4, test_count=64, probes=32,
+        train_count=50000, epochs=100, batch_size=128, lr=1e-4, test_count=64, probes=32, data="skimage",
     ),
 }
 
@@ -178,7 +187,7 @@ def _measure_copy(model: nn.Module, x: torch.Tensor, *, alpha: float, probes: in
 
 def copy(
     *, size: str | CopyConfig = "quick", out: str | Path | None = None, seed: int = 0, progress: bool = True,
-    device: Device = None,
+    device: Device = None, cache: str | Path | bool | None = None,
 ) -> CopyResult:
     """Does an overcomplete autoencoder trained only to copy learn the identity? (The seed: no.)
 
@@ -189,8 +198,8 @@ def copy(
     the denoising gain. Writes ``copy/grid.png`` and ``copy/result.json`` under ``out``.
 
     Args:
-        size: ``"tiny"`` (tests), ``"quick"`` (minutes on 2 CPU cores), ``"full"`` (the seed's sizes) or a
-            :class:`CopyConfig`.
+        size: ``"tiny"`` (tests), ``"quick"`` (minutes on 2 CPU cores), ``"medium"`` (longer training on
+            scikit-image's photos and faces), ``"full"`` (the seed's sizes) or a :class:`CopyConfig`.
         out: output folder (``out/copy/``); None writes nothing.
         seed: seed of weights, data, training and noise.
         progress: print progress lines.
@@ -198,6 +207,9 @@ def copy(
             ``torch.device``. Weights are drawn on the CPU from ``seed`` and then moved, so they are the same
             on every device; the noise is drawn on the device, so numbers on a GPU differ from the CPU's.
             Recorded in ``result.json``.
+        cache: folder of trained weights (checkpoints after every epoch): a second run with the same size and
+            seed loads them instead of training, an interrupted one resumes. None (default): ``out/cache``
+            when ``out`` is given; False: never cache.
 
     Returns:
         A :class:`CopyResult`.
@@ -210,17 +222,20 @@ def copy(
     say = Reporter("copy", progress)
     folder = out_dir(out, "copy")
     n = 3 * cfg.image * cfg.image
-    data = train_images(size=cfg.image, count=cfg.train_count, seed=seed).to(dev)
+    folder_cache = resolve_cache(cache, out)
+    data, described = study_images(size=cfg.image, count=cfg.train_count, seed=seed, source=cfg.data)
+    data = data.to(dev)
     x = eval_images(size=cfg.image, count=cfg.test_count, seed=seed).to(dev)
     mlp = MLPAutoencoder(in_features=n, seed=seed, **cfg.mlp).to(dev)
     unet = UNet(skip="concat", seed=seed, **cfg.unet).to(dev)
     say(f"training MLPAutoencoder ({count_parameters(mlp):,} parameters, {n} -> {cfg.mlp['hidden']} -> {n}) "
-        f"to copy {cfg.train_count} patches of {', '.join(TRAIN_PHOTOS)} on {dev}")
-    tr_mlp = train(mlp, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, progress=progress,
-                   device=dev)
+        f"to copy {described} on {dev}")
+    key = (dataclasses.asdict(cfg), seed, described, str(dev))
+    tr_mlp = cached_train(cache_path(folder_cache, "copy-mlp", key), say, mlp, data, epochs=cfg.epochs,
+                          batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, progress=progress, device=dev)
     say(f"training with-skip UNet ({count_parameters(unet):,} parameters) to copy")
-    tr_unet = train(unet, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed,
-                    progress=progress, device=dev)
+    tr_unet = cached_train(cache_path(folder_cache, "copy-unet-skip", key), say, unet, data, epochs=cfg.epochs,
+                           batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, progress=progress, device=dev)
     models: dict[str, ModelCopy] = {}
     outputs = {}
     for name, model, tr in (("identity", nn.Identity(), None), ("mlp", mlp, tr_mlp), ("unet_skip", unet, tr_unet)):
@@ -242,8 +257,7 @@ def copy(
             scale=max(1, 96 // cfg.image),
         )
         figures.append(str(grid))
-    notes = [f"test images: the held-out bundled photo {HELD_OUT!r} (whole, then patches); training: patches of "
-             f"{', '.join(TRAIN_PHOTOS)}"]
+    notes = [f"test images: the held-out bundled photo {HELD_OUT!r} (whole, then patches); training: {described}"]
     if cfg.lr != 1e-4:
         notes.append(f"lr {cfg.lr} (the seed used 1e-4) so that the short run converges")
     result = CopyResult(
@@ -267,9 +281,10 @@ class DenoiseConfig:
         train_count, epochs, batch_size, lr: training to copy (Adam, MSE).
         alphas: noise-mix levels (1 = clean).
         blur_sigma: standard deviation of the Gaussian blur corruption.
-        test_count: held-out test images.
+        test_count: held-out test images (also the batch of the batch-statistics mode).
         inversion_steps: steps of the last-layer inversions (unet-representation).
         recipe: inversion recipe name.
+        data: ``"bundled"`` or ``"skimage"`` (as in :class:`CopyConfig`).
     """
 
     image: int
@@ -283,6 +298,7 @@ class DenoiseConfig:
     test_count: int = 8
     inversion_steps: int = 300
     recipe: str = "default"
+    data: str = "bundled"
 
 
 DENOISE_SIZES = {
@@ -290,29 +306,51 @@ DENOISE_SIZES = {
                           test_count=2, inversion_steps=10),
     "quick": DenoiseConfig(image=32, unet=dict(base=16, depth=3), train_count=1536, epochs=4, batch_size=32,
                            lr=1e-3, inversion_steps=300),
+    "medium": DenoiseConfig(image=32, unet=dict(base=16, depth=3), train_count=8192, epochs=8, batch_size=32,
+                            lr=1e-3, test_count=16, inversion_steps=500, data="skimage"),
     "full": DenoiseConfig(image=64, unet=dict(base=64, depth=4), train_count=50000, epochs=50, batch_size=32,
-                          lr=1e-4, test_count=32, inversion_steps=220, recipe="badger"),
+                          lr=1e-4, test_count=32, inversion_steps=220, recipe="badger", data="skimage"),
 }
+
+#: The four ways :func:`denoise` runs the UNets: which UNet, and where BatchNorm takes its statistics.
+DENOISE_MODES = ("no-skip running", "no-skip batch", "skip running", "skip batch")
 
 
 @dataclass(frozen=True)
 class DenoiseResult:
-    """The denoise experiment.
+    """The denoise experiment. Errors are mean sums of squares over the held-out test images (lower is better).
 
     Attributes:
-        levels: the corruption of each column: ``"alpha=1"`` .. ``"alpha=0.1"``, ``"blur"``.
-        corruption_distance: mean ||x~ - x||^2 per level (a perfect copier's loss).
-        gain_no_skip, gain_skip: mean denoising gain ||x~ - x||^2 / ||O(x~) - x||^2 per level (0 at alpha=1,
-            where x~ = x).
-        error_no_skip, error_skip: mean ||O(x~) - x||^2 per level.
+        levels: the corruption of each column: ``"alpha=1"`` .. ``"alpha=0.1"``, ``"blur s=1.5"``.
+        corruption_distance: mean ||x~ - x||^2 per level (the corrupted input's error: a perfect copier's).
+        errors: mean ||O(x~) - x||^2 per level for each of :data:`DENOISE_MODES` ("no-skip running": the
+            no-skip UNet with BatchNorm on its running statistics, ``model.eval()``; "... batch": on the
+            statistics of the test batch, as the seed's author sampled).
+        gains: mean of the per-image ratios ||x~ - x||^2 / ||O(x~) - x||^2 per level and mode (0 at alpha=1).
+        copy_error: mean ||O(x) - x||^2 on the clean test images per mode (how well each copies).
+        oracle_mean: mean ||m(x) - x||^2 with m(x) each image's per-channel mean (an oracle that knows x's
+            colour and nothing else: the same at every level).
+        oracle_blur: per level, mean of the best ||a_c blur_s(x~) + b_c - x||^2 over s in {0, 0.5, 1, 1.5, 2, 3}
+            (those whose kernel fits the image)
+            with per-channel a_c, b_c fitted to x by least squares (a brightness/contrast-corrected blur that knows
+            x): what removing the noise mix's brightness shift and smoothing buys.
+        gain_no_skip, gain_skip, error_no_skip, error_skip: the running-statistics rows of ``gains`` and
+            ``errors`` (kept for the earlier field names).
         train_loss_no_skip, train_loss_skip: final copy (training) loss.
-        val_loss_no_skip, val_loss_skip: copy loss on the held-out images.
+        val_loss_no_skip, val_loss_skip: copy loss (MSE per element) on the held-out images, running statistics.
         parameters: parameters of each UNet (equal for "none" and "concat").
+        batch: how the batch-statistics mode batches: every test image at one corruption level together.
+        data: what the UNets were trained on.
         size, seconds, figures, notes: as in :class:`CopyResult`.
     """
 
     levels: tuple[str, ...]
     corruption_distance: tuple[float, ...]
+    errors: dict[str, tuple[float, ...]]
+    gains: dict[str, tuple[float, ...]]
+    copy_error: dict[str, float]
+    oracle_mean: float
+    oracle_blur: tuple[float, ...]
     gain_no_skip: tuple[float, ...]
     gain_skip: tuple[float, ...]
     error_no_skip: tuple[float, ...]
@@ -322,6 +360,8 @@ class DenoiseResult:
     val_loss_no_skip: float
     val_loss_skip: float
     parameters: int
+    batch: str
+    data: str
     size: str
     seconds: float
     figures: tuple[str, ...]
@@ -339,19 +379,22 @@ def _corrupt_levels(x: torch.Tensor, cfg: DenoiseConfig, seed: int) -> tuple[lis
 
 
 def _train_unets(
-    cfg: DenoiseConfig, seed: int, progress: bool, say: Reporter, device: Device = None
+    cfg: DenoiseConfig, seed: int, progress: bool, say: Reporter, device: Device = None,
+    cache: Path | None = None,
 ) -> dict[str, Any]:
     dev = resolve_device(device)
-    data = train_images(size=cfg.image, count=cfg.train_count, seed=seed).to(dev)
+    data, described = study_images(size=cfg.image, count=cfg.train_count, seed=seed, source=cfg.data)
+    data = data.to(dev)
     x = eval_images(size=cfg.image, count=cfg.test_count, seed=seed).to(dev)
-    trained: dict[str, Any] = {"config": cfg, "seed": seed, "device": dev}
+    trained: dict[str, Any] = {"config": cfg, "seed": seed, "device": dev, "data": data, "described": described}
     for skip in ("none", "concat"):
         model = UNet(skip=skip, seed=seed, **cfg.unet).to(dev)
-        say(f"training UNet skip={skip!r} ({count_parameters(model):,} parameters) to copy {cfg.train_count} "
-            f"{cfg.image}x{cfg.image} patches on {dev}")
-        tr = train(model, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed,
-                   progress=progress, device=dev)
+        say(f"training UNet skip={skip!r} ({count_parameters(model):,} parameters) to copy {described} on {dev}")
+        path = cache_path(cache, f"unet-{skip}", dataclasses.asdict(cfg), seed, described, str(dev))
+        tr = cached_train(path, say, model, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                          seed=seed, progress=progress, device=dev)
         trained[skip] = (model, tr.final_loss, evaluate_loss(model, x, device=dev))
+        say(f"UNet skip={skip!r}: held-out copy error (MSE per element) {trained[skip][2]:.4g}")
     return trained
 
 
@@ -363,24 +406,74 @@ def _reusable(trained: dict[str, Any] | None, cfg: DenoiseConfig, seed: int, dev
     )
 
 
+def _run(model: nn.Module, x: torch.Tensor, statistics: str) -> torch.Tensor:
+    """``model(x)`` without gradients, BatchNorm on its running statistics (``"running"``, eval mode) or on the
+    batch's own (``"batch"``, train mode, on a copy, so the model's running statistics are left as they were)."""
+    import copy as _copy
+
+    with torch.no_grad():
+        if statistics == "batch":
+            twin = _copy.deepcopy(model).train()
+            return twin(x)
+        flags = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            return model(x)
+        finally:
+            for m, flag in flags:
+                m.training = flag
+
+
+def _sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.double() - b.double()).flatten(1).pow(2).sum(1)
+
+
+def _oracle_mean(x: torch.Tensor) -> float:
+    x = x.double()
+    return mean(_sq(x.mean(dim=(2, 3), keepdim=True).expand_as(x), x))
+
+
+def _oracle_blur(x_tilde: torch.Tensor, x: torch.Tensor) -> float:
+    """Mean over images of the best brightness/contrast-corrected blur of ``x_tilde`` (see DenoiseResult)."""
+    x = x.double()
+    best = None
+    for sigma in (0.0, 0.5, 1.0, 1.5, 2.0, 3.0):
+        try:
+            b = (x_tilde if sigma == 0 else corruptions.blur(x_tilde, sigma=sigma)).double()
+        except ValueError:  # a kernel too wide for tiny images
+            continue
+        bm, xm = b.mean(dim=(2, 3), keepdim=True), x.mean(dim=(2, 3), keepdim=True)
+        var = (b - bm).pow(2).mean(dim=(2, 3), keepdim=True)
+        cov = ((b - bm) * (x - xm)).mean(dim=(2, 3), keepdim=True)
+        a = torch.where(var > 0, cov / var.clamp_min(1e-300), torch.zeros_like(var))
+        err = _sq(a * (b - bm) + xm, x)
+        best = err if best is None else torch.minimum(best, err)
+    assert best is not None
+    return mean(best)
+
+
 def denoise(
     *, size: str | DenoiseConfig = "quick", out: str | Path | None = None, seed: int = 0, progress: bool = True,
-    trained: dict[str, Any] | None = None, device: Device = None,
+    trained: dict[str, Any] | None = None, device: Device = None, cache: str | Path | bool | None = None,
 ) -> DenoiseResult:
     """Does a no-skip UNet trained only to copy denoise? (The seed: yes; with skips it copies the noise.)
 
     Trains a :class:`~reprinvert.models.UNet` with ``skip="none"`` and the same-size one with ``skip="concat"``
-    to copy patches of the bundled photos (no corruption in training), then feeds held-out images corrupted by
-    the seed's noise mix at each alpha and by a Gaussian blur, and reports the denoising gain per level. Writes
+    to copy training images (no corruption in training), then feeds held-out images corrupted by the seed's
+    noise mix at each alpha and by a Gaussian blur, each UNet with BatchNorm on its running statistics
+    (``model.eval()``) and on the test batch's statistics (as the seed's author sampled: his ``model.eval()``
+    is commented out), and reports mean errors against the clean images beside the corrupted input's, the clean
+    copy's, and two oracles' (each image's per-channel mean; a brightness/contrast-corrected blur). Writes
     ``denoise/grid.png`` and ``denoise/result.json``.
 
     Args:
-        size: ``"tiny"``, ``"quick"``, ``"full"`` or a :class:`DenoiseConfig`.
+        size: ``"tiny"``, ``"quick"``, ``"medium"``, ``"full"`` or a :class:`DenoiseConfig`.
         out: output folder; None writes nothing.
         seed: seed of weights, data, training and noise.
         progress: print progress lines.
         trained: reuse UNets trained by an earlier call at the same size, seed and device (``run_all`` does).
         device: where to train and evaluate (as in :func:`copy`; None: the CPU).
+        cache: folder of trained weights (as in :func:`copy`).
 
     Returns:
         A :class:`DenoiseResult`.
@@ -393,49 +486,59 @@ def denoise(
     say = Reporter("denoise", progress)
     folder = out_dir(out, "denoise")
     if trained is None or not _reusable(trained, cfg, seed, dev):
-        trained = _train_unets(cfg, seed, progress, say, dev)
+        trained = _train_unets(cfg, seed, progress, say, dev, resolve_cache(cache, out))
     x = eval_images(size=cfg.image, count=cfg.test_count, seed=seed).to(dev)
     levels, xs = _corrupt_levels(x, cfg, seed)
-    rows: dict[str, list[torch.Tensor]] = {"none": [], "concat": []}
-    stats: dict[str, dict[str, list[float]]] = {"none": {"gain": [], "err": []}, "concat": {"gain": [], "err": []}}
-    dist = []
+    models = {"no-skip": trained["none"][0], "skip": trained["concat"][0]}
+    errors: dict[str, list[float]] = {m: [] for m in DENOISE_MODES}
+    gains: dict[str, list[float]] = {m: [] for m in DENOISE_MODES}
+    shown: dict[str, list[torch.Tensor]] = {m: [] for m in DENOISE_MODES}
+    copy_error = {}
+    for mode in DENOISE_MODES:
+        which, statistics = mode.split()
+        copy_error[mode] = mean(_sq(_run(models[which], x, statistics), x))
+    dist, oracle_blur = [], []
     for x_tilde in xs:
         dist.append(mean(corruption_distance(x_tilde.double(), x.double())))
-        for skip in ("none", "concat"):
-            model = trained[skip][0]
-            with torch.no_grad():
-                flags = [(m, m.training) for m in model.modules()]
-                model.eval()
-                try:
-                    o = model(x_tilde)
-                finally:
-                    for m, flag in flags:
-                        m.training = flag
-            rows[skip].append(o)
-            stats[skip]["gain"].append(mean(denoising_gain(o.double(), x_tilde.double(), x.double())))
-            stats[skip]["err"].append(mean(corruption_distance(o.double(), x.double())))
+        oracle_blur.append(_oracle_blur(x_tilde, x))
+        for mode in DENOISE_MODES:
+            which, statistics = mode.split()
+            o = _run(models[which], x_tilde, statistics)
+            shown[mode].append(o)
+            gains[mode].append(mean(denoising_gain(o.double(), x_tilde.double(), x.double())))
+            errors[mode].append(mean(_sq(o, x)))
+    oracle_mean = _oracle_mean(x)
+    say("copy error ||O(x)-x||^2: " + ", ".join(f"{m} {copy_error[m]:.3g}" for m in DENOISE_MODES)
+        + f"; oracle per-channel mean {oracle_mean:.3g}")
     for i, name in enumerate(levels):
-        say(f"{name:12s} ||x~-x||^2 {dist[i]:8.3f}  gain no-skip {stats['none']['gain'][i]:6.3f}  "
-            f"skip {stats['concat']['gain'][i]:6.3f}")
+        say(f"{name:12s} ||x~-x||^2 {dist[i]:8.3g}  " + "  ".join(f"{m} {errors[m][i]:8.3g}" for m in DENOISE_MODES)
+            + f"  oracle blur {oracle_blur[i]:8.3g}")
     figures: list[str] = []
     if folder is not None:
         k = 0  # the whole held-out photo
-        cols = [torch.stack([xt[k], rows["none"][i][k], rows["concat"][i][k]]) for i, xt in enumerate(xs)]
+        cols = [torch.stack([xt[k], *(shown[m][i][k] for m in DENOISE_MODES)]) for i, xt in enumerate(xs)]
         figures.append(str(save_grid(
-            cols, folder / "grid.png", column_labels=levels, row_labels=["x~", "no-skip(x~)", "skip(x~)"],
+            cols, folder / "grid.png", column_labels=levels, row_labels=["x~", *DENOISE_MODES],
             scale=max(1, 128 // cfg.image),
         )))
-    notes = [f"alpha=1 is the clean input: x~ = x, so the gain is 0 by definition; read error_* there. "
-             f"Test images: the held-out photo {HELD_OUT!r}."]
+    batch = (f"batch statistics: the {x.shape[0]} held-out test images of one corruption level form one batch "
+             f"(the whole photo {HELD_OUT!r} and patches of it)")
+    notes = [f"alpha=1 is the clean input: x~ = x, so the gain is 0 by definition; read errors there. "
+             f"Test images: the held-out photo {HELD_OUT!r}. Training: {trained['described']}.", batch,
+             "the gain is a mean of per-image ratios: an image with little structure can score high while its "
+             "error stays large; read the errors beside the oracles"]
     if cfg.lr != 1e-4:
         notes.append(f"lr {cfg.lr} (the seed used 1e-4) so that the short run converges")
     result = DenoiseResult(
         levels=tuple(levels), corruption_distance=tuple(dist),
-        gain_no_skip=tuple(stats["none"]["gain"]), gain_skip=tuple(stats["concat"]["gain"]),
-        error_no_skip=tuple(stats["none"]["err"]), error_skip=tuple(stats["concat"]["err"]),
+        errors={m: tuple(v) for m, v in errors.items()}, gains={m: tuple(v) for m, v in gains.items()},
+        copy_error=copy_error, oracle_mean=oracle_mean, oracle_blur=tuple(oracle_blur),
+        gain_no_skip=tuple(gains["no-skip running"]), gain_skip=tuple(gains["skip running"]),
+        error_no_skip=tuple(errors["no-skip running"]), error_skip=tuple(errors["skip running"]),
         train_loss_no_skip=trained["none"][1], train_loss_skip=trained["concat"][1],
         val_loss_no_skip=trained["none"][2], val_loss_skip=trained["concat"][2],
-        parameters=count_parameters(trained["none"][0]), size=size if isinstance(size, str) else "custom",
+        parameters=count_parameters(trained["none"][0]), batch=batch, data=trained["described"],
+        size=size if isinstance(size, str) else "custom",
         seconds=say.elapsed(), figures=tuple(figures), notes=tuple(notes),
     )
     if folder is not None:
@@ -453,7 +556,9 @@ class UNetRepresentationResult:
     """The last layer (``outc``) of the no-skip UNet inverted, trained against untrained, for one input.
 
     Attributes:
-        input_distance: ``{"trained": m_i, "untrained": m_i}``, m_i = ||x_g - x||.
+        input_distance: ``{"trained": m_i, "untrained": m_i, "untrained, calibrated": m_i}``, m_i = ||x_g - x||
+            ("untrained, calibrated": the initial weights with BatchNorm statistics measured on the training
+            images).
         embedding_distance: m_g per model.
         reference_distance: m_r per model (x' = x + N(0, (1/25)^2)).
         ratio: m_g / m_r per model (< 1: the layer represents x).
@@ -477,23 +582,44 @@ class UNetRepresentationResult:
     notes: tuple[str, ...]
 
 
+def _calibrated(model: nn.Module, data: torch.Tensor, batch: int = 64, count: int = 1024) -> nn.Module:
+    """A copy of ``model`` whose BatchNorm running statistics are measured on ``data`` (the first ``count``
+    images, cumulative averages over batches of ``batch``), weights unchanged: an untrained baseline that, unlike
+    the one at initialisation (running mean 0, variance 1), does not squash its input to near-constant."""
+    import copy as _copy
+
+    twin = _copy.deepcopy(model)
+    norms = [m for m in twin.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average
+    twin.train()
+    with torch.no_grad():
+        for k in range(0, min(count, data.shape[0]), batch):
+            twin(data[k : k + batch])
+    return twin.eval()
+
+
 def unet_representation(
     *, size: str | DenoiseConfig = "quick", out: str | Path | None = None, seed: int = 0, progress: bool = True,
-    trained: dict[str, Any] | None = None, device: Device = None,
+    trained: dict[str, Any] | None = None, device: Device = None, cache: str | Path | bool | None = None,
 ) -> UNetRepresentationResult:
     """Does training make the no-skip UNet's last layer represent the input more cleanly? (The seed: yes.)
 
     Inverts the output layer ``outc`` of the trained no-skip UNet (trained to copy as in :func:`denoise`) and
-    of the same UNet at its initial weights, for the same held-out image, starting from the same N(0.7, 0.05^2)
-    noise. Writes ``unet-representation/grid.png`` and ``result.json``.
+    of the same UNet at its initial weights, both with its BatchNorm at initialisation and with BatchNorm running
+    statistics measured on the training images (an untrained baseline whose output depends on its input; at
+    initialisation it barely does), for the same held-out image, from the same start, kept in [0, 1].
+    Writes ``unet-representation/grid.png`` and ``result.json``.
 
     Args:
-        size: ``"tiny"``, ``"quick"``, ``"full"`` or a :class:`DenoiseConfig`.
+        size: ``"tiny"``, ``"quick"``, ``"medium"``, ``"full"`` or a :class:`DenoiseConfig`.
         out: output folder; None writes nothing.
         seed: seed of weights, data, training and the inversions.
         progress: print progress lines.
         trained: reuse the UNets trained by :func:`denoise` at the same size, seed and device.
         device: where to train and invert (as in :func:`copy`; None: the CPU).
+        cache: folder of trained weights (as in :func:`copy`).
 
     Returns:
         A :class:`UNetRepresentationResult`.
@@ -509,10 +635,12 @@ def unet_representation(
     say = Reporter("unet-representation", progress)
     folder = out_dir(out, "unet-representation")
     if trained is None or not _reusable(trained, cfg, seed, dev):
-        trained = _train_unets(cfg, seed, progress, say, dev)
+        trained = _train_unets(cfg, seed, progress, say, dev, resolve_cache(cache, out))
     x = eval_images(size=cfg.image, count=1, seed=seed).to(dev)
     recipe = badger("unet") if cfg.recipe == "badger" else get_recipe(cfg.recipe)
-    models = {"trained": trained["none"][0], "untrained": UNet(skip="none", seed=seed, **cfg.unet).to(dev)}
+    untrained = UNet(skip="none", seed=seed, **cfg.unet).to(dev)
+    models = {"trained": trained["none"][0], "untrained": untrained,
+              "untrained, calibrated": _calibrated(untrained, trained["data"])}
     fields: dict[str, dict[str, float]] = {k: {} for k in ("m_i", "m_g", "m_r", "ratio", "psnr")}
     inputs = [x]
     pert = 0.0
@@ -532,7 +660,7 @@ def unet_representation(
     figures: list[str] = []
     if folder is not None:
         figures.append(str(save_grid(
-            inputs, folder / "grid.png", column_labels=["x", "trained outc", "untrained outc"],
+            inputs, folder / "grid.png", column_labels=["x", *(f"{k} outc" for k in models)],
             scale=max(1, 128 // cfg.image),
         )))
     result = UNetRepresentationResult(
@@ -589,13 +717,14 @@ def corruption_distance_check(
     ``result.json``.
 
     Args:
-        size: ``"tiny"`` (2 images of 8x8), ``"quick"`` (16 of 32x32) or ``"full"`` (64 of 64x64).
+        size: ``"tiny"`` (2 images of 8x8), ``"quick"`` (16 of 32x32), ``"medium"`` (32 of 32x32) or ``"full"``
+            (64 of 64x64).
         out, seed, progress, device: as in :func:`copy` (the corruptions are drawn on ``device``).
 
     Raises:
         ValueError: an unknown ``size`` or ``device``, or ``"cuda"`` on a machine without CUDA (before any work).
     """
-    sizes = {"tiny": (2, 8), "quick": (16, 32), "full": (64, 64)}
+    sizes = {"tiny": (2, 8), "quick": (16, 32), "medium": (32, 32), "full": (64, 64)}
     if size not in sizes:
         raise ValueError(f"size={size!r}: expected one of {list(sizes)}")
     count, px = sizes[size]

@@ -21,19 +21,21 @@ __all__ = [
     "SIZES",
     "TRAIN_PHOTOS",
     "Reporter",
+    "cached_train",
     "check_size",
     "eval_images",
     "jsonable",
     "plot_curves",
     "resolve_device",
+    "study_images",
     "train_images",
     "write_json",
 ]
 
-Size = Literal["tiny", "quick", "full"]
+Size = Literal["tiny", "quick", "medium", "full"]
 #: What an experiment's ``device=`` accepts (None: the CPU).
 Device = str | torch.device | None
-SIZES = ("tiny", "quick", "full")
+SIZES = ("tiny", "quick", "medium", "full")
 #: Bundled photos used for training; the fourth is held out for evaluation.
 TRAIN_PHOTOS = ("astronaut", "chelsea", "coffee")
 HELD_OUT = "rocket"
@@ -89,6 +91,86 @@ def train_images(*, size: int, count: int, seed: int) -> torch.Tensor:
     """Patches ``(count, 3, size, size)`` cut from the bundled training photos (three scales, flips)."""
     scales = tuple(s for s in (1.0, 0.75, 0.5) if round(96 * s) >= size)
     return bundled_patches(size=size, count=count, names=TRAIN_PHOTOS, scales=scales, seed=seed)
+
+
+#: scikit-image photos (the ``data`` extra) the medium size trains on besides its faces; the held-out photo
+#: ``rocket`` is never among them. Grey ones are repeated to three channels.
+SKIMAGE_TRAIN = (
+    "astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel",
+    "brick", "camera", "coins", "grass", "gravel", "moon", "page", "text", "clock",
+)
+
+
+def study_images(*, size: int, count: int, seed: int, source: str) -> tuple[torch.Tensor, str]:
+    """Training images ``(count, 3, size, size)`` and a description of where they come from.
+
+    ``source="bundled"``: patches of the three bundled training photos (:func:`train_images`).
+    ``source="skimage"``: 7/8 patches of the scikit-image photos :data:`SKIMAGE_TRAIN` (read at 192x192, cut at
+    scales 1, 0.5 and 0.25, flipped) and 1/8 whole faces of scikit-image's ``lfw_subset`` (200 grey 25x25 faces,
+    resized to ``size``); without scikit-image (``pip install "reprinvert[data]"``) the bundled photos, and the
+    description says so.
+    """
+    if source == "bundled":
+        described = f"{count} patches of the bundled {', '.join(TRAIN_PHOTOS)}"
+        return train_images(size=size, count=count, seed=seed), described
+    if source != "skimage":
+        raise ValueError(f"source={source!r}: expected 'bundled' or 'skimage'")
+    try:
+        import skimage.data as skdata
+    except ImportError:
+        x = train_images(size=size, count=count, seed=seed)
+        return x, (f"{count} patches of the bundled {', '.join(TRAIN_PHOTOS)} (scikit-image is not installed, so "
+                   "not its photos and faces: pip install \"reprinvert[data]\")")
+    from ..data import patch_dataset, skimage_images
+
+    faces_n = count // 8
+    photos = skimage_images(SKIMAGE_TRAIN, size=192)
+    scales = tuple(s for s in (1.0, 0.5, 0.25) if round(192 * s) >= size)
+    patches = patch_dataset(photos, size=size, count=count - faces_n, scales=scales, seed=seed)
+    faces = torch.from_numpy(skdata.lfw_subset()).float()[:, None].repeat(1, 3, 1, 1)
+    faces = torch.nn.functional.interpolate(faces, size=(size, size), mode="bilinear", antialias=True,
+                                            align_corners=False).clamp(0, 1)
+    faces = patch_dataset(faces, size=size, count=faces_n, scales=(1.0,), seed=seed + 1)
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed + 2))
+    return torch.cat([patches, faces])[order].contiguous(), (
+        f"{count - faces_n} patches of {len(SKIMAGE_TRAIN)} scikit-image photos ({', '.join(SKIMAGE_TRAIN)}) and "
+        f"{faces_n} faces of scikit-image's lfw_subset, resized to {size}x{size}"
+    )
+
+
+def cache_path(cache: Path | None, kind: str, *parts: Any) -> Path | None:
+    """The checkpoint file of one trained model in ``cache`` (None: no cache), named by a hash of ``parts``
+    (the config, the seed, the data's description), so a changed setting trains a new model."""
+    if cache is None:
+        return None
+    import hashlib
+
+    key = hashlib.sha1(json.dumps(jsonable(list(parts)), sort_keys=True).encode()).hexdigest()[:12]
+    return Path(cache) / f"{kind}-{key}.pt"
+
+
+def resolve_cache(cache: str | Path | bool | None, out: str | Path | None) -> Path | None:
+    """``cache=`` of an experiment -> the folder of trained weights: a path as given; None (default) ->
+    ``out/cache`` when ``out`` is given; False -> no cache."""
+    if cache is False:
+        return None
+    if cache is None or cache is True:
+        return None if out is None else Path(out) / "cache"
+    if isinstance(cache, (str, Path)):
+        return Path(cache)
+    raise TypeError(f"cache must be a folder, None or False, got {type(cache).__name__}: {cache!r}")
+
+
+def cached_train(path: Path | None, say: Callable[[str], None], model: torch.nn.Module, data: torch.Tensor,
+                 **kwargs: Any) -> Any:
+    """:func:`reprinvert.train.train` with ``checkpoint=path``: a finished checkpoint is loaded without a step
+    (and said), an interrupted one resumes."""
+    from ..train import train
+
+    if path is not None and path.is_file():
+        say(f"reusing trained weights from {path} (delete it to retrain)")
+    result = train(model, data, checkpoint=path, **kwargs)
+    return result
 
 
 def eval_images(*, size: int, count: int, seed: int) -> torch.Tensor:
