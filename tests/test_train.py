@@ -172,3 +172,14 @@ def test_a_checkpointed_training_resumes_bit_for_bit_and_refuses_another_call(tm
         train(UNet(skip="none", base=4, depth=2, seed=0), data, checkpoint=path, **{**kw, "epochs": 4})
     with pytest.raises(ValueError, match="different training call.*data"):
         train(UNet(skip="none", base=4, depth=2, seed=0), data + 0.01, checkpoint=path, **kw)
+
+
+def test_training_progress_in_a_log_file_is_plain_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """Progress into a stream that is not a terminal (a log file): lines with an estimate, no cursor codes."""
+    ae = ConvAutoencoder(channels=(4, 8))
+    train(ae, torch.rand(40, 3, 8, 8), epochs=2, batch_size=4, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 10 and lines[-1].startswith("train ConvAutoencoder: 20/20 steps")
+    assert "left" in lines[0]

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._progress import Progress
 from ._rng import make_generator
 
 __all__ = ["EpochStats", "TrainResult", "load_weights", "save_weights", "train"]
@@ -134,7 +135,8 @@ def train(
         max_steps: stop after this many optimiser steps in total.
         device: where to train (default: where the model's parameters are). The model stays there.
         seed: seed of the batch order, the corruption and anything the model draws (dropout).
-        progress: show a tqdm bar if tqdm is installed.
+        progress: show progress: a tqdm bar on a terminal with tqdm installed, otherwise a plain line on stderr
+            every tenth of the steps with the elapsed time and an estimate of the time left.
         callback: called with each epoch's :class:`EpochStats`.
         checkpoint: a file to save the model, the optimiser, the random state and the history to after every
             epoch (written atomically). If it exists, written by the same call (same sizes, data, seed, initial
@@ -176,14 +178,9 @@ def train(
     n = data.shape[0]
     per_epoch = math.ceil(n / batch_size)
     total = per_epoch * epochs if max_steps is None else min(per_epoch * epochs, max_steps)
-    bar = None
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, desc=f"train {type(model).__name__}", leave=False)
-        except ImportError:
-            bar = None
+    # a tqdm bar on a terminal; plain lines (a tenth of the steps each, with an estimate) anywhere else
+    bar = Progress(total, f"train {type(model).__name__}", "steps", enabled=progress,
+                   lines_every=max(1, total // 10), leave=False)
     history: list[EpochStats] = []
     steps = 0
     started = time.perf_counter()
@@ -207,8 +204,7 @@ def train(
                 history = [EpochStats(**h) for h in saved["history"]]
                 steps = int(saved["steps"])
                 first = int(saved["epoch"]) + 1
-                if bar is not None:
-                    bar.update(min(steps, total))
+                bar.update(min(steps, total))
                 if saved["finished"]:
                     first = epochs + 1
             for epoch in range(first, epochs + 1):
@@ -233,9 +229,7 @@ def train(
                     opt.step()
                     losses.append(batch_value)
                     steps += 1
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
+                    bar.update(1, postfix={"loss": f"{losses[-1]:.4g}"})
                     if max_steps is not None and steps >= max_steps:
                         break
                 val_loss = None
@@ -258,8 +252,7 @@ def train(
         opt.zero_grad(set_to_none=True)
         for m, flag in flags:
             m.training = flag
-        if bar is not None:
-            bar.close()
+        bar.close()
     return TrainResult(history=tuple(history), steps=steps, seconds=time.perf_counter() - started, seed=seed)
 
 
