@@ -146,6 +146,12 @@ def test_cli_experiment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["experiment", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown; available: copy" in capsys.readouterr().err
     assert main(["experiment", "copy", "--quick", "--full"]) == 2
+    assert main(["experiment", "copy", "--size", "medium", "--full"]) == 2
+    assert main(["experiment", "copy", "--size", "huge"]) == 2
+    assert "invalid choice: 'huge'" in capsys.readouterr().err
+    assert main(["experiment", "corruption-distance", "--size", "medium", "--no-cache", "--out", str(tmp_path / "m"),
+                 "--quiet"]) == 0
+    assert _json(tmp_path / "m" / "corruption-distance" / "result.json")["result"]["size"] == "medium"
     with pytest.raises(ValueError, match="'nope' is unknown"):
         E.run("nope")
 

@@ -168,9 +168,9 @@ def test_a_checkpointed_training_resumes_bit_for_bit_and_refuses_another_call(tm
         torch.optim.Adam.step = real_step  # type: ignore[method-assign]
     assert calls == [] and done.steps == ref.steps
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), again.state_dict().values()))
-    with pytest.raises(ValueError, match="different training call.*epochs"):
+    with pytest.raises(ValueError, match=r"different training call.*epochs"):
         train(UNet(skip="none", base=4, depth=2, seed=0), data, checkpoint=path, **{**kw, "epochs": 4})
-    with pytest.raises(ValueError, match="different training call.*data"):
+    with pytest.raises(ValueError, match=r"different training call.*data"):
         train(UNet(skip="none", base=4, depth=2, seed=0), data + 0.01, checkpoint=path, **kw)
 
 

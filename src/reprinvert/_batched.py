@@ -30,7 +30,7 @@ from torch import nn
 
 from ._domain import Domain, Normalize, chance_input, feed
 from ._search import History, Targets, initial, search
-from ._state import frozen
+from ._state import frozen, model_rng
 from .capture import Hooks, _AlwaysCalled, _StopForward, model_dtype, private_input, run_model
 from .invert import Inversion
 from .recipes import Recipe
@@ -296,7 +296,7 @@ def _invert_group(
     with cuts:
         # One starting draw of the input's shape, repeated for every layer: what each separate call would draw.
         start = initial(init if init is not None else rcp.init, original, work_dtype, g)
-        with torch.enable_grad():
+        with torch.enable_grad(), model_rng(model):  # the model's random stream held for the whole search
             run = search(
                 forward, rcp, _stacked(original, L), Targets.of(list(targets), batch, work_dtype),
                 init=_stacked(start, L),

@@ -233,11 +233,6 @@ def _initial_values(
     )
 
 
-def _finite(total: torch.Tensor) -> torch.Tensor:
-    """0-d bool tensor: every value is finite (v - v == 0 is False for NaN and +-Inf; cheaper than isfinite)."""
-    return ((total - total) == 0).all()
-
-
 # Steps between the loop's checks for a non-finite loss (each check synchronises with the device).
 CHECK_EVERY = 32
 
@@ -335,7 +330,12 @@ def _run(
     best_x = param.render().detach().clone()
     best_loss = torch.full((batch,), float("inf"), dtype=dtype, device=device)
     best_step = torch.zeros(batch, dtype=torch.long, device=device)
-    all_finite = torch.ones((), dtype=torch.bool, device=device)  # no non-finite loss seen yet
+    ones = torch.ones(batch, dtype=dtype, device=device)
+    # 0 while every loss so far has been finite, NaN for ever after the first that is not: the sum of a step's
+    # losses times 0 is NaN exactly when one of them is NaN or +-Inf (summed in float64, so finite losses cannot
+    # overflow), and NaN + anything stays NaN. Added to the best loss, it freezes the best iterate at the first
+    # non-finite loss with two small operations per step and no host synchronisation.
+    guard = torch.zeros((), dtype=torch.float64, device=device)
     mask_shape = (-1,) + (1,) * (best_x.dim() - 1)
     states: list[dict[str, torch.Tensor]] = [{} for _ in param.params]  # momentum of "sgd", moments of "adam"
     lbfgs_state: dict[str, torch.Tensor] = {}
@@ -361,8 +361,8 @@ def _run(
     nonfinite = False
     steps_run = 0
 
-    def objective(x: torch.Tensor, t: float, record: int | None) -> torch.Tensor:
-        """Per-sample total loss at the input ``x``; records each term at history[record] when asked."""
+    def objective(x: torch.Tensor, t: float, record: torch.Tensor | None) -> torch.Tensor:
+        """Per-sample total loss at the input ``x``; records each term in the history row ``record`` if given."""
         xin = x
         for r in transforms:
             xin = r.transform(xin, t, tg)
@@ -383,17 +383,19 @@ def _run(
                 total = total + p
                 terms.append(p)
         if record is not None:  # one write per step: every term, the total and the iterate's input distance
-            distance = torch.linalg.vector_norm(flatten_batch(x.detach(), batch).to(dtype) - original_flat, dim=1)
-            torch.stack([*(p.detach() for p in terms), total.detach(), distance], out=history_row(record))
+            # x is the search's own (B, ...) tensor in ``dtype``: a plain reshape flattens it
+            distance = torch.linalg.vector_norm(x.detach().reshape(batch, -1) - original_flat, dim=1)
+            torch.stack([*(p.detach() for p in terms), total.detach(), distance], out=record)
         return total
 
     def keep_if_better(total: torch.Tensor, x: torch.Tensor, step: int) -> torch.Tensor:
         """Per sample, remember ``x`` and ``step`` where ``total`` is lower than the best so far.
 
-        Nothing is taken once any loss has been non-finite (``all_finite`` is False): NaN compares False, and
-        the flag also stops +-Inf and every later step. No host synchronisation. ``total`` and ``x`` are detached.
+        Nothing is taken once any loss has been non-finite (``guard`` is NaN): NaN compares False, also for
+        +-Inf and every later step. No host synchronisation. ``total`` and ``x`` are detached.
         """
-        improved = torch.lt(total, best_loss).logical_and_(all_finite)
+        torch.add(guard, total.sum(dtype=torch.float64), alpha=0, out=guard)
+        improved = torch.lt(total, best_loss + guard)
         torch.where(improved, total, best_loss, out=best_loss)
         best_step.masked_fill_(improved, step)
         return torch.where(improved.view(mask_shape), x, best_x)
@@ -408,7 +410,7 @@ def _run(
         for i in range(steps):
             t = i / steps
             lr_i = lr_at(i)
-            history_row(i)  # makes sure the block of step i exists
+            row = history_row(i)  # makes sure the block of step i exists
             lrs[i] = lr_i
             if rng_at_step is not None:
                 rng_at_step[i] = tg.get_state()
@@ -423,9 +425,10 @@ def _run(
                 evaluated: list[torch.Tensor] = []
 
                 def closure(
-                    t: float = t, i: int = i, evaluated: list[torch.Tensor] = evaluated, param: Parametrized = param
+                    t: float = t, row: torch.Tensor = row, evaluated: list[torch.Tensor] = evaluated,
+                    param: Parametrized = param,
                 ) -> torch.Tensor:
-                    total = objective(param.render(), t, i if not evaluated else None)  # history: first evaluation
+                    total = objective(param.render(), t, row if not evaluated else None)  # history: first evaluation
                     evaluated.append(total.detach())
                     if "scale" not in lbfgs_state:
                         # torch's L-BFGS skips curvature pairs with y.s <= 1e-10 (an absolute threshold), so a
@@ -441,16 +444,16 @@ def _run(
                 total = evaluated[0]
             else:
                 x_now = param.render()
-                total = objective(x_now, t, i)
-                grads = torch.autograd.grad(total.sum(), param.params)
+                total = objective(x_now, t, row)
+                # d(sum of the per-sample losses): ones as the output gradient, without a sum in the graph
+                grads = torch.autograd.grad(total, param.params, grad_outputs=ones)
                 current_x = x_now.detach()
             total = total.detach()
-            all_finite &= _finite(total)
             best_x = keep_if_better(total, current_x, i)
             # The loop's host synchronisation, every ``check_every`` steps. A non-finite loss found here ends the run
-            # as if it had stopped at that step: the best iterate was frozen there by ``all_finite``.
+            # as if it had stopped at that step: the best iterate was frozen there by ``guard``.
             if (i + 1) % check_every == 0 or i == steps - 1:
-                if not bool(all_finite):
+                if bool(guard.isnan()):
                     at, bad = first_nonfinite(i + 1)
                     if rng_at_step is not None and at + 1 in rng_at_step:
                         tg.set_state(rng_at_step[at + 1])
@@ -495,7 +498,6 @@ def _run(
             # a model with a separate inference path is scored on the function the search minimises.
             with torch.enable_grad():
                 total = objective(final_x.clone().requires_grad_(True), 1.0, None).detach()
-            all_finite &= _finite(total)
             best_x = keep_if_better(total, final_x, steps_run)
     finally:
         if bar is not None:

@@ -175,6 +175,7 @@ class _ModelStream:
         self.cpu = torch.Generator().manual_seed(self.seed).get_state()
         self.cuda: list[torch.Tensor] | None = None
         self.depth = 0
+        self.held: tuple[torch.Tensor, list[torch.Tensor] | None] | None = None  # the caller's states, swapped out
 
     def swap_in(self) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         theirs = torch.get_rng_state()
@@ -218,10 +219,32 @@ def model_rng(model: nn.Module) -> Iterator[None]:
     if stream.depth:  # the model calls itself: already on its stream
         yield
         return
-    theirs = stream.swap_in()
+    stream.held = stream.swap_in()
     stream.depth += 1
     try:
         yield
     finally:
         stream.depth -= 1
-        stream.swap_out(theirs)
+        held, stream.held = stream.held, None
+        assert held is not None
+        stream.swap_out(held)
+
+
+@contextmanager
+def outside_model_rng(model: nn.Module) -> Iterator[None]:
+    """Inside :func:`model_rng`'s block, run this block (code that is not the model's: a user's callback) on
+    torch's own random stream again. The search holds the model's stream for its whole loop (four generator-state
+    copies per loop instead of per step), and steps out of it around the caller's code."""
+    streams = _STREAMS.get(model)
+    if not streams or not streams[-1].depth or streams[-1].held is None:
+        yield
+        return
+    stream = streams[-1]
+    held = stream.held
+    depth, stream.depth = stream.depth, 0
+    stream.swap_out(held)
+    try:
+        yield
+    finally:
+        stream.held = stream.swap_in()
+        stream.depth = depth

@@ -25,7 +25,7 @@ from ._domain import Domain, NormalizeSpec, chance_input
 from ._rng import make_generator
 from ._search import History, StepInfo, Targets, search
 from ._search import adam as _adam  # noqa: F401  (tests compare it with torch.optim.Adam)
-from ._state import check_materialised, frozen
+from ._state import check_materialised, frozen, model_rng, outside_model_rng
 from .capture import Hooks, Selector, model_dtype, private_input, requiring_grad
 from .errors import OutputSelectionError, ReprinvertWarning
 from .layers import LayerSpec, resolve_layer, runnable
@@ -446,13 +446,16 @@ def invert(
                 """rep(t) computed as the search computes it (gradients on), like the target."""
                 return forward(t.detach().to(work_dtype).requires_grad_(True)).detach().clone()
 
-            found = search(
-                _gradient_checked(forward, layer_name, start_name), rcp, original,
-                Targets.of([target], batch, work_dtype),
-                init=init if isinstance(init, torch.Tensor) else rcp.init, dtype=work_dtype, generator=g,
-                callback=callback, progress=progress, spatial=start_name is None,
-                units=activation_units(original) if start_name is not None else None,
-            )
+            # The model's random stream is held for the whole search (not swapped in and out at every forward);
+            # the caller's callback runs on torch's own stream, as it would have.
+            with model_rng(model):
+                found = search(
+                    _gradient_checked(forward, layer_name, start_name), rcp, original,
+                    Targets.of([target], batch, work_dtype),
+                    init=init if isinstance(init, torch.Tensor) else rcp.init, dtype=work_dtype, generator=g,
+                    callback=_outside_model_rng(model, callback), progress=progress, spatial=start_name is None,
+                    units=activation_units(original) if start_name is not None else None,
+                )
             result_x, best_step = found.result(track_best)
 
             # 2. Metrics: rep(x_g), the reference rep(x') with x' = x + N(0, sigma^2), and an unrelated input's.
@@ -539,6 +542,20 @@ def _check_options(*, train: Any, track_best: Any) -> None:
     for flag_name, flag in (("train", train), ("track_best", track_best)):
         if not isinstance(flag, bool):
             raise TypeError(f"{flag_name} must be True or False, got {type(flag).__name__}: {flag!r}")
+
+
+def _outside_model_rng(
+    model: nn.Module, callback: Callable[[StepInfo], bool | None] | None
+) -> Callable[[StepInfo], bool | None] | None:
+    """``callback`` run on torch's own random stream while the search holds the model's (None stays None)."""
+    if callback is None:
+        return None
+
+    def outside(info: StepInfo) -> bool | None:
+        with outside_model_rng(model):
+            return callback(info)
+
+    return outside
 
 
 def _gradient_checked(

@@ -463,3 +463,22 @@ def test_keyword_tensors_the_model_writes_into_stay_the_callers() -> None:
     assert torch.allclose(res.target, model.lin(x).detach())
     plain = ri.invert(model.lin, "", x, steps=20, clamp=False)  # the same function, without the hostile write
     assert torch.equal(res.input, plain.input)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_a_callback_draws_from_the_callers_stream_while_the_search_holds_the_models(train: bool) -> None:
+    """The search holds the model's random stream for its whole loop; the caller's callback still draws from
+    torch's global stream (the same numbers as without reprinvert around it), and its draws change nothing in the
+    model's."""
+    torch.manual_seed(0)
+    model = SamplingNet()
+    x = torch.rand(2, 4)
+    quiet = ri.invert(model, "dec", x, steps=5, seed=3, train=train, clamp=False)
+    torch.manual_seed(5)
+    drawn: list[torch.Tensor] = []
+    noisy = ri.invert(model, "dec", x, steps=5, seed=3, train=train, clamp=False,
+                      callback=lambda info: drawn.append(torch.rand(4)))
+    torch.manual_seed(5)
+    assert all(torch.equal(d, torch.rand(4)) for d in drawn) and len(drawn) == 5
+    assert torch.equal(noisy.input, quiet.input)
+    assert torch.equal(noisy.metrics.embedding_distance, quiet.metrics.embedding_distance)
