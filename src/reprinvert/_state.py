@@ -236,11 +236,11 @@ def outside_model_rng(model: nn.Module) -> Iterator[None]:
     torch's own random stream again. The search holds the model's stream for its whole loop (four generator-state
     copies per loop instead of per step), and steps out of it around the caller's code."""
     streams = _STREAMS.get(model)
-    if not streams or not streams[-1].depth or streams[-1].held is None:
+    held = streams[-1].held if streams else None
+    if not streams or not streams[-1].depth or held is None:
         yield
         return
     stream = streams[-1]
-    held = stream.held
     depth, stream.depth = stream.depth, 0
     stream.swap_out(held)
     try:
