@@ -367,12 +367,14 @@ def _run(
         for r in transforms:
             xin = r.transform(xin, t, tg)
         out = forward(xin)
-        reps = out if isinstance(out, list) else [out]  # a batched sweep: one representation per chunk
-        parts = [
-            data_loss(rcp.loss, flatten_batch(o, tf.shape[0]).to(dtype), tf, sq)
-            for o, tf, sq in zip(reps, targets.flat, targets.squared)
-        ]
-        data = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if isinstance(out, list):  # a batched sweep: one representation per chunk
+            data = torch.cat([
+                data_loss(rcp.loss, flatten_batch(o, tf.shape[0]).to(dtype), tf, sq)
+                for o, tf, sq in zip(out, targets.flat, targets.squared)
+            ])
+        else:
+            tf = targets.flat[0]
+            data = data_loss(rcp.loss, flatten_batch(out, tf.shape[0]).to(dtype), tf, targets.squared[0])
         if rcp.loss_scale != 1.0:
             data = data * rcp.loss_scale
         total = data

@@ -230,6 +230,12 @@ def model_rng(model: nn.Module) -> Iterator[None]:
         stream.swap_out(held)
 
 
+def holds_model_rng(model: nn.Module) -> bool:
+    """Whether the model's random stream is swapped in now (inside :func:`model_rng`): a forward needs no swap."""
+    streams = _STREAMS.get(model)
+    return bool(streams) and streams[-1].depth > 0  # type: ignore[index]
+
+
 @contextmanager
 def outside_model_rng(model: nn.Module) -> Iterator[None]:
     """Inside :func:`model_rng`'s block, run this block (code that is not the model's: a user's callback) on

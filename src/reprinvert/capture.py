@@ -29,7 +29,7 @@ from torch.nn.modules import module as _mm
 from torch.utils.hooks import RemovableHandle
 
 from ._domain import NormalizeSpec, feed, resolve_normalize
-from ._state import frozen, model_rng
+from ._state import frozen, holds_model_rng, model_rng
 from .errors import LayerCallError, LayerNotFoundError, OutputSelectionError
 from .layers import LayerSpec, _layer_names, resolve_layer, runnable
 
@@ -235,7 +235,10 @@ def run_model(model: nn.Module, x: Any, model_kwargs: Mapping[str, Any] | None =
         )
     # Fresh copies of the keyword tensors for every forward: a model that writes into a mask in place changes
     # neither the caller's tensor nor the next step's function.
-    kwargs = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in (model_kwargs or {}).items()}
+    kwargs = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in model_kwargs.items()} \
+        if model_kwargs else {}
+    if holds_model_rng(model):  # a search already runs on the model's stream: no swap (the step loop's case)
+        return model(*x, **kwargs) if isinstance(x, tuple) else model(x, **kwargs)
     with model_rng(model):  # random draws in the forward come from the seed, not torch's global RNG
         if isinstance(x, tuple):
             return model(*x, **kwargs)
