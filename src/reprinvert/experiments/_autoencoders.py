@@ -56,6 +56,12 @@ def _noise(alpha: float) -> Any:
     return corrupt
 
 
+def _training_fields(cfg: Any) -> dict[str, Any]:
+    """What decides a trained model (the cache key): not the evaluation's settings (test images, inversions)."""
+    keep = ("image", "mlp", "unet", "train_count", "epochs", "batch_size", "lr", "data")
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k in keep}
+
+
 # ---------------------------------------------------------------------------------------------- copy
 @dataclass(frozen=True)
 class CopyConfig:
@@ -230,7 +236,7 @@ def copy(
     unet = UNet(skip="concat", seed=seed, **cfg.unet).to(dev)
     say(f"training MLPAutoencoder ({count_parameters(mlp):,} parameters, {n} -> {cfg.mlp['hidden']} -> {n}) "
         f"to copy {described} on {dev}")
-    key = (dataclasses.asdict(cfg), seed, described, str(dev))
+    key = (_training_fields(cfg), seed, described, str(dev))
     tr_mlp = cached_train(cache_path(folder_cache, "copy-mlp", key), say, mlp, data, epochs=cfg.epochs,
                           batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, progress=progress, device=dev)
     say(f"training with-skip UNet ({count_parameters(unet):,} parameters) to copy")
@@ -283,8 +289,11 @@ class DenoiseConfig:
         blur_sigma: standard deviation of the Gaussian blur corruption.
         test_count: held-out test images (also the batch of the batch-statistics mode).
         inversion_steps: steps of the last-layer inversions (unet-representation).
-        recipe: inversion recipe name.
+        recipe: inversion recipe name (``"badger"``: the seed's, preset ``"unet"``).
         data: ``"bundled"`` or ``"skimage"`` (as in :class:`CopyConfig`).
+        compare: further recipes the last-layer inversions are also run with (names of
+            :func:`reprinvert.recipes.get`, or ``"badger-cnn"``: the seed's with its blur), reported in
+            ``UNetRepresentationResult.by_recipe``.
     """
 
     image: int
@@ -299,6 +308,7 @@ class DenoiseConfig:
     inversion_steps: int = 300
     recipe: str = "default"
     data: str = "bundled"
+    compare: tuple[str, ...] = ()
 
 
 DENOISE_SIZES = {
@@ -307,7 +317,7 @@ DENOISE_SIZES = {
     "quick": DenoiseConfig(image=32, unet=dict(base=16, depth=3), train_count=1536, epochs=4, batch_size=32,
                            lr=1e-3, inversion_steps=300),
     "medium": DenoiseConfig(image=32, unet=dict(base=16, depth=3), train_count=8192, epochs=8, batch_size=32,
-                            lr=1e-3, test_count=16, inversion_steps=500, data="skimage"),
+                            lr=1e-3, test_count=16, inversion_steps=500, data="skimage", compare=("badger-cnn",)),
     "full": DenoiseConfig(image=64, unet=dict(base=64, depth=4), train_count=50000, epochs=50, batch_size=32,
                           lr=1e-4, test_count=32, inversion_steps=220, recipe="badger", data="skimage"),
 }
@@ -390,7 +400,7 @@ def _train_unets(
     for skip in ("none", "concat"):
         model = UNet(skip=skip, seed=seed, **cfg.unet).to(dev)
         say(f"training UNet skip={skip!r} ({count_parameters(model):,} parameters) to copy {described} on {dev}")
-        path = cache_path(cache, f"unet-{skip}", dataclasses.asdict(cfg), seed, described, str(dev))
+        path = cache_path(cache, f"unet-{skip}", _training_fields(cfg), seed, described, str(dev))
         tr = cached_train(path, say, model, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                           seed=seed, progress=progress, device=dev)
         trained[skip] = (model, tr.final_loss, evaluate_loss(model, x, device=dev))
@@ -565,6 +575,8 @@ class UNetRepresentationResult:
         psnr: of x_g against x, dB, per model.
         perturbation_distance: ||x' - x||, the input-space yardstick for m_i.
         steps, recipe: of the inversions.
+        by_recipe: the same measures for every recipe run (``recipe`` first, then ``DenoiseConfig.compare``):
+            ``{recipe: {"input_distance": {model: ...}, "psnr": ..., ...}}``.
         size, seconds, figures, notes: as in :class:`CopyResult`.
     """
 
@@ -576,6 +588,7 @@ class UNetRepresentationResult:
     perturbation_distance: float
     steps: int
     recipe: str
+    by_recipe: dict[str, dict[str, dict[str, float]]]
     size: str
     seconds: float
     figures: tuple[str, ...]
@@ -637,37 +650,53 @@ def unet_representation(
     if trained is None or not _reusable(trained, cfg, seed, dev):
         trained = _train_unets(cfg, seed, progress, say, dev, resolve_cache(cache, out))
     x = eval_images(size=cfg.image, count=1, seed=seed).to(dev)
-    recipe = badger("unet") if cfg.recipe == "badger" else get_recipe(cfg.recipe)
+    def recipe_of(name: str) -> Any:
+        if name == "badger":
+            return badger("unet")
+        if name.startswith("badger-"):
+            return badger(name.split("-", 1)[1])  # type: ignore[arg-type]
+        return get_recipe(name)
+
+    recipe = recipe_of(cfg.recipe)
     untrained = UNet(skip="none", seed=seed, **cfg.unet).to(dev)
     models = {"trained": trained["none"][0], "untrained": untrained,
               "untrained, calibrated": _calibrated(untrained, trained["data"])}
-    fields: dict[str, dict[str, float]] = {k: {} for k in ("m_i", "m_g", "m_r", "ratio", "psnr")}
-    inputs = [x]
+    by_recipe: dict[str, dict[str, dict[str, float]]] = {}
+    rows: dict[str, list[torch.Tensor]] = {}
     pert = 0.0
-    for name, model in models.items():
-        # Clamped to [0, 1] whatever the recipe: the grid shows exactly the tensor the metrics measure.
-        res = invert(model, "outc", x, recipe=recipe, steps=cfg.inversion_steps, seed=seed, clamp=(0.0, 1.0))
-        s = res.metrics.summary()
-        fields["m_i"][name] = s["input_distance"]
-        fields["m_g"][name] = s["embedding_distance"]
-        fields["m_r"][name] = s["reference_distance"]
-        fields["ratio"][name] = s["embedding_distance"] / s["reference_distance"] if s["reference_distance"] else float(
-            "inf")
-        fields["psnr"][name] = s["psnr"]
-        pert = s["perturbation_distance"]
-        inputs.append(res.input)
-        say(f"{name:9s} {res.metrics}")
+    for rec in (recipe, *(recipe_of(n) for n in cfg.compare)):
+        fields: dict[str, dict[str, float]] = {k: {} for k in ("m_i", "m_g", "m_r", "ratio", "psnr")}
+        row = [x[0]]
+        for name, model in models.items():
+            # Clamped to [0, 1] whatever the recipe: the grid shows exactly the tensor the metrics measure.
+            res = invert(model, "outc", x, recipe=rec, steps=cfg.inversion_steps, seed=seed, clamp=(0.0, 1.0))
+            s = res.metrics.summary()
+            fields["m_i"][name] = s["input_distance"]
+            fields["m_g"][name] = s["embedding_distance"]
+            fields["m_r"][name] = s["reference_distance"]
+            fields["ratio"][name] = (s["embedding_distance"] / s["reference_distance"] if s["reference_distance"]
+                                     else float("inf"))
+            fields["psnr"][name] = s["psnr"]
+            pert = s["perturbation_distance"]
+            row.append(res.input[0])
+            say(f"{rec.name:14s} {name:21s} {res.metrics}")
+        by_recipe[rec.name] = fields
+        rows[rec.name] = row
+    fields = by_recipe[recipe.name]
+    inputs = [torch.stack([rows[r][k] for r in rows]) for k in range(len(models) + 1)]
     figures: list[str] = []
     if folder is not None:
         figures.append(str(save_grid(
             inputs, folder / "grid.png", column_labels=["x", *(f"{k} outc" for k in models)],
-            scale=max(1, 128 // cfg.image),
+            row_labels=list(rows) if len(rows) > 1 else None, scale=max(1, 128 // cfg.image),
         )))
     result = UNetRepresentationResult(
         input_distance=fields["m_i"], embedding_distance=fields["m_g"], reference_distance=fields["m_r"],
         ratio=fields["ratio"], psnr=fields["psnr"], perturbation_distance=pert, steps=cfg.inversion_steps,
-        recipe=recipe.name, size=size if isinstance(size, str) else "custom", seconds=say.elapsed(),
-        figures=tuple(figures),
+        recipe=recipe.name,
+        by_recipe={r: {"input_distance": f["m_i"], "embedding_distance": f["m_g"], "reference_distance": f["m_r"],
+                       "ratio": f["ratio"], "psnr": f["psnr"]} for r, f in by_recipe.items()},
+        size=size if isinstance(size, str) else "custom", seconds=say.elapsed(), figures=tuple(figures),
         notes=(f"input: the held-out photo {HELD_OUT!r} at {cfg.image}x{cfg.image}; both inversions start from "
                "the same seeded noise",
                "every inversion is kept in [0, 1] after each step (clamp=(0, 1), whatever the recipe), so m_i, "
