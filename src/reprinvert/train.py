@@ -178,9 +178,7 @@ def train(
     n = data.shape[0]
     per_epoch = math.ceil(n / batch_size)
     total = per_epoch * epochs if max_steps is None else min(per_epoch * epochs, max_steps)
-    # a tqdm bar on a terminal; plain lines (a tenth of the steps each, with an estimate) anywhere else
-    bar = Progress(total, f"train {type(model).__name__}", "steps", enabled=progress,
-                   lines_every=max(1, total // 10), leave=False)
+    bar: Progress | None = None
     history: list[EpochStats] = []
     steps = 0
     started = time.perf_counter()
@@ -204,9 +202,13 @@ def train(
                 history = [EpochStats(**h) for h in saved["history"]]
                 steps = int(saved["steps"])
                 first = int(saved["epoch"]) + 1
-                bar.update(min(steps, total))
                 if saved["finished"]:
                     first = epochs + 1
+            # a tqdm bar on a terminal; plain lines (a tenth of the steps each, with an estimate) anywhere else;
+            # after a resumed checkpoint, over the steps left
+            left = total - steps if first <= epochs else 0
+            name = f"train {type(model).__name__}" + (f" (resumed at step {steps})" if steps and left else "")
+            bar = Progress(left, name, "steps", enabled=progress, lines_every=max(1, left // 10), leave=False)
             for epoch in range(first, epochs + 1):
                 t0 = time.perf_counter()
                 model.train()
@@ -252,7 +254,8 @@ def train(
         opt.zero_grad(set_to_none=True)
         for m, flag in flags:
             m.training = flag
-        bar.close()
+        if bar is not None:
+            bar.close()
     return TrainResult(history=tuple(history), steps=steps, seconds=time.perf_counter() - started, seed=seed)
 
 

@@ -168,7 +168,8 @@ def cached_train(path: Path | None, say: Callable[[str], None], model: torch.nn.
     from ..train import train
 
     if path is not None and path.is_file():
-        say(f"reusing trained weights from {path} (delete it to retrain)")
+        say(f"checkpoint {path} found: a finished training is loaded, an interrupted one resumes (delete the "
+            "file to retrain)")
     result = train(model, data, checkpoint=path, **kwargs)
     return result
 
