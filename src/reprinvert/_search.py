@@ -333,9 +333,11 @@ def _run(
     ones = torch.ones(batch, dtype=dtype, device=device)
     # 0 while every loss so far has been finite, NaN for ever after the first that is not: the sum of a step's
     # losses times 0 is NaN exactly when one of them is NaN or +-Inf (summed in float64, so finite losses cannot
-    # overflow), and NaN + anything stays NaN. Added to the best loss, it freezes the best iterate at the first
-    # non-finite loss with two small operations per step and no host synchronisation.
-    guard = torch.zeros((), dtype=torch.float64, device=device)
+    # overflow; float32 on MPS, which has no float64), and NaN + anything stays NaN. Added to the best loss, it
+    # freezes the best iterate at the first non-finite loss with two small operations per step and no host
+    # synchronisation.
+    guard_dtype = torch.float32 if device.type == "mps" else torch.float64
+    guard = torch.zeros((), dtype=guard_dtype, device=device)
     mask_shape = (-1,) + (1,) * (best_x.dim() - 1)
     states: list[dict[str, torch.Tensor]] = [{} for _ in param.params]  # momentum of "sgd", moments of "adam"
     lbfgs_state: dict[str, torch.Tensor] = {}
@@ -396,7 +398,7 @@ def _run(
         Nothing is taken once any loss has been non-finite (``guard`` is NaN): NaN compares False, also for
         +-Inf and every later step. No host synchronisation. ``total`` and ``x`` are detached.
         """
-        torch.add(guard, total.sum(dtype=torch.float64), alpha=0, out=guard)
+        torch.add(guard, total.sum(dtype=guard_dtype), alpha=0, out=guard)
         improved = torch.lt(total, best_loss + guard)
         torch.where(improved, total, best_loss, out=best_loss)
         best_step.masked_fill_(improved, step)
