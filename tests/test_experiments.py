@@ -148,6 +148,7 @@ def test_cli_experiment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["experiment", "copy", "--quick", "--full"]) == 2
     assert main(["experiment", "copy", "--size", "medium", "--full"]) == 2
     assert main(["experiment", "copy", "--size", "huge"]) == 2
+    assert main(["experiment", "copy", "--cache", str(tmp_path), "--no-cache"]) == 2
     assert "invalid choice: 'huge'" in capsys.readouterr().err
     assert main(["experiment", "corruption-distance", "--size", "medium", "--no-cache", "--out", str(tmp_path / "m"),
                  "--quiet"]) == 0

@@ -702,12 +702,13 @@ def _add_experiment(sub: _Subparsers) -> None:
     group.add_argument("--quick", dest="size", action="store_const", const="quick", help="same as --size quick")
     group.add_argument("--full", dest="size", action="store_const", const="full", help="same as --size full")
     parser.set_defaults(size="quick")
-    parser.add_argument(
+    caching = parser.add_mutually_exclusive_group()
+    caching.add_argument(
         "--cache", default=None, metavar="DIR",
         help="folder of trained weights, checkpointed every epoch: a rerun loads them instead of training, an "
         "interrupted training resumes (default: OUT/cache)",
     )
-    parser.add_argument("--no-cache", action="store_true", help="train from scratch and save nothing")
+    caching.add_argument("--no-cache", action="store_true", help="train from scratch and save nothing")
     parser.add_argument(
         "--out", default="reprinvert-experiments", metavar="DIR", help="output folder (default: %(default)s)"
     )
