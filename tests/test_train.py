@@ -183,3 +183,15 @@ def test_training_progress_in_a_log_file_is_plain_lines(capsys: pytest.CaptureFi
     lines = err.strip().splitlines()
     assert len(lines) == 10 and lines[-1].startswith("train ConvAutoencoder: 20/20 steps")
     assert "left" in lines[0]
+
+
+def test_checkpoint_fingerprints_tolerate_the_last_bits_of_a_sum() -> None:
+    """A float64 sum's last bits depend on how many threads reduced it; a resume under another thread count must
+    still recognise its own checkpoint, and a real change must not pass."""
+    from reprinvert.train import _matches
+
+    saved = {"data": [1234.5678, 99.0, 1.0], "epochs": 3, "shape": [4, 3]}
+    assert _matches(saved, {"data": [1234.5678 * (1 + 1e-15), 99.0, 1.0], "epochs": 3, "shape": [4, 3]})
+    assert not _matches(saved, {"data": [1234.5678 * (1 + 1e-6), 99.0, 1.0], "epochs": 3, "shape": [4, 3]})
+    assert not _matches(saved, {**saved, "epochs": 4})
+    assert not _matches(saved, {**saved, "shape": [4, 3, 1]})

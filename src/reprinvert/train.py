@@ -259,7 +259,7 @@ def train(
     return TrainResult(history=tuple(history), steps=steps, seconds=time.perf_counter() - started, seed=seed)
 
 
-_CHECKPOINT_SCHEMA = 1
+_CHECKPOINT_SCHEMA = 2
 
 
 def _fingerprint(model: nn.Module, data: torch.Tensor, targets: torch.Tensor | None, **call: object) -> dict:
@@ -269,8 +269,12 @@ def _fingerprint(model: nn.Module, data: torch.Tensor, targets: torch.Tensor | N
     def digest(t: torch.Tensor | None) -> list[float] | None:
         if t is None:
             return None
-        d = t.detach().double()
-        return [float(d.sum()), float((d * d).sum()), float(d.flatten()[:: max(1, d.numel() // 997)].sum())]
+        d = t.detach()
+        sample = d.flatten()[:: max(1, d.numel() // 997)].double()
+        # float64 sums without a float64 copy of the whole tensor
+        return [float(d.sum(dtype=torch.float64)), float(torch.linalg.vector_norm(d.flatten(), dtype=torch.float64)
+                                                           if d.is_floating_point() else d.double().norm()),
+                float(sample.sum())]
 
     corrupt = call.pop("corrupt")
     return {
@@ -284,6 +288,18 @@ def _fingerprint(model: nn.Module, data: torch.Tensor, targets: torch.Tensor | N
         "parameters": {k: [list(v.shape), digest(v)] for k, v in model.state_dict().items()
                        if v.is_floating_point()},
     }
+
+
+def _matches(a: object, b: object) -> bool:
+    """Fingerprints agree: equal structure, floats equal to 1e-9 relative (a sum's last bits depend on how many
+    threads reduced it, so a resume under another thread count must still match)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_matches(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_matches(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
 
 
 def _save_checkpoint(path: Path, fingerprint: dict | None, model: nn.Module, opt: torch.optim.Optimizer,
@@ -315,9 +331,9 @@ def _load_checkpoint(path: Path, fingerprint: dict | None, model: nn.Module, opt
         raise ValueError(f"checkpoint '{path}' cannot be read ({type(exc).__name__}: {exc}); delete it to start "
                          "afresh") from None
     saved = state.get("fingerprint") if isinstance(state, dict) else None
-    if saved != fingerprint:
+    if not _matches(saved, fingerprint):
         differ = sorted(k for k in set(saved or {}) | set(fingerprint or {})
-                        if (saved or {}).get(k) != (fingerprint or {}).get(k))
+                        if not _matches((saved or {}).get(k), (fingerprint or {}).get(k)))
         raise ValueError(f"checkpoint '{path}' was written by a different training call (differs in: "
                          f"{', '.join(differ) or 'format'}); pass another checkpoint= path or delete the file")
     model.load_state_dict(state["model"])
