@@ -347,6 +347,7 @@ def _run(
         else None
     )
     bar = _progress_bar(steps, progress, restart)
+    adam_steps = rcp.optimizer == "adam"  # the common case, called directly in the loop
     # A callback may stop the run at any step, so with one the loop checks every step (StepInfo never shows a
     # step after a non-finite loss); otherwise every CHECK_EVERY steps.
     check_every = 1 if callback is not None else CHECK_EVERY
@@ -376,7 +377,12 @@ def _run(
             ])
         else:
             tf = targets.flat[0]
-            data = data_loss(rcp.loss, flatten_batch(out, tf.shape[0]).to(dtype), tf, targets.squared[0])
+            n = tf.shape[0]
+            if out.dtype == dtype and out.dim() > 1 and out.shape[0] == n:  # the usual case: a plain view
+                rep = out.reshape(n, -1)
+            else:
+                rep = flatten_batch(out, n).to(dtype)
+            data = data_loss(rcp.loss, rep, tf, targets.squared[0])
         if rcp.loss_scale != 1.0:
             data = data * rcp.loss_scale
         total = data
@@ -475,7 +481,10 @@ def _run(
                 for k, (p, gp, scale, state) in enumerate(zip(param.params, grads, param.lr_scales, states)):
                     if anchors:  # AdamW: p <- p - lr_p * weight_decay * (p - p_start), then the optimizer's step
                         p.sub_(p - anchors[k], alpha=lr_i / lr_scale * scale * rcp.weight_decay)
-                    _update(rcp, p, gp, lr_i * scale, i, state)
+                    if adam_steps:
+                        adam(p, gp, lr_i * scale, i + 1, state)
+                    else:
+                        _update(rcp, p, gp, lr_i * scale, i, state)
                 if posts or bounds is not None:
                     now = param.render()
                     new = now
@@ -556,7 +565,7 @@ def adam(z: torch.Tensor, grad: torch.Tensor, lr: float, t: int, state: dict[str
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
     bias_correction1 = 1 - beta1**t
     bias_correction2_sqrt = (1 - beta2**t) ** 0.5
-    denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(_ADAM_EPS)
+    denom = exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(_ADAM_EPS)
     z.addcdiv_(exp_avg, denom, value=-(lr / bias_correction1))
 
 
