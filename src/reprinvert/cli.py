@@ -690,13 +690,13 @@ def _add_experiment(sub: _Subparsers) -> None:
         help="reproduce one of the seed's experiments (or all) as numbers and figures",
         description="Run a seed experiment: copy, denoise, unet-representation, depth, width, "
         "corruption-distance, or all. Writes PNG figures and result.json into --out/<name>/ and prints the "
-        "numbers. --size quick (default) runs in minutes on 2 CPU cores, --size medium in about an hour; --size "
+        "numbers. --size quick (default) runs in minutes on 2 CPU cores, --size medium in about 35 minutes; --size "
         "full uses the seed's sizes (hours, a GPU: pass --device cuda). Trained weights are cached in OUT/cache.",
     )
     parser.add_argument("name", metavar="NAME", help="experiment name, or 'all'")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--size", dest="size", choices=("quick", "medium", "full"),
-                       help="quick: minutes on 2 CPU cores (default); medium: about an hour on 2 CPU cores "
+                       help="quick: minutes on 2 CPU cores (default); medium: about 35 minutes on 2 CPU cores "
                        "(longer training, scikit-image data, the real EfficientNet-Lite0, 5000-step width study); "
                        "full: the seed's sizes (a GPU)")
     group.add_argument("--quick", dest="size", action="store_const", const="quick", help="same as --size quick")

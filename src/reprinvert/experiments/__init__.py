@@ -1,7 +1,7 @@
 """The seed's experiments as functions that return numbers and write figures.
 
 Each experiment takes ``size="tiny" | "quick" | "medium" | "full"`` (tiny: the test suite; quick: minutes on 2
-CPU cores; medium: about an hour on 2 CPU cores, models trained until they copy well on scikit-image's photos
+CPU cores; medium: about 35 minutes on 2 CPU cores, models trained until they copy well on scikit-image's photos
 and faces, the real EfficientNet-Lite0, the width study to 5000 steps; full: the seed's settings, hours and a
 GPU), ``out=`` (figures and ``result.json`` go into ``out/<name>/``), ``seed=``, ``progress=``, ``device=``
 (``"cpu"`` when None, the default; ``"cuda"``, ``"cuda:1"`` or a ``torch.device`` to train, invert and measure
