@@ -170,8 +170,7 @@ def cached_train(path: Path | None, say: Callable[[str], None], model: torch.nn.
     if path is not None and path.is_file():
         say(f"checkpoint {path} found: a finished training is loaded, an interrupted one resumes (delete the "
             "file to retrain)")
-    result = train(model, data, checkpoint=path, **kwargs)
-    return result
+    return train(model, data, checkpoint=path, **kwargs)
 
 
 def eval_images(*, size: int, count: int, seed: int) -> torch.Tensor:
