@@ -431,3 +431,61 @@ def test_history_records_each_iterates_input_distance() -> None:
         if step < 40:
             assert float(h[step, b]) == pytest.approx(float(res.metrics.input_distance[b]), rel=1e-9)
     assert "input_distance" in res.history.as_dict()
+
+
+def _bookkept_on_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reprinvert import _search
+
+    monkeypatch.setattr(_search, "_host_bookkeeping", lambda device: False)
+
+
+@pytest.mark.parametrize(
+    "case", ["batch-of-3", "nan-deferred", "nan-callback", "restarts-jitter", "float64", "sweep-batched"]
+)
+def test_cpu_bookkeeping_in_python_numbers_equals_the_accelerators_bit_for_bit(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the CPU the loop keeps the best loss, best step and non-finite guard in Python numbers (fewer tensor
+    operations per step); on an accelerator in tensors (no host synchronisation). Both give the same result to
+    the bit: iterate, best step, history, stop message; with samples that improve at different steps, a NaN
+    found late or at once, restarts with random transforms, float64, a batched sweep."""
+
+    def run() -> Any:
+        torch.manual_seed(0)
+        g = torch.Generator().manual_seed(1)
+        if case == "sweep-batched":
+            model = SmallCNN().eval()
+            x = torch.rand(2, 3, 16, 16, generator=g)
+            return ri.sweep(model, x, layers=["relu1", "relu2"], steps=25, batched=True, progress=False)
+        if case.startswith("nan"):
+            model, x = _OneSampleGoesNaN(17), torch.rand(3, 4, generator=g)
+            callback = (lambda info: None) if case == "nan-callback" else None
+            with pytest.warns(ri.NonFiniteWarning):
+                return ri.invert(model, "", x, steps=60, callback=callback)
+        dtype = torch.float64 if case == "float64" else torch.float32
+        model = SmallCNN().eval().to(dtype)
+        x = torch.rand(3, 3, 16, 16, generator=g, dtype=dtype)
+        # plain pixels at a large step: the samples' losses oscillate, so some steps improve only some samples
+        recipe = ri.recipes.default(steps=40, lr=0.3, parametrization="pixel", clamp=None)
+        if case == "restarts-jitter":
+            recipe = ri.recipes.default(steps=30, restarts=2, regularizers=(Jitter(max_shift=1),))
+        return ri.invert(model, "relu2", x, recipe=recipe)
+
+    def fields(res: Any) -> list[torch.Tensor | Any]:
+        if isinstance(res, ri.Sweep):
+            return [f for inv in res.inversions for f in fields(inv)]
+        return [res.input, res.best_step, res.steps_run, res.stopped, *res.history.terms.values(),
+                res.history.input_distance, res.history.lr]
+
+    host = run()
+    _bookkept_on_the_device(monkeypatch)
+    device = run()
+    for a, b in zip(fields(host), fields(device), strict=True):
+        if isinstance(a, torch.Tensor):
+            assert torch.equal(a.nan_to_num(nan=-1.0), b.nan_to_num(nan=-1.0))
+        else:
+            assert a == b
+    if case == "batch-of-3":  # some steps improved some samples and not others: the partial path ran
+        total = host.history.total
+        improved = total < torch.cummin(total, 0).values.roll(1, 0).index_fill(0, torch.tensor([0]), math.inf)
+        assert bool((improved.any(1) & ~improved.all(1)).any())

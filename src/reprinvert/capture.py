@@ -187,6 +187,8 @@ def select_output(output: Any, select: Selector = None, *, layer: str = "?") -> 
         OutputSelectionError: no selector and not exactly one tensor, or the selector does not lead to a tensor.
     """
     if select is None:
+        if isinstance(output, torch.Tensor):  # the usual case, at every step of a search
+            return output
         found = _tensor_paths(output)
         if len(found) == 1:
             return found[0][1]
