@@ -422,20 +422,20 @@ def _run(
             if not all(map(math.isfinite, values)):
                 host_poisoned = True
                 return best_x
-            improved = [v < b for v, b in zip(values, host_best)]
-            for k in (k for k, better in enumerate(improved) if better):
+            gained = [v < b for v, b in zip(values, host_best)]
+            for k in (k for k, better in enumerate(gained) if better):
                 host_best[k] = values[k]
                 host_step[k] = step
-            if all(improved):
+            if all(gained):
                 return best_x.copy_(x)
-            if any(improved):
-                key = tuple(improved)
-                mask = host_masks.get(key)
-                if mask is None:
-                    mask = torch.tensor(improved, device=device).view(mask_shape)
+            if any(gained):
+                key = tuple(gained)
+                picked = host_masks.get(key)
+                if picked is None:
+                    picked = torch.tensor(gained, device=device).view(mask_shape)
                     if len(host_masks) < 64:  # the patterns of a small batch recur: each made once
-                        host_masks[key] = mask
-                return torch.where(mask, x, best_x, out=best_x)
+                        host_masks[key] = picked
+                return torch.where(picked, x, best_x, out=best_x)
             return best_x
         torch.add(guard, total.sum(dtype=guard_dtype), alpha=0, out=guard)
         improved = torch.lt(total, best_loss + guard)
