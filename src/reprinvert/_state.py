@@ -236,21 +236,28 @@ def holds_model_rng(model: nn.Module) -> bool:
     return bool(streams) and streams[-1].depth > 0  # type: ignore[index]
 
 
-@contextmanager
-def outside_model_rng(model: nn.Module) -> Iterator[None]:
-    """Inside :func:`model_rng`'s block, run this block (code that is not the model's: a user's callback) on
-    torch's own random stream again. The search holds the model's stream for its whole loop (four generator-state
-    copies per loop instead of per step), and steps out of it around the caller's code."""
+def step_out_of_model_rng(model: nn.Module) -> tuple[_ModelStream, int] | None:
+    """Inside :func:`model_rng`'s block, put torch's own random stream back (for code that is not the model's: a
+    user's callback) and return what :func:`step_back_into_model_rng` needs; None when nothing is held. The search
+    holds the model's stream for its whole loop (four generator-state copies per loop instead of per step) and
+    steps out of it around the caller's code. Two plain calls rather than a context manager: this runs at every
+    step that has a callback."""
     streams = _STREAMS.get(model)
-    held = streams[-1].held if streams else None
-    if not streams or not streams[-1].depth or held is None:
-        yield
-        return
+    if not streams:
+        return None
     stream = streams[-1]
+    held = stream.held
+    if not stream.depth or held is None:
+        return None
     depth, stream.depth = stream.depth, 0
     stream.swap_out(held)
-    try:
-        yield
-    finally:
-        stream.held = stream.swap_in()
-        stream.depth = depth
+    return stream, depth
+
+
+def step_back_into_model_rng(token: tuple[_ModelStream, int] | None) -> None:
+    """Undo :func:`step_out_of_model_rng` (nothing for None)."""
+    if token is None:
+        return
+    stream, depth = token
+    stream.held = stream.swap_in()
+    stream.depth = depth

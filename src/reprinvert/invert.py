@@ -25,7 +25,7 @@ from ._domain import Domain, NormalizeSpec, chance_input
 from ._rng import make_generator
 from ._search import History, StepInfo, Targets, search
 from ._search import adam as _adam  # noqa: F401  (tests compare it with torch.optim.Adam)
-from ._state import check_materialised, frozen, model_rng, outside_model_rng
+from ._state import check_materialised, frozen, model_rng, step_back_into_model_rng, step_out_of_model_rng
 from .capture import Hooks, Selector, model_dtype, private_input, requiring_grad
 from .errors import OutputSelectionError, ReprinvertWarning
 from .layers import LayerSpec, resolve_layer, runnable
@@ -552,8 +552,11 @@ def _outside_model_rng(
         return None
 
     def outside(info: StepInfo) -> bool | None:
-        with outside_model_rng(model):
+        token = step_out_of_model_rng(model)
+        try:
             return callback(info)
+        finally:
+            step_back_into_model_rng(token)
 
     return outside
 
