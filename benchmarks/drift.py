@@ -14,8 +14,14 @@ For each run, from its history (every step's loss and m_i, per photo): at 0, 5, 
 steps, the reported iterate's m_i and loss (the iterate with the lowest loss so far: what a run stopped there would
 return), as the mean over the photos; the lowest of these m_i and where; how far the last one is above it.
 If ten times the steps lower the loss further and raise m_i further, the climb is the layer's (lower loss lies
-farther from x along the search's path), not a search stopped short. Results: ``benchmarks/results/drift.json``;
-``docs/recipes.md`` quotes them.
+farther from x along the search's path), not a search stopped short.
+
+``--candidates`` measures, instead, a candidate for a drift-free default against the default at 500 steps: jitter
+of up to 2 pixels whose largest shift falls to 0 at half or three quarters of the run (``AnnealedJitter`` below,
+the benchmark's own), on the known answers (identity on random images, an orthogonal colour mixing of photos:
+relative m_i of the worst sample), the trained EfficientNet-Lite0's ``_bn0``, ``_blocks.0`` and ``_blocks.2``, the
+untrained one's ``_blocks.7`` and the ViT's ``layers.1`` (PSNR per photo, and the climb). Results:
+``benchmarks/results/drift.json`` (``candidates``); ``docs/recipes.md`` quotes them.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import inversion_quality as iq
 
 import reprinvert as ri
 from reprinvert import recipes
+from reprinvert.regularizers import Jitter
 
 RESULTS = Path(__file__).parent / "results" / "drift.json"
 FRACTIONS = (0.0, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
@@ -69,10 +76,59 @@ def entry_for(case: str, name: str) -> dict[str, Any]:
     return iq.cases(False)[case]()[0]
 
 
+class AnnealedJitter(Jitter):
+    """Jitter whose largest shift falls linearly from ``max_shift`` to 0 at fraction ``until`` of the run (rounded
+    to whole pixels); plain pixels after that."""
+
+    def __init__(self, max_shift: int = 2, until: float = 0.5) -> None:
+        super().__init__(max_shift=max_shift)
+        object.__setattr__(self, "until", until)
+
+    def transform(self, x: torch.Tensor, t: float, generator: torch.Generator) -> torch.Tensor:
+        shift = round(self.max_shift * max(0.0, 1 - t / self.until))  # type: ignore[attr-defined]
+        return Jitter(max_shift=shift).transform(x, t, generator) if shift else x
+
+
+CANDIDATES = {"default": (), "annealed jitter to 0.5": (AnnealedJitter(2, 0.5),),
+              "annealed jitter to 0.75": (AnnealedJitter(2, 0.75),)}
+
+
+def candidates() -> dict[str, Any]:
+    """Each candidate against the default at 500 steps, on known answers and the real networks."""
+    import weight_decay as wd
+
+    known = {k: v for k, v in wd.known_answers().items() if not k.startswith("fft")}  # flat input: no jitter
+    builders = iq.cases(False)
+    nets = {"effnet-trained": builders["effnet-trained"]()[0], "effnet-untrained": builders["effnet-untrained"]()[0],
+            "vit": builders["vit"]()[0]}
+    layers = [("effnet-trained", "_bn0"), ("effnet-trained", "_blocks.0"), ("effnet-trained", "_blocks.2"),
+              ("effnet-untrained", "_blocks.7"), ("vit", "layers.1")]
+    out: dict[str, Any] = {}
+    for label, regs in CANDIDATES.items():
+        recipe = recipes.default(regularizers=regs)
+        row: dict[str, Any] = {}
+        for name, (model, layer, x) in known.items():
+            res = ri.invert(model, layer, x, recipe=recipe, seed=0)
+            row[name] = {"relative_input_distance": float(res.metrics.relative_input_distance.max())}
+            print(f"{label:24s} {name:34s} relative m_i {row[name]['relative_input_distance']:.2e}", flush=True)
+        for case, layer in layers:
+            entry = nets[case]
+            res = ri.invert(entry["model"], layer, entry["x"], recipe=recipe, seed=0, normalize=entry["normalize"],
+                            progress=False)
+            rise, at = climb(reported_curve(res.history, recipe.steps))
+            row[f"{case} {layer}"] = {"psnr": res.metrics.psnr.tolist(), "climb": rise, "lowest_at": at}
+            print(f"{label:24s} {case + ' ' + layer:34s} PSNR {' / '.join(f'{v:.1f}' for v in res.metrics.psnr)} "
+                  f"dB, climb {100 * rise:.1f}%", flush=True)
+        out[label] = row
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="the width net only, 50 and 150 steps")
     parser.add_argument("--table", action="store_true", help="print the committed (or --out) results and stop")
+    parser.add_argument("--candidates", action="store_true",
+                        help="measure the candidate recipes against the default instead (kept beside the budgets)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
     args = parser.parse_args(argv)
     if args.table:
@@ -80,6 +136,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(text)
         return {}
     torch.set_num_threads(1)
+    if args.candidates:
+        payload = json.loads(args.out.read_text()) if args.out.exists() else {}
+        payload["candidates"] = candidates()
+        payload["candidates_command"] = " ".join(["python", "benchmarks/drift.py", *(sys.argv[1:] if argv is None
+                                                                                        else argv)])
+        payload["candidates_finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(payload, indent=1) + "\n")
+        print(table(payload))
+        return payload
     budgets = (50, 150) if args.quick else (recipes.default().steps, 10 * recipes.default().steps)
     started = time.time()
     out: dict[str, Any] = {"budgets": list(budgets), "cases": {}}
@@ -102,6 +168,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"{label:32s} {steps:5d} steps: m_i {rows[0]['input_distance']:.3f} at the start, lowest at step "
                   f"{at}, last {rows[-1]['input_distance']:.3f} ({100 * rise:+.1f}%); loss {rows[0]['loss']:.4g} -> "
                   f"{rows[-1]['loss']:.4g}", flush=True)
+    if args.out.exists():  # a rerun of the budgets keeps the candidates' results
+        kept = json.loads(args.out.read_text())
+        out.update({k: v for k, v in kept.items() if k.startswith("candidates")})
     out["command"] = " ".join(["python", "benchmarks/drift.py", *(sys.argv[1:] if argv is None else argv)])
     out["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     out["wall_seconds"] = time.time() - started
@@ -116,14 +185,27 @@ def table(payload: dict[str, Any]) -> str:
     """The docs' table: per case and budget, the reported iterate's m_i (and loss) along the run."""
     head = ("| case | steps | " + " | ".join(f"{round(100 * f)}%" for f in FRACTIONS)
             + " | lowest at step | last above lowest | PSNR (dB) | m_g / m_r |")
-    lines = [f"results of: {payload['command']} ({payload['finished']})", "",
+    lines = [f"results of: {payload.get('command')} ({payload.get('finished')})", "",
              "m_i of the reported iterate (loss below it), mean over the photos", "", head,
              "|---" * (len(FRACTIONS) + 6) + "|"]
-    for label, budgets in payload["cases"].items():
+    for label, budgets in payload.get("cases", {}).items():
         for steps, run in budgets.items():
             cells = [f"{r['input_distance']:.2f}<br>({r['loss']:.3g})" for r in run["rows"]]
             lines.append(f"| {label} | {steps} | " + " | ".join(cells) + f" | {run['lowest_at']} | "
                          f"{100 * run['climb']:+.1f}% | {run['psnr']:.1f} | {run['mg_over_mr']:.2f} |")
+    if "candidates" in payload:
+        found = payload["candidates"]
+        cases = list(next(iter(found.values())))
+        lines += ["", f"candidates: {payload['candidates_command']} ({payload['candidates_finished']}); relative m_i "
+                  "(worst sample) on the known answers, PSNR per photo (dB) and climb elsewhere", "",
+                  "| case | " + " | ".join(found) + " |", "|---" * (len(found) + 1) + "|"]
+        for case in cases:
+            cells = []
+            for row in found.values():
+                r = row[case]
+                cells.append(f"{r['relative_input_distance']:.1e}" if "relative_input_distance" in r else
+                             " / ".join(f"{v:.1f}" for v in r["psnr"]) + f" ({100 * r['climb']:.1f}%)")
+            lines.append(f"| {case} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
