@@ -489,3 +489,74 @@ def test_cpu_bookkeeping_in_python_numbers_equals_the_accelerators_bit_for_bit(
         total = host.history.total
         improved = total < torch.cummin(total, 0).values.roll(1, 0).index_fill(0, torch.tensor([0]), math.inf)
         assert bool((improved.any(1) & ~improved.all(1)).any())
+
+
+class _ValueReads:
+    """Counts the reads of floating-point tensor values to the host (what synchronises with an accelerator): the
+    operations that return a Python number or a data-dependent shape, seen by a dispatch mode, and ``tolist``,
+    which does not dispatch. Integer tensors are left out: jitter draws its shifts on the host on purpose."""
+
+    OPS = ("aten._local_scalar_dense", "aten.is_nonzero", "aten.nonzero", "aten.equal", "aten.allclose")
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        self.count = 0
+        reads = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+                if str(func.overloadpacket).startswith(reads.OPS) and any(
+                    isinstance(a, torch.Tensor) and a.is_floating_point() for a in args
+                ):
+                    reads.count += 1
+                return func(*args, **(kwargs or {}))
+
+        self.mode = Mode
+        original = torch.Tensor.tolist
+
+        def tolist(t: torch.Tensor) -> Any:
+            if t.is_floating_point():
+                reads.count += 1
+            return original(t)
+
+        monkeypatch.setattr(torch.Tensor, "tolist", tolist)
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    ["default", "badger", ri.recipes.default(regularizers=(Jitter(max_shift=2),)), ri.recipes.default(restarts=2)],
+    ids=["default", "badger-blur", "jitter", "restarts"],
+)
+def test_the_accelerator_bookkeeping_reads_no_value_per_step(recipe: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What tests/test_gpu.py checks on a GPU, checked on the CPU with the accelerator's bookkeeping forced: the
+    loop reads floating-point values to the host only at its periodic checks, whatever the recipe (the seed's
+    blur and jitter included), so the count does not grow with the number of steps."""
+    _bookkept_on_the_device(monkeypatch)
+    reads = _ValueReads(monkeypatch)
+    model, x = SmallCNN().eval(), torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+    def count(steps: int) -> int:
+        reads.count = 0
+        with reads.mode():
+            ri.invert(model, "relu2", x, steps=steps, recipe=recipe, progress=True)
+        return reads.count
+
+    restarts = getattr(recipe, "restarts", 1)  # a name ("default", "badger") is one run
+    # 64 more steps add at most the periodic checks that fall in them (every 32 steps, per restart)
+    assert count(96) - count(32) <= 2 * restarts
+
+
+def test_the_cpu_bookkeeping_reads_the_loss_once_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The counter above sees the reads: on the CPU the loop reads each step's losses once (where that waits for
+    nothing), so there the count grows with the steps."""
+    reads = _ValueReads(monkeypatch)
+    model, x = SmallCNN().eval(), torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+    def count(steps: int) -> int:
+        reads.count = 0
+        with reads.mode():
+            ri.invert(model, "relu2", x, steps=steps)
+        return reads.count
+
+    assert count(96) - count(32) >= 64
