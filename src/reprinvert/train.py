@@ -279,7 +279,7 @@ def _fingerprint(model: nn.Module, data: torch.Tensor, targets: torch.Tensor | N
     corrupt = call.pop("corrupt")
     return {
         "schema": _CHECKPOINT_SCHEMA,
-        **{k: v for k, v in call.items()},
+        **call,
         "corrupt": None if corrupt is None else getattr(corrupt, "__qualname__", type(corrupt).__name__),
         "data_shape": list(data.shape),
         "data": digest(data),
