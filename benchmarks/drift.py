@@ -4,6 +4,7 @@ own 500 steps and at ten times as many, on the benchmark cases where m_i climbs 
     OMP_NUM_THREADS=1 python benchmarks/drift.py            # about 12 minutes on one core
     python benchmarks/drift.py --quick                      # the width net only, 50 and 150 steps (a smoke run)
     python benchmarks/drift.py --table                      # print the committed results
+    OMP_NUM_THREADS=1 python benchmarks/drift.py --bound    # the Gauss-Newton bound (about 20 minutes)
 
 Cases (those of ``benchmarks/inversion_quality.py``): the untrained EfficientNet-Lite0's ``_blocks.7`` (m_i climbs
 back 3.7% there in 500 steps), the trained one's ``_blocks.2`` (1.0%) and the width study's ReLU net half as wide
@@ -22,11 +23,24 @@ the benchmark's own), on the known answers (identity on random images, an orthog
 relative m_i of the worst sample), the trained EfficientNet-Lite0's ``_bn0``, ``_blocks.0`` and ``_blocks.2``, the
 untrained one's ``_blocks.7`` and the ViT's ``layers.1`` (PSNR per photo, and the climb). Results:
 ``benchmarks/results/drift.json`` (``candidates``); ``docs/recipes.md`` quotes them.
+
+``--bound`` asks whether any search that sees only the representation could keep m_i from rising: it runs a
+minimum-norm Gauss-Newton search (``gauss_newton`` below, the benchmark's own) from the constant grey image 0.5.
+Each step solves the linearised problem ``J d = rep(x) - rep(x_g)`` for its smallest-norm solution by CGLS (10
+iterations: one Jacobian-vector product by forward-mode differentiation and one vector-Jacobian product by
+backpropagation each), so the step lies in the span of the layer's Jacobian rows: it never moves the iterate along
+a direction the layer (linearised) does not see; a backtracking line search (halving, up to 8 times) accepts it
+only if the squared error falls, and the result is clamped to [0, 1]. On a linear layer this search provably never
+moves away from any input with the same representation (the component of the error the layer sees shrinks, the
+rest stays as it is), so m_i cannot rise; any climb it shows on a nonlinear layer comes from the layer. Run at 20
+and 200 steps on the three drift cases, the linear 0.5x width net and the identity. Results: ``bound`` in
+``benchmarks/results/drift.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -64,6 +78,8 @@ def reported_curve(history: ri.History, steps: int) -> list[dict[str, float]]:
 def climb(rows: list[dict[str, float]]) -> tuple[float, int]:
     """How far the last reported m_i is above the lowest one (fraction), and the step of the lowest."""
     lowest = min(rows, key=lambda r: r["input_distance"])
+    if lowest["input_distance"] == 0:  # an exact inversion (the identity under Gauss-Newton)
+        return (0.0 if rows[-1]["input_distance"] == 0 else float("inf")), int(lowest["step"])
     return rows[-1]["input_distance"] / lowest["input_distance"] - 1, int(lowest["step"])
 
 
@@ -87,6 +103,133 @@ class AnnealedJitter(Jitter):
     def transform(self, x: torch.Tensor, t: float, generator: torch.Generator) -> torch.Tensor:
         shift = round(self.max_shift * max(0.0, 1 - t / self.until))  # type: ignore[attr-defined]
         return Jitter(max_shift=shift).transform(x, t, generator) if shift else x
+
+
+def gauss_newton(model: torch.nn.Module, layer: str, x: torch.Tensor, *, steps: int, normalize: Any = None,
+                 cg: int = 10) -> tuple[torch.Tensor, list[tuple[float, float]]]:
+    """Minimum-norm Gauss-Newton inversion of ``x`` at ``layer`` from the grey image 0.5 (see ``--bound``).
+
+    Returns the last iterate (the search only accepts steps that lower the squared error, so it is also the best)
+    and, per step from 0, the mean over samples of (squared error, m_i)."""
+    import torch.autograd.forward_ad as fwad
+
+    from reprinvert.capture import normalized_input, select_output
+
+    _, module = ri.resolve_layer(model, layer)
+    store: dict[str, torch.Tensor] = {}
+
+    class Stop(BaseException):
+        pass
+
+    def hook(_m: Any, _i: Any, output: Any) -> None:
+        store["y"] = select_output(output, layer=layer)
+        raise Stop
+
+    def rep(z: torch.Tensor) -> torch.Tensor:
+        handle = module.register_forward_hook(hook)
+        try:
+            model(normalized_input(z, normalize))
+        except Stop:
+            pass
+        finally:
+            handle.remove()
+        return store.pop("y")
+
+    def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a * b).flatten(1).sum(1)
+
+    def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return v.view(-1, *([1] * (like.dim() - 1)))
+
+    def ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:  # 0 where the denominator is 0 (converged)
+        return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), torch.zeros_like(den))
+
+    with torch.no_grad():
+        target = rep(x).detach()
+
+    def error(z: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return (rep(z) - target).flatten(1).pow(2).sum(1)
+
+    def distance(z: torch.Tensor) -> float:
+        return float((z.double() - x.double()).flatten(1).norm(dim=1).mean())
+
+    xg = torch.full_like(x, 0.5)
+    loss = error(xg)
+    curve = [(float(loss.mean()), distance(xg))]
+    def jt(y: torch.Tensor, leaf: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # J^T v at leaf
+        return torch.autograd.grad(y, leaf, v, retain_graph=True)[0]
+
+    def j(point: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # J v at point
+        with fwad.dual_level():
+            return fwad.unpack_dual(rep(fwad.make_dual(point, v))).tangent
+
+    for _ in range(steps):
+        leaf = xg.detach().requires_grad_(True)
+        y = rep(leaf)
+        # CGLS for min ||J d - r||, from d = 0: every iterate is in the span of J's rows
+        r = (target - y).detach()
+        d = torch.zeros_like(xg)
+        s = jt(y, leaf, r)
+        p, gamma = s.clone(), dot(s, s)
+        for _ in range(cg):
+            q = j(xg, p)
+            alpha = ratio(gamma, dot(q, q))
+            d, r = d + per_sample(alpha, d) * p, r - per_sample(alpha, r) * q
+            s = jt(y, leaf, r)
+            gamma, beta = dot(s, s), ratio(dot(s, s), gamma)
+            p = s + per_sample(beta, p) * p
+        t, accepted = torch.ones_like(loss), torch.zeros_like(loss, dtype=torch.bool)
+        new_x, new_loss = xg.clone(), loss.clone()
+        for _ in range(8):
+            candidate = (xg + per_sample(t, d) * d).clamp(0, 1)
+            trial = error(candidate)
+            ok = (trial < loss) & ~accepted
+            new_x[ok], new_loss[ok] = candidate[ok], trial[ok]
+            accepted |= ok
+            if bool(accepted.all()):
+                break
+            t = torch.where(accepted, t, t / 2)
+        xg, loss = new_x.detach(), new_loss
+        curve.append((float(loss.mean()), distance(xg)))
+    return xg, curve
+
+
+BOUND_STEPS = (20, 200)
+
+
+def bound(quick: bool = False) -> dict[str, Any]:
+    """The Gauss-Newton search on the drift cases, the linear 0.5x width net and the identity (see ``--bound``)."""
+    from reprinvert.models import FCNet
+
+    linear = FCNet(in_features=2523, widths=(round(0.5 * 2523),) * 2, activation="linear", seed=0).eval()
+    entries = [(f"{e['name']} {e['layers'][0] if c == 'width' else n}", e, e["layers"][0] if c == "width" else n)
+               for c, n in (CASES[2:] if quick else CASES) for e in [entry_for(c, n)]]
+    if not quick:
+        identity = iq.cases(False)["identity"]()[0]
+        entries = [("identity-random 0", identity, "0"),
+                   ("width-linear-0.5x layers.1", dict(model=linear, x=iq.photos(29), normalize=None), "layers.1"),
+                   *entries]
+    out: dict[str, Any] = {}
+    for label, entry, layer in entries:
+        out[label] = {}
+        for steps in (2, 6) if quick else BOUND_STEPS:
+            t0 = time.process_time()
+            xg, curve = gauss_newton(entry["model"], layer, entry["x"], steps=steps, normalize=entry["normalize"])
+            cpu = time.process_time() - t0
+            rows = [{"step": k, "input_distance": curve[k][1], "loss": curve[k][0]}
+                    for k in (round(f * steps) for f in FRACTIONS)]
+            rise, at = climb(rows)
+            psnr = (10 * torch.log10(1 / (xg - entry["x"]).flatten(1).pow(2).mean(1))).tolist()
+            relative = ((xg - entry["x"]).flatten(1).norm(dim=1) / entry["x"].flatten(1).norm(dim=1)).tolist()
+            rises = [b[1] > a[1] * (1 + 1e-6) for a, b in itertools.pairwise(curve)]  # m_i of the mean, step to step
+            out[label][str(steps)] = {"rows": rows, "climb": rise, "lowest_at": at, "psnr": psnr,
+                                      "relative_input_distance": relative, "cpu_seconds": cpu,
+                                      "steps_where_m_i_rose": int(sum(rises))}
+            print(f"gauss-newton {label:32s} {steps:4d} steps: m_i {rows[0]['input_distance']:.3f} -> "
+                  f"{rows[-1]['input_distance']:.3f} (lowest at step {at}, last {100 * rise:+.2f}%), PSNR "
+                  f"{' / '.join(f'{v:.1f}' for v in psnr)} dB, {cpu:.0f} s", flush=True)
+    return out
 
 
 CANDIDATES = {"default": (), "annealed jitter to 0.5": (AnnealedJitter(2, 0.5),),
@@ -129,6 +272,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--table", action="store_true", help="print the committed (or --out) results and stop")
     parser.add_argument("--candidates", action="store_true",
                         help="measure the candidate recipes against the default instead (kept beside the budgets)")
+    parser.add_argument("--bound", action="store_true",
+                        help="run the minimum-norm Gauss-Newton search instead (kept beside the budgets)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
     args = parser.parse_args(argv)
     if args.table:
@@ -136,12 +281,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(text)
         return {}
     torch.set_num_threads(1)
-    if args.candidates:
+    if args.candidates or args.bound:
+        key = "candidates" if args.candidates else "bound"
         payload = json.loads(args.out.read_text()) if args.out.exists() else {}
-        payload["candidates"] = candidates()
-        payload["candidates_command"] = " ".join(["python", "benchmarks/drift.py", *(sys.argv[1:] if argv is None
-                                                                                        else argv)])
-        payload["candidates_finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        payload[key] = candidates() if args.candidates else bound(args.quick)
+        payload[key + "_command"] = " ".join(["python", "benchmarks/drift.py", *(sys.argv[1:] if argv is None
+                                                                                  else argv)])
+        payload[key + "_finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(payload, indent=1) + "\n")
         print(table(payload))
@@ -170,7 +316,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{rows[-1]['loss']:.4g}", flush=True)
     if args.out.exists():  # a rerun of the budgets keeps the candidates' results
         kept = json.loads(args.out.read_text())
-        out.update({k: v for k, v in kept.items() if k.startswith("candidates")})
+        out.update({k: v for k, v in kept.items() if k.startswith(("candidates", "bound"))})
     out["command"] = " ".join(["python", "benchmarks/drift.py", *(sys.argv[1:] if argv is None else argv)])
     out["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     out["wall_seconds"] = time.time() - started
@@ -206,6 +352,19 @@ def table(payload: dict[str, Any]) -> str:
                 cells.append(f"{r['relative_input_distance']:.1e}" if "relative_input_distance" in r else
                              " / ".join(f"{v:.1f}" for v in r["psnr"]) + f" ({100 * r['climb']:.1f}%)")
             lines.append(f"| {case} | " + " | ".join(cells) + " |")
+    if "bound" in payload:
+        lines += ["", f"minimum-norm Gauss-Newton: {payload['bound_command']} ({payload['bound_finished']}); m_i of "
+                  "the iterate (mean over the samples) along the run", "",
+                  "| case | steps | " + " | ".join(f"{round(100 * f)}%" for f in FRACTIONS)
+                  + " | lowest at step | last above lowest | steps where m_i rose | PSNR (dB) | relative m_i (worst) "
+                  "| CPU s |", "|---" * (len(FRACTIONS) + 8) + "|"]
+        for label, runs in payload["bound"].items():
+            for steps, run in runs.items():
+                cells = [f"{r['input_distance']:.2f}" for r in run["rows"]]
+                lines.append(f"| {label} | {steps} | " + " | ".join(cells) + f" | {run['lowest_at']} | "
+                             f"{100 * run['climb']:+.2f}% | {run['steps_where_m_i_rose']} | "
+                             + " / ".join(f"{v:.1f}" for v in run["psnr"])
+                             + f" | {max(run['relative_input_distance']):.1e} | {run['cpu_seconds']:.0f} |")
     return "\n".join(lines)
 
 

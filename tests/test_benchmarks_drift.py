@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -52,3 +53,64 @@ def test_quick_run_writes_results_and_a_table(bench, tmp_path, capsys) -> None: 
     bench.main(["--table", "--out", str(out)])
     table = capsys.readouterr().out
     assert "| width-relu-0.5x layers.1 | 150 |" in table and "lowest at step" in table
+
+
+def test_gauss_newton_inverts_the_identity_in_one_step(bench) -> None:  # type: ignore[no-untyped-def]
+    """The known answer: J = I, so the first minimum-norm step lands on x exactly."""
+    model = torch.nn.Sequential(torch.nn.Identity(), torch.nn.Conv2d(3, 2, 3)).eval()
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    xg, curve = bench.gauss_newton(model, "0", x, steps=2)
+    assert torch.equal(xg, x)
+    assert curve[0][1] > 0 and curve[1] == (0.0, 0.0) and curve[2] == (0.0, 0.0)
+
+
+def test_gauss_newton_on_a_narrow_linear_layer_is_the_projection_of_the_start(bench) -> None:  # type: ignore[no-untyped-def]
+    """Hand-computed in float64: on y = W z + b with 5 outputs for 12 inputs, the search from the grey image 0.5
+    converges to 0.5 + W^+ W (x - 0.5), the input with x's representation closest to the start; m_i never rises
+    on the way, because each step leaves the part of the error the layer does not see as it is."""
+    g = torch.Generator().manual_seed(1)
+    layer = torch.nn.Linear(12, 5).double()
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(5, 12, generator=g, dtype=torch.float64))
+    x = 0.5 + 0.05 * torch.randn(3, 12, generator=g, dtype=torch.float64)  # the projection stays inside [0, 1]
+    model = torch.nn.Sequential(layer).eval()
+    xg, curve = bench.gauss_newton(model, "0", x, steps=4)
+    w = layer.weight.detach()
+    expected = 0.5 + (x - 0.5) @ (torch.linalg.pinv(w) @ w).T
+    torch.testing.assert_close(xg, expected, rtol=0, atol=1e-10)
+    distances = [d for _, d in curve]
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(distances))
+    assert distances[-1] < distances[0]
+    # and its error is only the part of x - 0.5 the layer does not see
+    null = (x - 0.5) - (x - 0.5) @ (torch.linalg.pinv(w) @ w).T
+    assert distances[-1] == pytest.approx(float(null.norm(dim=1).mean()), rel=1e-9)
+
+
+def test_gauss_newton_only_accepts_steps_that_lower_the_error(bench) -> None:  # type: ignore[no-untyped-def]
+    """On a nonlinear layer (ReLU, narrower than its input) the squared error never rises along the run, and the
+    curve has one entry per step and one for the start."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 8), torch.nn.ReLU(), torch.nn.Linear(8, 6)).eval()
+    x = torch.rand(4, 20, generator=torch.Generator().manual_seed(2))
+    xg, curve = bench.gauss_newton(model, "2", x, steps=5)
+    errors = [e for e, _ in curve]
+    assert len(curve) == 6 and all(b <= a for a, b in itertools.pairwise(errors)) and errors[-1] < errors[0]
+    assert xg.min() >= 0 and xg.max() <= 1 and xg.shape == x.shape
+
+
+def test_quick_bound_run_is_kept_beside_the_budgets(bench, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("skimage")
+    out = tmp_path / "drift.json"
+    out.write_text(json.dumps({"cases": {}, "command": "earlier", "finished": "then"}))
+    bench.main(["--bound", "--quick", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["command"] == "earlier"  # the budgets' results are kept
+    runs = data["bound"]["width-relu-0.5x layers.1"]
+    assert list(runs) == ["2", "6"]
+    for steps, run in runs.items():
+        losses = [r["loss"] for r in run["rows"]]
+        assert losses == sorted(losses, reverse=True) and run["rows"][-1]["step"] == int(steps)
+        assert len(run["psnr"]) == 3 and run["cpu_seconds"] > 0
+    capsys.readouterr()
+    bench.main(["--table", "--out", str(out)])
+    assert "| width-relu-0.5x layers.1 | 6 |" in capsys.readouterr().out.split("minimum-norm Gauss-Newton")[1]
