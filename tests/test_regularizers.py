@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import reprinvert as ri
 from reprinvert._filters import gaussian_blur
 from reprinvert.regularizers import AlphaNorm, GaussianBlur, Jitter, Regularizer, TotalVariation
 
@@ -323,3 +324,44 @@ def test_jitter_validation() -> None:
         Jitter(max_shift=-1)
     with pytest.raises(TypeError, match=r"Jitter\.max_shift must be an int, got 1\.5"):
         Jitter(max_shift=1.5)  # type: ignore[arg-type]
+
+
+def test_annealed_jitter_schedule_by_hand() -> None:
+    """round(max_shift * (1 - t / until)) until ``until``, 0 after; None keeps max_shift for the whole run."""
+    annealed = Jitter(max_shift=4, until=0.5)
+    assert [annealed.shift(t) for t in (0.0, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.99)] == [4, 3, 2, 2, 1, 0, 0, 0]
+    assert [Jitter(max_shift=2).shift(t) for t in (0.0, 0.5, 0.99)] == [2, 2, 2]
+    assert [Jitter(max_shift=2, until=1).shift(t) for t in (0.0, 0.5, 0.8)] == [2, 1, 0]
+
+
+def test_annealed_jitter_draws_within_the_shift_of_its_time_and_none_after() -> None:
+    x = torch.arange(64.0).view(1, 1, 8, 8)
+    jitter = Jitter(max_shift=4, until=0.5)
+    g = torch.Generator().manual_seed(0)
+    allowed = {(a, b) for a in range(-1, 2) for b in range(-1, 2)}  # shift(0.4) == 1
+    seen = set()
+    for _ in range(60):
+        y = jitter.transform(x, 0.4, g)
+        match = [s for s in allowed if torch.equal(y, torch.roll(x, shifts=s, dims=(2, 3)))]
+        assert len(match) == 1
+        seen.add(match[0])
+    assert len(seen) > 4
+    state = g.get_state()
+    assert jitter.transform(x, 0.5, g) is x and jitter.transform(x, 0.9, g) is x
+    assert torch.equal(g.get_state(), state)  # no draw once the shift is 0
+    # before it anneals, the same draws as a constant jitter of the same size
+    a = Jitter(max_shift=1, until=0.5).transform(x, 0.0, torch.Generator().manual_seed(3))
+    b = Jitter(max_shift=1).transform(x, 0.0, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_annealed_jitter_validation_and_saved_recipe_round_trip() -> None:
+    with pytest.raises(ValueError, match=r"Jitter\.until must be in \(0, 1\].*got 0; use None"):
+        Jitter(max_shift=2, until=0)
+    with pytest.raises(ValueError, match=r"Jitter\.until must be in \(0, 1\].*got 1\.5"):
+        Jitter(max_shift=2, until=1.5)
+    with pytest.raises(TypeError, match=r"Jitter\.until must be None or a fraction of the run, got '0\.5'"):
+        Jitter(max_shift=2, until="0.5")  # type: ignore[arg-type]
+    recipe = ri.recipes.default(regularizers=(Jitter(max_shift=2, until=0.75),))
+    rebuilt = ri.recipes.from_dict(recipe.to_dict())
+    assert rebuilt.regularizers == (Jitter(max_shift=2, until=0.75),)

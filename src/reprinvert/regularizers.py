@@ -311,18 +311,30 @@ class Jitter(Regularizer):
     ``[-max_shift, max_shift]`` with the inversion's generator and applied to the whole batch with
     ``torch.roll`` (differentiable, wraps around). Inputs without spatial dimensions are returned unchanged.
 
+    With ``until``, the largest shift falls linearly to 0 at that fraction of the run (rounded to whole samples:
+    ``round(max_shift * (1 - t / until))``) and the rest of the search is exact. Jitter keeps a search from
+    matching a layer by fine detail the layer confuses; annealed, it still lets the end of the run recover the
+    detail a layer keeps. On layers with fewer outputs than inputs ``Jitter(max_shift=2, until=0.75)`` stops the
+    input distance from climbing back and gains dB over the default (``benchmarks/drift.py --rule``, in
+    ``docs/recipes.md``); on layers that keep everything it costs precision, so it is not in the default.
+
     Attributes:
         max_shift: largest shift in samples, >= 0 (0 disables the jitter).
+        until: None (the default) keeps ``max_shift`` for the whole run; a fraction in (0, 1] anneals it to 0 by
+            then.
 
     Example:
         >>> x = torch.arange(5.0).view(1, 1, 5)
         >>> Jitter(max_shift=0).transform(x, 0.0, torch.Generator())
         tensor([[[0., 1., 2., 3., 4.]]])
+        >>> [Jitter(max_shift=2, until=0.5).shift(t) for t in (0.0, 0.2, 0.4, 0.5, 0.9)]
+        [2, 1, 0, 0, 0]
     """
 
     name: ClassVar[str] = "jitter"
 
     max_shift: int = 1
+    until: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.max_shift, bool) or not isinstance(self.max_shift, int):
@@ -331,13 +343,34 @@ class Jitter(Regularizer):
             )
         if self.max_shift < 0:
             raise ValueError(f"Jitter.max_shift must be >= 0, got {self.max_shift}")
+        if self.until is not None:
+            if isinstance(self.until, bool) or not isinstance(self.until, (int, float)):
+                raise TypeError(
+                    f"Jitter.until must be None or a fraction of the run, got {self.until!r} "
+                    f"({type(self.until).__name__})"
+                )
+            if not 0 < self.until <= 1:
+                raise ValueError(
+                    f"Jitter.until must be in (0, 1] (the fraction of the run by which the shift reaches 0), got "
+                    f"{self.until}; use None for a constant shift"
+                )
+
+    def shift(self, t: float) -> int:
+        """The largest shift at progress ``t``: ``max_shift``, or with ``until`` annealed linearly to 0 by then.
+
+        Args:
+            t: progress fraction ``step / steps`` in ``[0, 1)``.
+        """
+        if self.until is None:
+            return self.max_shift
+        return round(self.max_shift * max(0.0, 1 - t / self.until))
 
     def transform(self, x: Tensor, t: float, generator: torch.Generator) -> Tensor:
         """Roll ``x`` by one random shift per spatial dimension.
 
         Args:
             x: ``(B, C, *spatial)``; ``(B, D)`` and ``(B,)`` inputs come back unchanged.
-            t: progress fraction (unused).
+            t: progress fraction (sets the largest shift when ``until`` is given; see :meth:`shift`).
             generator: source of the shifts; it advances by one draw per call when there is anything to do.
 
         Returns:
@@ -345,11 +378,10 @@ class Jitter(Regularizer):
         """
         _check_batched("Jitter.transform", x)
         dims = tuple(range(2, x.ndim))
-        if not dims or self.max_shift == 0:
+        largest = self.shift(t)
+        if not dims or largest == 0:
             return x
-        shifts = torch.randint(
-            -self.max_shift, self.max_shift + 1, (len(dims),), generator=generator, device=generator.device
-        )
+        shifts = torch.randint(-largest, largest + 1, (len(dims),), generator=generator, device=generator.device)
         # ``shifts`` lives on the generator's device; the search hands transforms a CPU generator, so reading the
         # shifts never waits for an accelerator.
         return torch.roll(x, shifts=tuple(int(s) for s in shifts.tolist()), dims=dims)
