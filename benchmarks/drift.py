@@ -4,7 +4,8 @@ own 500 steps and at ten times as many, on the benchmark cases where m_i climbs 
     OMP_NUM_THREADS=1 python benchmarks/drift.py            # about 12 minutes on one core
     python benchmarks/drift.py --quick                      # the width net only, 50 and 150 steps (a smoke run)
     python benchmarks/drift.py --table                      # print the committed results
-    OMP_NUM_THREADS=1 python benchmarks/drift.py --bound    # the Gauss-Newton bound (about 20 minutes)
+    OMP_NUM_THREADS=1 python benchmarks/drift.py --bound    # the Gauss-Newton bound (about 11 minutes)
+    OMP_NUM_THREADS=1 python benchmarks/drift.py --rule --jobs 2   # a per-layer prior rule (about 12 minutes)
 
 Cases (those of ``benchmarks/inversion_quality.py``): the untrained EfficientNet-Lite0's ``_blocks.7`` (m_i climbs
 back 3.7% there in 500 steps), the trained one's ``_blocks.2`` (1.0%) and the width study's ReLU net half as wide
@@ -18,10 +19,10 @@ If ten times the steps lower the loss further and raise m_i further, the climb i
 farther from x along the search's path), not a search stopped short.
 
 ``--candidates`` measures, instead, a candidate for a drift-free default against the default at 500 steps: jitter
-of up to 2 pixels whose largest shift falls to 0 at half or three quarters of the run (``AnnealedJitter`` below,
-the benchmark's own), on the known answers (identity on random images, an orthogonal colour mixing of photos:
-relative m_i of the worst sample), the trained EfficientNet-Lite0's ``_bn0``, ``_blocks.0`` and ``_blocks.2``, the
-untrained one's ``_blocks.7`` and the ViT's ``layers.1`` (PSNR per photo, and the climb). Results:
+of up to 2 pixels whose largest shift falls to 0 at half or three quarters of the run
+(``Jitter(max_shift=2, until=...)``), on the known answers (identity on random images, an orthogonal colour
+mixing of photos: relative m_i of the worst sample), the trained EfficientNet-Lite0's ``_bn0``, ``_blocks.0`` and
+``_blocks.2``, the untrained one's ``_blocks.7`` and the ViT's ``layers.1`` (PSNR per photo, and the climb). Results:
 ``benchmarks/results/drift.json`` (``candidates``); ``docs/recipes.md`` quotes them.
 
 ``--bound`` asks whether any search that sees only the representation could keep m_i from rising: it runs a
@@ -35,6 +36,12 @@ moves away from any input with the same representation (the component of the err
 rest stays as it is), so m_i cannot rise; any climb it shows on a nonlinear layer comes from the layer. Run at 20
 and 200 steps on the three drift cases, the linear 0.5x width net and the identity. Results: ``bound`` in
 ``benchmarks/results/drift.json``.
+
+``--rule`` measures a per-layer choice: the prior only where the layer's output has fewer numbers than its input
+(where information must be lost), none elsewhere (so the identity and the layers that keep everything stay
+exact). On every benchmark case of ``inversion_quality.py`` whose layer is smaller than its image input, it runs
+the default and the default with the annealed jitter (to three quarters of the run) side by side: PSNR per photo,
+the climb of the reported iterate from the grey start, CPU seconds. Results: ``rule`` in the results file.
 """
 
 from __future__ import annotations
@@ -90,19 +97,6 @@ def entry_for(case: str, name: str) -> dict[str, Any]:
         net = FCNet(in_features=2523, widths=(round(0.5 * 2523),) * 2, activation="relu", seed=0).eval()
         return dict(name=name, model=net, x=iq.photos(29), layers=["layers.1"], normalize=None)
     return iq.cases(False)[case]()[0]
-
-
-class AnnealedJitter(Jitter):
-    """Jitter whose largest shift falls linearly from ``max_shift`` to 0 at fraction ``until`` of the run (rounded
-    to whole pixels); plain pixels after that."""
-
-    def __init__(self, max_shift: int = 2, until: float = 0.5) -> None:
-        super().__init__(max_shift=max_shift)
-        object.__setattr__(self, "until", until)
-
-    def transform(self, x: torch.Tensor, t: float, generator: torch.Generator) -> torch.Tensor:
-        shift = round(self.max_shift * max(0.0, 1 - t / self.until))  # type: ignore[attr-defined]
-        return Jitter(max_shift=shift).transform(x, t, generator) if shift else x
 
 
 def gauss_newton(model: torch.nn.Module, layer: str, x: torch.Tensor, *, steps: int, normalize: Any = None,
@@ -232,8 +226,49 @@ def bound(quick: bool = False) -> dict[str, Any]:
     return out
 
 
-CANDIDATES = {"default": (), "annealed jitter to 0.5": (AnnealedJitter(2, 0.5),),
-              "annealed jitter to 0.75": (AnnealedJitter(2, 0.75),)}
+RULE_CASES = ("effnet-trained", "effnet-untrained", "width", "small")
+RULE = {"default": (), "annealed jitter to 0.75": (Jitter(max_shift=2, until=0.75),)}
+
+
+def _rule_case(name: str) -> dict[str, Any]:
+    """The rule's measurements on one case of ``inversion_quality.py`` (every layer smaller than its input)."""
+    torch.set_num_threads(1)
+    out: dict[str, Any] = {}
+    for entry in iq.cases(False)[name]():
+        x = entry["x"]
+        for layer in entry["layers"]:
+            size = ri.represent(entry["model"], layer, x, normalize=entry["normalize"])[0].numel()
+            if x.dim() != 4 or size >= x[0].numel():
+                continue
+            row: dict[str, Any] = {"output_over_input": size / x[0].numel()}
+            for label, regs in RULE.items():
+                recipe = recipes.default(regularizers=regs)
+                t0 = time.process_time()
+                res = ri.invert(entry["model"], layer, x, recipe=recipe, seed=0, normalize=entry["normalize"],
+                                progress=False)
+                rise, at = climb(reported_curve(res.history, recipe.steps))
+                row[label] = {"psnr": res.metrics.psnr.tolist(), "climb": rise, "lowest_at": at,
+                              "cpu_seconds": time.process_time() - t0}
+                print(f"{label:24s} {entry['name'] + ' ' + layer:34s} PSNR "
+                      f"{' / '.join(f'{v:.1f}' for v in res.metrics.psnr)} dB, climb {100 * rise:.2f}%", flush=True)
+            out[f"{entry['name']} {layer}"] = row
+    return out
+
+
+def rule(jobs: int = 1) -> dict[str, Any]:
+    """The per-layer rule on every benchmark case smaller than its input (see ``--rule``), in ``jobs`` processes."""
+    import multiprocessing as mp
+
+    if jobs > 1:
+        with mp.get_context("spawn").Pool(jobs) as pool:
+            parts = pool.map(_rule_case, RULE_CASES)
+    else:
+        parts = [_rule_case(n) for n in RULE_CASES]
+    return {k: v for part in parts for k, v in part.items()}
+
+
+CANDIDATES = {"default": (), "annealed jitter to 0.5": (Jitter(max_shift=2, until=0.5),),
+              "annealed jitter to 0.75": (Jitter(max_shift=2, until=0.75),)}
 
 
 def candidates() -> dict[str, Any]:
@@ -274,6 +309,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="measure the candidate recipes against the default instead (kept beside the budgets)")
     parser.add_argument("--bound", action="store_true",
                         help="run the minimum-norm Gauss-Newton search instead (kept beside the budgets)")
+    parser.add_argument("--rule", action="store_true",
+                        help="measure the per-layer prior rule instead (kept beside the budgets)")
+    parser.add_argument("--jobs", type=int, default=1, help="--rule: cases in this many processes")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
     args = parser.parse_args(argv)
     if args.table:
@@ -281,10 +319,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(text)
         return {}
     torch.set_num_threads(1)
-    if args.candidates or args.bound:
-        key = "candidates" if args.candidates else "bound"
+    if args.candidates or args.bound or args.rule:
+        key = "candidates" if args.candidates else "bound" if args.bound else "rule"
         payload = json.loads(args.out.read_text()) if args.out.exists() else {}
-        payload[key] = candidates() if args.candidates else bound(args.quick)
+        payload[key] = candidates() if args.candidates else bound(args.quick) if args.bound else rule(args.jobs)
         payload[key + "_command"] = " ".join(["python", "benchmarks/drift.py", *(sys.argv[1:] if argv is None
                                                                                   else argv)])
         payload[key + "_finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -316,7 +354,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{rows[-1]['loss']:.4g}", flush=True)
     if args.out.exists():  # a rerun of the budgets keeps the candidates' results
         kept = json.loads(args.out.read_text())
-        out.update({k: v for k, v in kept.items() if k.startswith(("candidates", "bound"))})
+        out.update({k: v for k, v in kept.items() if k.startswith(("candidates", "bound", "rule"))})
     out["command"] = " ".join(["python", "benchmarks/drift.py", *(sys.argv[1:] if argv is None else argv)])
     out["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     out["wall_seconds"] = time.time() - started
@@ -365,6 +403,14 @@ def table(payload: dict[str, Any]) -> str:
                              f"{100 * run['climb']:+.2f}% | {run['steps_where_m_i_rose']} | "
                              + " / ".join(f"{v:.1f}" for v in run["psnr"])
                              + f" | {max(run['relative_input_distance']):.1e} | {run['cpu_seconds']:.0f} |")
+    if "rule" in payload:
+        lines += ["", f"the prior only where the layer is smaller than its input: {payload['rule_command']} "
+                  f"({payload['rule_finished']}); PSNR per photo (dB), climb from the grey start", "",
+                  "| case | output / input | " + " | ".join(RULE) + " |", "|---" * (len(RULE) + 2) + "|"]
+        for case, row in payload["rule"].items():
+            cells = [" / ".join(f"{v:.1f}" for v in row[k]["psnr"]) + f" ({100 * row[k]['climb']:.1f}%)"
+                     for k in RULE]
+            lines.append(f"| {case} | {row['output_over_input']:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -114,3 +114,24 @@ def test_quick_bound_run_is_kept_beside_the_budgets(bench, tmp_path, capsys) -> 
     capsys.readouterr()
     bench.main(["--table", "--out", str(out)])
     assert "| width-relu-0.5x layers.1 | 6 |" in capsys.readouterr().out.split("minimum-norm Gauss-Newton")[1]
+
+
+def test_the_rule_measures_only_layers_smaller_than_their_input(bench, monkeypatch, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 2, 3, stride=2, padding=1)).eval()
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    entry = dict(name="tiny", model=model, x=x, layers=["1", "2"], normalize=None)  # 512 and 32 numbers for 192
+    monkeypatch.setattr(bench, "RULE_CASES", ("tiny",))
+    monkeypatch.setattr(bench.iq, "cases", lambda quick: {"tiny": lambda: [entry]})
+    out = tmp_path / "drift.json"
+    bench.main(["--rule", "--out", str(out)])
+    rule = json.loads(out.read_text())["rule"]
+    assert list(rule) == ["tiny 2"]  # layer 1 keeps more numbers than the input: no prior there, not measured
+    row = rule["tiny 2"]
+    assert row["output_over_input"] == pytest.approx(32 / 192)
+    for label in bench.RULE:
+        assert len(row[label]["psnr"]) == 2 and row[label]["climb"] >= 0 and row[label]["cpu_seconds"] > 0
+    capsys.readouterr()
+    bench.main(["--table", "--out", str(out)])
+    assert "| tiny 2 | 0.17 |" in capsys.readouterr().out
