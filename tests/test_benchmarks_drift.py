@@ -12,6 +12,10 @@ import reprinvert as ri
 
 from conftest import benchmark_script
 
+# forward-mode differentiation loads torch's decompositions for it once, which scripts them with torch.jit (a
+# DeprecationWarning from inside torch, nothing of ours)
+_TORCH_JIT = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.script` is deprecated:DeprecationWarning")
+
 
 @pytest.fixture(scope="module")
 def bench():  # type: ignore[no-untyped-def]
@@ -55,6 +59,7 @@ def test_quick_run_writes_results_and_a_table(bench, tmp_path, capsys) -> None: 
     assert "| width-relu-0.5x layers.1 | 150 |" in table and "lowest at step" in table
 
 
+@_TORCH_JIT
 def test_gauss_newton_inverts_the_identity_in_one_step(bench) -> None:  # type: ignore[no-untyped-def]
     """The known answer: J = I, so the first minimum-norm step lands on x exactly."""
     model = torch.nn.Sequential(torch.nn.Identity(), torch.nn.Conv2d(3, 2, 3)).eval()
@@ -64,6 +69,7 @@ def test_gauss_newton_inverts_the_identity_in_one_step(bench) -> None:  # type: 
     assert curve[0][1] > 0 and curve[1] == (0.0, 0.0) and curve[2] == (0.0, 0.0)
 
 
+@_TORCH_JIT
 def test_gauss_newton_on_a_narrow_linear_layer_is_the_projection_of_the_start(bench) -> None:  # type: ignore[no-untyped-def]
     """Hand-computed in float64: on y = W z + b with 5 outputs for 12 inputs, the search from the grey image 0.5
     converges to 0.5 + W^+ W (x - 0.5), the input with x's representation closest to the start; m_i never rises
@@ -86,6 +92,7 @@ def test_gauss_newton_on_a_narrow_linear_layer_is_the_projection_of_the_start(be
     assert distances[-1] == pytest.approx(float(null.norm(dim=1).mean()), rel=1e-9)
 
 
+@_TORCH_JIT
 def test_gauss_newton_only_accepts_steps_that_lower_the_error(bench) -> None:  # type: ignore[no-untyped-def]
     """On a nonlinear layer (ReLU, narrower than its input) the squared error never rises along the run, and the
     curve has one entry per step and one for the start."""
@@ -98,6 +105,7 @@ def test_gauss_newton_only_accepts_steps_that_lower_the_error(bench) -> None:  #
     assert xg.min() >= 0 and xg.max() <= 1 and xg.shape == x.shape
 
 
+@_TORCH_JIT
 def test_quick_bound_run_is_kept_beside_the_budgets(bench, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("skimage")
     out = tmp_path / "drift.json"
