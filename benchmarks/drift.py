@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -152,6 +153,7 @@ def gauss_newton(model: torch.nn.Module, layer: str, x: torch.Tensor, *, steps: 
     xg = torch.full_like(x, 0.5)
     loss = error(xg)
     curve = [(float(loss.mean()), distance(xg))]
+
     def jt(y: torch.Tensor, leaf: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # J^T v at leaf
         return torch.autograd.grad(y, leaf, v, retain_graph=True)[0]
 
@@ -215,7 +217,8 @@ def bound(quick: bool = False) -> dict[str, Any]:
             rows = [{"step": k, "input_distance": curve[k][1], "loss": curve[k][0]}
                     for k in (round(f * steps) for f in FRACTIONS)]
             rise, at = climb(rows)
-            psnr = (10 * torch.log10(1 / (xg - entry["x"]).flatten(1).pow(2).mean(1))).tolist()
+            mse = (xg - entry["x"]).flatten(1).pow(2).mean(1).tolist()
+            psnr = [10 * math.log10(1 / e) if e > 0 else None for e in mse]  # None: exact
             relative = ((xg - entry["x"]).flatten(1).norm(dim=1) / entry["x"].flatten(1).norm(dim=1)).tolist()
             rises = [b[1] > a[1] * (1 + 1e-6) for a, b in itertools.pairwise(curve)]  # m_i of the mean, step to step
             out[label][str(steps)] = {"rows": rows, "climb": rise, "lowest_at": at, "psnr": psnr,
@@ -223,7 +226,7 @@ def bound(quick: bool = False) -> dict[str, Any]:
                                       "steps_where_m_i_rose": int(sum(rises))}
             print(f"gauss-newton {label:32s} {steps:4d} steps: m_i {rows[0]['input_distance']:.3f} -> "
                   f"{rows[-1]['input_distance']:.3f} (lowest at step {at}, last {100 * rise:+.2f}%), PSNR "
-                  f"{' / '.join(f'{v:.1f}' for v in psnr)} dB, {cpu:.0f} s", flush=True)
+                  f"{' / '.join('exact' if v is None else f'{v:.1f}' for v in psnr)} dB, {cpu:.0f} s", flush=True)
     return out
 
 
@@ -406,7 +409,7 @@ def table(payload: dict[str, Any]) -> str:
                 cells = [f"{r['input_distance']:.2f}" for r in run["rows"]]
                 lines.append(f"| {label} | {steps} | " + " | ".join(cells) + f" | {run['lowest_at']} | "
                              f"{100 * run['climb']:+.2f}% | {run['steps_where_m_i_rose']} | "
-                             + " / ".join(f"{v:.1f}" for v in run["psnr"])
+                             + " / ".join("exact" if v is None else f"{v:.1f}" for v in run["psnr"])
                              + f" | {max(run['relative_input_distance']):.1e} | {run['cpu_seconds']:.0f} |")
     if "rule" in payload:
         lines += ["", f"the prior only where the layer is smaller than its input: {payload['rule_command']} "
