@@ -5,7 +5,7 @@ own 500 steps and at ten times as many, on the benchmark cases where m_i climbs 
     python benchmarks/drift.py --quick                      # the width net only, 50 and 150 steps (a smoke run)
     python benchmarks/drift.py --table                      # print the committed results
     OMP_NUM_THREADS=1 python benchmarks/drift.py --bound    # the Gauss-Newton bound (about 11 minutes)
-    OMP_NUM_THREADS=1 python benchmarks/drift.py --rule --jobs 2   # a per-layer prior rule (about 15 minutes)
+    OMP_NUM_THREADS=1 python benchmarks/drift.py --rule --jobs 2   # a per-layer prior rule (25-30 minutes)
 
 Cases (those of ``benchmarks/inversion_quality.py``): the untrained EfficientNet-Lite0's ``_blocks.7`` (m_i climbs
 back 3.7% there in 500 steps), the trained one's ``_blocks.2`` (1.0%) and the width study's ReLU net half as wide
@@ -39,10 +39,11 @@ and 200 steps on the three drift cases, the linear 0.5x width net and the identi
 
 ``--rule`` measures a per-layer choice: the prior only where the layer's output has fewer numbers than its input
 (where information must be lost), none elsewhere (so the identity and the layers that keep everything stay
-exact). On every benchmark case of ``inversion_quality.py`` whose layer is smaller than its image input, it runs
-the default, the default with weight decay 0.1 toward the start and the default with the annealed jitter (to
-three quarters of the run) side by side: PSNR per photo, the climb of the reported iterate from the grey start,
-CPU seconds. Results: ``rule`` in the results file.
+exact). On the other layers of ``inversion_quality.py``'s cases it runs the default alone (what the rule keeps
+there); on every one whose layer is smaller than its image input, it runs
+the default, the default with weight decay 0.1 toward the start, the default with the annealed jitter (to
+three quarters of the run), both together, and the Fourier parametrisation, side by side: PSNR per photo, the
+climb of the reported iterate from the grey start, CPU seconds. Results: ``rule`` in the results file.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ import inversion_quality as iq
 
 import reprinvert as ri
 from reprinvert import recipes
+from reprinvert.parametrizations import Fourier
 from reprinvert.regularizers import Jitter
 
 RESULTS = Path(__file__).parent / "results" / "drift.json"
@@ -230,26 +232,28 @@ def bound(quick: bool = False) -> dict[str, Any]:
     return out
 
 
-RULE_CASES = ("effnet-trained", "effnet-untrained", "width", "small")
+RULE_CASES = ("effnet-trained", "effnet-untrained", "width", "small", "vit", "identity")
 RULE: dict[str, dict[str, Any]] = {  # label: changes to recipes.default()
     "default": {},
     "default+decay": {"weight_decay": 0.1},
     "annealed jitter to 0.75": {"regularizers": (Jitter(max_shift=2, until=0.75),)},
+    "decay+annealed jitter": {"weight_decay": 0.1, "regularizers": (Jitter(max_shift=2, until=0.75),)},
+    "fourier": {"parametrization": Fourier()},
 }
 
 
 def _rule_case(name: str) -> dict[str, Any]:
-    """The rule's measurements on one case of ``inversion_quality.py`` (every layer smaller than its input)."""
+    """The rule's measurements on one case of ``inversion_quality.py``: every recipe of :data:`RULE` on the layers
+    smaller than their image input, the default alone on the others (where the rule keeps the default)."""
     torch.set_num_threads(1)
     out: dict[str, Any] = {}
     for entry in iq.cases(False)[name]():
         x = entry["x"]
         for layer in entry["layers"]:
             size = ri.represent(entry["model"], layer, x, normalize=entry["normalize"])[0].numel()
-            if x.dim() != 4 or size >= x[0].numel():
-                continue
+            smaller = x.dim() == 4 and size < x[0].numel()
             row: dict[str, Any] = {"output_over_input": size / x[0].numel()}
-            for label, changes in RULE.items():
+            for label, changes in RULE.items() if smaller else [("default", {})]:
                 recipe = recipes.default(**changes)
                 t0 = time.process_time()
                 res = ri.invert(entry["model"], layer, x, recipe=recipe, seed=0, normalize=entry["normalize"],
@@ -417,7 +421,7 @@ def table(payload: dict[str, Any]) -> str:
                   "| case | output / input | " + " | ".join(RULE) + " |", "|---" * (len(RULE) + 2) + "|"]
         for case, row in payload["rule"].items():
             cells = [" / ".join(f"{v:.1f}" for v in row[k]["psnr"]) + f" ({100 * row[k]['climb']:.1f}%)"
-                     for k in RULE]
+                     if k in row else "-" for k in RULE]
             lines.append(f"| {case} | {row['output_over_input']:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

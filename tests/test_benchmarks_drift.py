@@ -135,11 +135,13 @@ def test_the_rule_measures_only_layers_smaller_than_their_input(bench, monkeypat
     out = tmp_path / "drift.json"
     bench.main(["--rule", "--out", str(out)])
     rule = json.loads(out.read_text())["rule"]
-    assert list(rule) == ["tiny 2"]  # layer 1 keeps more numbers than the input: no prior there, not measured
+    assert list(rule) == ["tiny 1", "tiny 2"]
+    assert list(rule["tiny 1"]) == ["output_over_input", "default"]  # more numbers than the input: the default only
     row = rule["tiny 2"]
     assert row["output_over_input"] == pytest.approx(32 / 192)
     for label in bench.RULE:
         assert len(row[label]["psnr"]) == 2 and row[label]["climb"] >= 0 and row[label]["cpu_seconds"] > 0
     capsys.readouterr()
     bench.main(["--table", "--out", str(out)])
-    assert "| tiny 2 | 0.17 |" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "| tiny 2 | 0.17 |" in table and "| tiny 1 | 2.67 |" in table and " | - |" in table

@@ -315,10 +315,10 @@ class Jitter(Regularizer):
     ``round(max_shift * (1 - t / until))``) and the rest of the search is exact. Jitter keeps a search from
     matching a layer by fine detail the layer confuses; annealed, it still lets the end of the run recover the
     detail a layer keeps. On EfficientNet-Lite0's layers with fewer outputs than inputs from ``_blocks.2`` to
-    ``_blocks.10`` ``Jitter(max_shift=2, until=0.75)`` stops the input distance from climbing back and gains dB
-    over the default, trained or untrained; on a trained network's last blocks it does worse, and on layers that
-    keep everything it costs precision, so it is not in the default (``benchmarks/drift.py --rule``, in
-    ``docs/recipes.md``).
+    ``_blocks.10``, ``Jitter(max_shift=2, until=0.75)`` (best with ``weight_decay=0.1`` in the recipe) stops the
+    input distance from climbing back and gains dB over the default, trained or untrained; on a trained network's
+    last blocks it does not, and on layers that keep everything it costs precision, so it is not in the default
+    (``benchmarks/drift.py --rule``, in ``docs/recipes.md``).
 
     Attributes:
         max_shift: largest shift in samples, >= 0 (0 disables the jitter).
