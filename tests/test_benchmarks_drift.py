@@ -124,7 +124,7 @@ def test_quick_bound_run_is_kept_beside_the_budgets(bench, tmp_path, capsys) -> 
     assert "| width-relu-0.5x layers.1 | 6 |" in capsys.readouterr().out.split("minimum-norm Gauss-Newton")[1]
 
 
-def test_the_rule_measures_only_layers_smaller_than_their_input(bench, monkeypatch, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_rule_runs_its_recipes_on_smaller_layers_the_default_elsewhere(bench, monkeypatch, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
                                 torch.nn.Conv2d(8, 2, 3, stride=2, padding=1)).eval()
