@@ -54,6 +54,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,29 +110,22 @@ def gauss_newton(model: torch.nn.Module, layer: str, x: torch.Tensor, *, steps: 
 
     Returns the last iterate (the search only accepts steps that lower the squared error, so it is also the best)
     and, per step from 0, the mean over samples of (squared error, m_i)."""
-    import torch.autograd.forward_ad as fwad
+    from reprinvert.capture import Hooks, normalized_input
 
-    from reprinvert.capture import normalized_input, select_output
-
-    _, module = ri.resolve_layer(model, layer)
-    store: dict[str, torch.Tensor] = {}
-
-    class Stop(BaseException):
-        pass
-
-    def hook(_m: Any, _i: Any, output: Any) -> None:
-        store["y"] = select_output(output, layer=layer)
-        raise Stop
+    hooks = Hooks(model, layer, grad=True, stop=True, clone_last=False)  # the inversion loop's own capture
+    name = hooks.targets[0].name
 
     def rep(z: torch.Tensor) -> torch.Tensor:
-        handle = module.register_forward_hook(hook)
-        try:
-            model(normalized_input(z, normalize))
-        except Stop:
-            pass
-        finally:
-            handle.remove()
-        return store.pop("y")
+        return hooks.run(normalized_input(z, normalize))[name]
+
+    with hooks:  # the hooks come off when the search ends, whatever happened
+        return _gauss_newton_steps(rep, x, steps=steps, cg=cg)
+
+
+def _gauss_newton_steps(rep: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, steps: int,
+                        cg: int) -> tuple[torch.Tensor, list[tuple[float, float]]]:
+    """:func:`gauss_newton`'s search, given ``rep``, the layer's representation of a batch."""
+    import torch.autograd.forward_ad as fwad
 
     def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (a * b).flatten(1).sum(1)

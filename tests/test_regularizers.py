@@ -362,6 +362,8 @@ def test_annealed_jitter_validation_and_saved_recipe_round_trip() -> None:
         Jitter(max_shift=2, until=1.5)
     with pytest.raises(TypeError, match=r"Jitter\.until must be None or a fraction of the run, got '0\.5'"):
         Jitter(max_shift=2, until="0.5")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"Jitter\.shift: t is the progress fraction .* got 1\.5"):
+        Jitter(max_shift=2, until=0.5).shift(1.5)
     recipe = ri.recipes.default(regularizers=(Jitter(max_shift=2, until=0.75),))
     rebuilt = ri.recipes.from_dict(recipe.to_dict())
     assert rebuilt.regularizers == (Jitter(max_shift=2, until=0.75),)

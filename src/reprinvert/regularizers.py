@@ -361,11 +361,11 @@ class Jitter(Regularizer):
         """The largest shift at progress ``t``: ``max_shift``, or with ``until`` annealed linearly to 0 by then.
 
         Args:
-            t: progress fraction ``step / steps`` in ``[0, 1)``.
+            t: progress fraction ``step / steps`` in ``[0, 1)`` (checked when ``until`` is given).
         """
         if self.until is None:
             return self.max_shift
-        return round(self.max_shift * max(0.0, 1 - t / self.until))
+        return round(self.max_shift * max(0.0, 1 - _check_t("Jitter.shift", t) / self.until))
 
     def transform(self, x: Tensor, t: float, generator: torch.Generator) -> Tensor:
         """Roll ``x`` by one random shift per spatial dimension.
