@@ -16,8 +16,20 @@ Example:
 from __future__ import annotations
 
 from . import corruptions, data, experiments, metrics, models, parametrizations, recipes, regularizers, report, train
+from ._capture import Captured, capture, represent
+from ._describe import Description, LayerInfo, describe
+from ._invert import invert
+from ._inversion import Inversion
+from ._layers import list_layers, resolve_layer
+from ._moved import install as _install_moved_modules
+from ._outputs import Selector
+from ._persist import load
+from ._search import History, StepInfo
+from ._spectrum import Spectrum, spectrum
+from ._sweep import sweep
+from ._sweep_result import Provenance, Sweep, SweepRow
+from ._tokens import nearest_tokens
 from ._version import __version__
-from .capture import Captured, Description, LayerInfo, capture, describe, represent
 from .errors import (
     LayerCallError,
     LayerNotFoundError,
@@ -26,12 +38,9 @@ from .errors import (
     ReprinvertError,
     ReprinvertWarning,
 )
-from .invert import History, Inversion, StepInfo, invert, nearest_tokens
-from .layers import list_layers, resolve_layer
 from .metrics import InversionMetrics, copy_tendency, evaluate
 from .recipes import Recipe
-from .spectrum import Spectrum, spectrum
-from .sweep import Provenance, Sweep, SweepRow, load, sweep
+from .study import Study
 
 __all__ = [
     "Captured",
@@ -48,8 +57,10 @@ __all__ = [
     "Recipe",
     "ReprinvertError",
     "ReprinvertWarning",
+    "Selector",
     "Spectrum",
     "StepInfo",
+    "Study",
     "Sweep",
     "SweepRow",
     "__version__",
@@ -76,3 +87,5 @@ __all__ = [
     "sweep",
     "train",
 ]
+
+_install_moved_modules()

@@ -1,26 +1,34 @@
-"""Private: tensors and metadata in an open format, for saved results.
+"""Private: the one on-disk format of reprinvert's results, and the one fingerprint of a call.
 
 One ``.npz`` file (NumPy's zip of ``.npy`` arrays, readable without reprinvert or pickle) holds named tensors and
 a JSON document under the key ``__meta__``. Tensors keep their dtype exactly: types NumPy lacks (bfloat16) are
 stored widened to float32, which is exact, and narrowed back on reading. Non-finite floats in the JSON are
 written as ``{"__float__": "nan" | "inf" | "-inf"}``, so the document stays standard JSON and every value
-round-trips exactly.
+round-trips exactly. Folders of results (a sweep, a study) add JSON documents, written atomically
+(:func:`write_json`).
+
+A *fingerprint* (:func:`fingerprint`) identifies a call whose work is saved to be resumed (a sweep's layers, a
+study's chunks, a training checkpoint): the model's class and a digest of its parameters and buffers, digests of
+the data, and the settings, as JSON. Digests are SHA-256 of each tensor's bytes, so they do not depend on the
+number of threads. :func:`claim` writes a folder's fingerprint or refuses a folder that holds another call's work.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
+import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["decode", "encode", "read", "write"]
+__all__ = ["claim", "decode", "differences", "digest", "encode", "fingerprint", "read", "write", "write_json"]
 
 _META = "__meta__"
 _WIDENED = {torch.bfloat16: torch.float32}
@@ -96,3 +104,72 @@ def read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             t = t.to(want)
         tensors[name] = t
     return tensors, meta
+
+
+def write_json(path: Path, document: Any) -> Path:
+    """Write ``document`` (encoded, standard JSON) to ``path`` atomically: beside it first (a name of this process's
+    own, so that processes sharing the folder never write into one file), then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(encode(document), indent=1, allow_nan=False) + "\n")
+    partial.replace(path)
+    return path
+
+
+#: The version of :func:`fingerprint`'s format: fingerprints of another version never match.
+FINGERPRINT = "reprinvert.fingerprint/1"
+
+
+def digest(tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """SHA-256 of named tensors: names, dtypes, shapes and bytes (on the CPU)."""
+    h = hashlib.sha256()
+    for name, t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return "tensor " + digest([("", value)])
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    return value if isinstance(value, (int, float, str, bool, type(None))) else repr(value)
+
+
+def fingerprint(*, model: torch.nn.Module | None = None, **settings: Any) -> dict[str, Any]:
+    """What identifies a call: the model (class and a digest of its parameters and buffers) and ``settings``
+    (tensors as digests, other objects by their ``repr``), JSON-ready."""
+    out: dict[str, Any] = {"format": FINGERPRINT}
+    if model is not None:
+        out["model"] = type(model).__name__
+        out["model_state"] = digest([*model.named_parameters(), *model.named_buffers()])
+    out.update({k: _plain(v) for k, v in settings.items()})
+    return out
+
+
+def differences(stored: Any, current: Mapping[str, Any]) -> list[str]:
+    """The keys in which a stored fingerprint differs from ``current`` (``["format"]`` for one of another kind)."""
+    if not isinstance(stored, Mapping) or stored.get("format") != current.get("format"):
+        return ["format"]
+    return sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+
+
+def claim(file: Path, current: Mapping[str, Any], *, holds_work: Callable[[], bool], refuse: str) -> None:
+    """Make ``file`` hold the fingerprint ``current``. Where it holds another one and the folder holds work
+    (``holds_work()``), refuse: ``ValueError`` naming what differs, then ``refuse`` (what to do)."""
+    if file.is_file():
+        try:
+            stored = decode(json.loads(file.read_text()))
+        except (OSError, ValueError):
+            stored = None
+        if stored == dict(current):
+            return
+        if holds_work():
+            raise ValueError(f"{refuse} (different {', '.join(differences(stored, current))})")
+    write_json(file, current)

@@ -20,100 +20,27 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from ._domain import Domain, Normalize, chance_input, feed
-from ._search import History, Targets, initial, search
-from ._state import frozen, model_rng
-from .capture import Hooks, _AlwaysCalled, _StopForward, model_dtype, private_input, run_model
-from .invert import Inversion
+from ._domain import chance_input
+from ._feed import Feed, private_input
+from ._hooks import Cut, Cuts, Hooks, watch
+from ._invert import Baselines, inversion_of
+from ._inversion import Inversion
+from ._plan import Plan
+from ._search import Found, History, Problem, Targets, initial, search
+from ._state import model_rng
 from .recipes import Recipe
 
 __all__ = ["Declined", "invert_layers", "why_not"]
 
-
-class Declined(Exception):
-    """The layers cannot be inverted as one batch; the message says why (the sweep falls back to one by one)."""
-
-
-class _Cuts:
-    """Forward hooks: at the k-th layer (execution order) keep the first B rows, pass the rest on, stop at the last."""
-
-    def __init__(self, model: nn.Module, modules: Sequence[nn.Module], names: Sequence[str], batch: int) -> None:
-        self.model, self.modules, self.names, self.batch = model, list(modules), list(names), batch
-        self.hook_ids: list[int] = []
-        self.always: _AlwaysCalled | None = None
-        self.captured: list[torch.Tensor | None] = [None] * len(self.modules)
-        self.counts = [0] * len(self.modules)
-        self.handles: list[Any] = []
-        self.thread = threading.get_ident()
-
-    def __enter__(self) -> _Cuts:
-        self.hook_ids = []
-        try:
-            for k, module in enumerate(self.modules):
-                handle = module.register_forward_hook(self._hook(k))
-                self.hook_ids.append(handle.id)
-                self.handles.append(handle)
-            self.always = _AlwaysCalled(self.model)
-        except BaseException:
-            self.remove()
-            raise
-        self.thread = threading.get_ident()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        while self.handles:
-            self.handles.pop().remove()
-        if self.always is not None:
-            self.always.remove()
-            self.always = None
-
-    def _hook(self, k: int) -> Any:
-        def hook(module: nn.Module, args: Any, out: Any) -> Any:
-            if threading.get_ident() != self.thread:
-                return None
-            name = self.names[k]
-            self.counts[k] += 1
-            if self.counts[k] > 1:
-                raise Declined(f"layer {name!r} runs more than once per forward pass")
-            if not isinstance(out, torch.Tensor):
-                raise Declined(f"layer {name!r} does not return a single tensor")
-            expected = (len(self.modules) - k) * self.batch
-            if out.dim() == 0 or out.shape[0] != expected:
-                raise Declined(
-                    f"layer {name!r} produced a batch of {tuple(out.shape)[:1]} where {expected} was expected "
-                    "(not batch first, or it mixes in tensors from before an earlier layer)"
-                )
-            self.captured[k] = out[: self.batch]
-            if k == len(self.modules) - 1:
-                raise _StopForward
-            # A separate tensor: in-place operations downstream must not touch the captured rows' storage.
-            return out[self.batch :].clone()
-
-        return hook
-
-    def run(self, model: nn.Module, x: torch.Tensor, model_kwargs: Mapping[str, Any] | None) -> list[torch.Tensor]:
-        self.captured = [None] * len(self.modules)
-        self.counts = [0] * len(self.modules)
-        try:
-            run_model(model, x, model_kwargs)
-        except _StopForward:
-            if self.always is not None:  # the caller's always_call hooks that the stop skipped
-                self.always.unwind(self.modules[-1], self.hook_ids[-1])
-        missing = [n for n, c in zip(self.names, self.captured) if c is None]
-        if missing:
-            raise Declined(f"layers {missing} did not run in the batched forward pass")
-        return [c for c in self.captured if c is not None]
+#: The layers cannot be inverted as one batch; the message says why (the sweep falls back to one by one).
+Declined = Cut
 
 
 def why_not(
@@ -141,50 +68,8 @@ def why_not(
     return None
 
 
-def _execution_order(
-    model: nn.Module,
-    names: Sequence[str],
-    x: torch.Tensor,
-    model_kwargs: Mapping[str, Any] | None,
-    norm: Normalize | None,
-) -> tuple[list[str], list[torch.Tensor], bool]:
-    """The layers in the order they run, their outputs for ``x``, and whether the model changes its input in place."""
-    order: list[str] = []
-    outputs: dict[str, torch.Tensor] = {}
-    with torch.no_grad(), Hooks(model, list(names), tolerate_downstream_errors=True) as hooks:
-        thread = threading.get_ident()
-        handles = []
-        try:
-            for name in names:
-                module = hooks.by_spec[name].module
-
-                def record(m: nn.Module, a: Any, o: Any, name: str = name) -> None:
-                    if threading.get_ident() == thread and name not in order:
-                        order.append(name)
-
-                handles.append(module.register_forward_hook(record))
-            fed = private_input(feed(x, norm), model_dtype(model))
-            version = fed._version
-            outputs = hooks.run(fed, model_kwargs)
-        finally:
-            for h in handles:
-                h.remove()
-    return order, [outputs[n] for n in order], fed._version != version
-
-
 def invert_layers(
-    model: nn.Module,
-    names: Sequence[str],
-    x: torch.Tensor,
-    rcp: Recipe,
-    *,
-    init: torch.Tensor | None,
-    seed: int,
-    domain: Domain,
-    model_kwargs: Mapping[str, Any] | None,
-    track_best: bool,
-    progress: bool,
-    measure: bool = False,
+    feed: Feed, names: Sequence[str], x: torch.Tensor, plan: Plan, rcp: Recipe, *, measure: bool = False,
     probe: dict[str, Any] | None = None,
 ) -> list[Inversion]:
     """Invert every layer in ``names`` in one batched optimisation; results in the order of ``names``.
@@ -201,67 +86,90 @@ def invert_layers(
     started = time.perf_counter()
     if not x.is_floating_point():
         raise Declined("the input is not floating point")
-    if next((p.device for p in model.parameters()), x.device) != x.device:
+    if next((p.device for p in feed.model.parameters()), x.device) != x.device:
         raise Declined("the input and the model are on different devices")
+    assert plan.seed is not None
     g = torch.Generator(device=x.device)
-    g.manual_seed(seed)
-    with torch.inference_mode(False), frozen(model, train=False, seed=seed):
-        order, targets, copy_fed = _execution_order(model, names, x, model_kwargs, domain.normalize)
-        if len(order) != len(names):
-            raise Declined("not every layer ran")
-        for name, t in zip(order, targets):
-            if t.dim() == 0 or t.shape[0] != x.shape[0]:
-                raise Declined(f"layer {name!r} is not batch first")
-        modules = [dict(model.named_modules())[n] for n in order]
-        batch, L = x.shape[0], len(order)
-        feed_dtype = private_input(x, model_dtype(model)).dtype
-        work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        cuts = _Cuts(model, modules, order, batch)
-        forward = _forward(model, cuts, domain, feed_dtype, copy_fed, model_kwargs)
-        _check(forward, cuts, x, order, model, model_kwargs, feed_dtype, work_dtype, domain.normalize)
-        original = x.detach().clone()  # a snapshot, not the caller's storage
-        groups = [list(range(L))]
+    g.manual_seed(plan.seed)
+    with feed.session(plan.seed):
+        batch = _Batch(feed, names, x)
+        groups = [list(range(len(batch.order)))]
         if measure:
             probe = probe if probe is not None else {}
-            measured = _measure(model, modules, order, original, feed_dtype, work_dtype, domain, model_kwargs,
-                                copy_fed)
-            groups = _decide(measured, probe)
-            if progress:
+            groups = _decide(_measure(batch), probe)
+            if plan.progress:
                 ratios = ", ".join(f"{r:.2f}x" for r in probe["batched_over_separate"])
                 how = "one batch" if len(groups) == 1 else f"{len(groups)} batches (memory)"
-                print(f"sweep: {L} layers as {how} ({', '.join(order)}; a batched step measured at {ratios} the "
-                      "separate steps' time) ...", file=sys.stderr, flush=True)
+                print(f"sweep: {len(batch.order)} layers as {how} ({', '.join(batch.order)}; a batched step measured "
+                      f"at {ratios} the separate steps' time) ...", file=sys.stderr, flush=True)
         by_name: dict[str, Inversion] = {}
         for group in groups:
             # Each group is its own batched search, from the seed: what a sweep of only these layers would do.
-            g.manual_seed(seed)
-            by_name.update(_invert_group(
-                model, [modules[k] for k in group], [order[k] for k in group], [targets[k] for k in group], original,
-                rcp, init=init, g=g, seed=seed, domain=domain, model_kwargs=model_kwargs, track_best=track_best,
-                progress=progress, feed_dtype=feed_dtype, work_dtype=work_dtype, copy_fed=copy_fed,
-            ))
-    seconds = (time.perf_counter() - started) / L
+            g.manual_seed(plan.seed)
+            by_name.update(_invert_group(batch.group(group), plan, rcp, g))
+    seconds = (time.perf_counter() - started) / len(batch.order)
     return [dataclasses.replace(by_name[n], seconds=seconds) for n in names]
 
 
-def _forward(
-    model: nn.Module,
-    cuts: _Cuts,
-    domain: Domain,
-    feed_dtype: torch.dtype,
-    copy_fed: bool,
-    model_kwargs: Mapping[str, Any] | None,
-) -> Any:
-    """The batched forward pass of the searched tensor ``z``: fed in the model's dtype (a copy when the model changes
-    its input in place), normalised, and cut at every layer of ``cuts``; returns the layers' outputs."""
+class _Batch:
+    """The layers of a batched search, in execution order, with their targets and how the model is fed."""
 
-    def forward(z: torch.Tensor) -> list[torch.Tensor]:
-        fed = z.to(feed_dtype)
-        if copy_fed and fed is z:
-            fed = fed.clone()
-        return cuts.run(model, domain.feed(fed), model_kwargs)
+    def __init__(self, feed: Feed, names: Sequence[str], x: torch.Tensor, *, _order: Any = None) -> None:
+        self.feed, self.x = feed, x
+        if _order is not None:  # a group of another batch's layers (see group())
+            self.order, self.targets, self.copy_fed = _order
+        else:
+            self.order, self.targets, self.copy_fed = _execution_order(feed, names, x)
+            if len(self.order) != len(names):
+                raise Declined("not every layer ran")
+            for name, t in zip(self.order, self.targets):
+                if t.dim() == 0 or t.shape[0] != x.shape[0]:
+                    raise Declined(f"layer {name!r} is not batch first")
+        named = dict(feed.model.named_modules())
+        self.modules = [named[n] for n in self.order]
+        self.size = x.shape[0]
+        self.feed_dtype = private_input(x, feed.dtype).dtype
+        self.work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        self.original = x.detach().clone()  # a snapshot, not the caller's storage
+        if _order is None:
+            _check(self)
 
-    return forward
+    def group(self, indices: Sequence[int]) -> _Batch:
+        """The batch of the layers at ``indices`` (consecutive, in execution order)."""
+        chosen = ([self.order[k] for k in indices], [self.targets[k] for k in indices], self.copy_fed)
+        return _Batch(self.feed, chosen[0], self.x, _order=chosen)
+
+    def cuts(self, indices: Sequence[int] | None = None) -> Cuts:
+        ks = range(len(self.order)) if indices is None else indices
+        return Cuts(self.feed.model, [self.modules[k] for k in ks], [self.order[k] for k in ks], self.size)
+
+    def forward(self, cuts: Cuts) -> Any:
+        """The batched forward pass of the searched tensor ``z``: fed in the model's dtype (a copy when the model
+        changes its input in place), normalised, and cut at every layer of ``cuts``; returns the layers' outputs."""
+
+        def forward(z: torch.Tensor) -> list[torch.Tensor]:
+            fed = z.to(self.feed_dtype)
+            if self.copy_fed and fed is z:
+                fed = fed.clone()
+            return cuts.run(self.feed, self.feed.normalized(fed))
+
+        return forward
+
+
+def _execution_order(feed: Feed, names: Sequence[str], x: torch.Tensor) -> tuple[list[str], list[torch.Tensor], bool]:
+    """The layers in the order they run, their outputs for ``x``, and whether the model changes its input in place."""
+    order: list[str] = []
+
+    def record(name: str, output: Any) -> None:
+        if name not in order:
+            order.append(name)
+
+    with torch.no_grad(), Hooks(feed.model, list(names)) as hooks:
+        with watch({name: hooks.by_spec[name].module for name in names}, record):
+            fed = feed.input(x, grad=False)
+            version = fed._version
+            outputs = hooks.run(feed, fed, tolerant=True)
+    return order, [outputs[n] for n in order], fed._version != version
 
 
 def _stacked(t: torch.Tensor, copies: int) -> torch.Tensor:
@@ -269,62 +177,47 @@ def _stacked(t: torch.Tensor, copies: int) -> torch.Tensor:
     return t.repeat(copies, *([1] * (t.dim() - 1)))
 
 
-def _invert_group(
-    model: nn.Module,
-    modules: Sequence[nn.Module],
-    order: Sequence[str],
-    targets: Sequence[torch.Tensor],
-    original: torch.Tensor,
-    rcp: Recipe,
-    *,
-    init: torch.Tensor | None,
-    g: torch.Generator,
-    seed: int,
-    domain: Domain,
-    model_kwargs: Mapping[str, Any] | None,
-    track_best: bool,
-    progress: bool,
-    feed_dtype: torch.dtype,
-    work_dtype: torch.dtype,
-    copy_fed: bool,
-) -> dict[str, Inversion]:
-    """One batched search over the layers ``order`` (in execution order); their inversions by name."""
-    batch, L = original.shape[0], len(order)
-    cuts = _Cuts(model, modules, order, batch)
-    forward = _forward(model, cuts, domain, feed_dtype, copy_fed, model_kwargs)
-
-    with cuts:
+def _invert_group(batch: _Batch, plan: Plan, rcp: Recipe, g: torch.Generator) -> dict[str, Inversion]:
+    """One batched search over the layers of ``batch``; their inversions by name."""
+    size, L, work, original = batch.size, len(batch.order), batch.work_dtype, batch.original
+    with batch.cuts() as cuts:
+        forward = batch.forward(cuts)
         # One starting draw of the input's shape, repeated for every layer: what each separate call would draw.
-        start = initial(init if init is not None else rcp.init, original, work_dtype, g)
-        with torch.enable_grad(), model_rng(model):  # the model's random stream held for the whole search
+        start = initial(plan.init if plan.init is not None else rcp.init, original, work, g)
+        with torch.enable_grad(), model_rng(batch.feed.model):  # the model's random stream held for the search
             run = search(
-                forward, rcp, _stacked(original, L), Targets.of(list(targets), batch, work_dtype),
-                init=_stacked(start, L),
-                dtype=work_dtype, generator=g, progress=progress,
+                Problem(forward, _stacked(original, L), Targets.of(list(batch.targets), size, work), work), rcp,
+                init=_stacked(start, L), generator=g, progress=plan.progress,
             )
         if run.nonfinite:
             raise Declined("a loss became non-finite (the layers are inverted one by one to stop each alone)")
-        result_x, best_step = run.result(track_best)
+        result_x, _ = run.result(plan.track_best)
         with torch.no_grad():
             reps_g = [r.detach().clone() for r in forward(result_x)]
-            x_ref = domain.reference(original, g, work_dtype, raw=True)
+            x_ref = plan.domain.reference(original, g, work, raw=True)
             reps_ref = [r.detach().clone() for r in forward(_stacked(x_ref, L))]
-            x_u = chance_input(original.to(work_dtype))
+            x_u = chance_input(original.to(work))
             reps_u = [r.detach().clone() for r in forward(_stacked(x_u, L))]
     out: dict[str, Inversion] = {}
-    for k, name in enumerate(order):
-        rows = slice(k * batch, (k + 1) * batch)
-        out[name] = Inversion.from_tensors(
-            layer=name, start=None, original=original, result_x=result_x[rows], x_ref=x_ref, target=targets[k],
-            rep_g=reps_g[k], rep_ref=reps_ref[k], x_chance=x_u, rep_chance=reps_u[k],
-            history=History(
-                terms={t: v[:, rows].clone() for t, v in run.history.terms.items()}, lr=run.history.lr,
-                input_distance=run.history.input_distance[:, rows].clone(),
-            ),
-            best_step=best_step[rows], steps_run=run.steps_run, stopped=run.stopped, recipe=rcp, seed=seed,
-            parametrization=run.parametrization, seconds=0.0, data_range=domain.data_range,
+    for k, name in enumerate(batch.order):
+        rows = slice(k * size, (k + 1) * size)
+        out[name] = inversion_of(
+            _rows(run, rows), plan=plan, recipe=rcp, layer=name, start=None, original=original,
+            target=batch.targets[k], baselines=Baselines(reps_g[k], x_ref, reps_ref[k], x_u, reps_u[k]), seconds=0.0,
         )
     return out
+
+
+def _rows(run: Found, rows: slice) -> Found:
+    """One layer's part of a batched search's outcome."""
+    return dataclasses.replace(
+        run, best_x=run.best_x[rows], best_loss=run.best_loss[rows], best_step=run.best_step[rows],
+        final_x=run.final_x[rows],
+        history=History(
+            terms={t: v[:, rows].clone() for t, v in run.history.terms.items()}, lr=run.history.lr,
+            input_distance=run.history.input_distance[:, rows].clone(),
+        ),
+    )
 
 
 # The automatic mode batches a group of layers only if its step is at most this fraction of the separate steps'
@@ -355,17 +248,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _measure(
-    model: nn.Module,
-    modules: Sequence[nn.Module],
-    order: Sequence[str],
-    original: torch.Tensor,
-    feed_dtype: torch.dtype,
-    work_dtype: torch.dtype,
-    domain: Domain,
-    model_kwargs: Mapping[str, Any] | None,
-    copy_fed: bool,
-) -> dict[str, Any]:
+def _measure(batch: _Batch) -> dict[str, Any]:
     """What batching would cost here: the bytes each layer's backward pass keeps, the groups of consecutive layers
     that fit in the memory budget (a batched step keeps the sum over its layers: copy k runs only up to layer k),
     and the seconds of one forward and backward step of each layer alone and of each group batched.
@@ -373,19 +256,18 @@ def _measure(
     Steps are timed as the best of a few repeats after a warm-up, alternating the two ways, so that a busy
     machine slows both.
     """
-    batch = original.shape[0]
-    device = original.device
-    z0 = original.to(work_dtype)
+    device = batch.original.device
+    z0 = batch.original.to(batch.work_dtype)
 
-    def step(cuts: _Cuts, z: torch.Tensor) -> None:
+    def step(cuts: Cuts, z: torch.Tensor) -> None:
         z = z.detach().requires_grad_(True)
         with torch.enable_grad(), cuts:
-            outs = _forward(model, cuts, domain, feed_dtype, copy_fed, model_kwargs)(z)  # as the search runs it
+            outs = batch.forward(cuts)(z)  # as the search runs it
             total = torch.stack([o.float().abs().sum() for o in outs]).sum()
             torch.autograd.grad(total, z)
         _sync(device)
 
-    singles = [_Cuts(model, [m], [n], batch) for m, n in zip(modules, order)]
+    singles = [batch.cuts([k]) for k in range(len(batch.order))]
     kept: list[int] = []
     for cuts in singles:
         saved = [0]
@@ -400,13 +282,10 @@ def _measure(
     free = _free_memory(device)
     budget = None if free is None else int(_MEMORY_SHARE * free)
     groups = _groups(kept, budget)
-    batched = [
-        (_Cuts(model, [modules[k] for k in grp], [order[k] for k in grp], batch), _stacked(z0, len(grp)))
-        for grp in groups if len(grp) > 1
-    ]
+    batched = [(batch.cuts(grp), _stacked(z0, len(grp))) for grp in groups if len(grp) > 1]
     for cuts, stacked in batched:
         step(cuts, stacked)  # warm-up
-    alone = [float("inf")] * len(order)
+    alone = [float("inf")] * len(batch.order)
     together = [float("inf")] * len(batched)
     for _ in range(_PROBE_REPEATS):
         for k, cuts in enumerate(singles):
@@ -458,32 +337,24 @@ def _decide(measured: dict[str, Any], probe: dict[str, Any]) -> list[list[int]]:
     return groups
 
 
-def _check(
-    forward: Any,
-    cuts: _Cuts,
-    x: torch.Tensor,
-    order: Sequence[str],
-    model: nn.Module,
-    model_kwargs: Mapping[str, Any] | None,
-    feed_dtype: torch.dtype,
-    work_dtype: torch.dtype,
-    normalize: Normalize | None,
-) -> None:
+def _check(batch: _Batch) -> None:
     """Distinct inputs through the batched forward must give each layer's separately computed output."""
+    x = batch.x
     g = torch.Generator(device=x.device)
     g.manual_seed(20261123)
     copies = [
-        x.to(work_dtype) + 0.05 * k * torch.randn(x.shape, generator=g, device=x.device, dtype=work_dtype)
-        for k in range(len(order))
+        x.to(batch.work_dtype) + 0.05 * k * torch.randn(x.shape, generator=g, device=x.device, dtype=batch.work_dtype)
+        for k in range(len(batch.order))
     ]
     with torch.no_grad():
         alone = []
-        for name, copy_k in zip(order, copies):
-            with Hooks(model, name, stop=True) as hooks:
-                alone.append(hooks.run(private_input(feed(copy_k.to(feed_dtype), normalize), None), model_kwargs)[name])
+        for name, copy_k in zip(batch.order, copies):
+            with Hooks(batch.feed.model, name, stop=True) as hooks:
+                fed = private_input(batch.feed.normalized(copy_k.to(batch.feed_dtype)), None)
+                alone.append(hooks.run(batch.feed, fed)[name])
         try:
-            with cuts:
-                batched = forward(torch.cat(copies))
+            with batch.cuts() as cuts:
+                batched = batch.forward(cuts)(torch.cat(copies))
         except Declined:
             raise
         except Exception as error:
@@ -491,7 +362,7 @@ def _check(
                 f"the batched forward pass failed, probably a skip connection around a layer or a batch-sized "
                 f"keyword argument ({type(error).__name__}: {error})"
             ) from None
-        for name, want, got in zip(order, alone, batched):
+        for name, want, got in zip(batch.order, alone, batched):
             scale = float(want.abs().max()) if want.numel() else 0.0
             if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-4, atol=1e-5 * max(scale, 1.0)):
                 raise Declined(

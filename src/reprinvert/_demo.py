@@ -18,7 +18,7 @@ from torch import nn
 
 from .data import sample_image
 from .report import write_report
-from .sweep import sweep
+from ._sweep import sweep
 
 __all__ = ["LAYERS", "DemoCNN", "run_demo"]
 

@@ -43,3 +43,4 @@ class ReprinvertWarning(UserWarning):
 
 class NonFiniteWarning(ReprinvertWarning):
     """An inversion met a NaN or Inf loss and stopped early, keeping the best finite iterate."""
+

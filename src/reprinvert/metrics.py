@@ -23,11 +23,12 @@ import torch
 from torch import nn
 
 from ._domain import DEFAULT_SIGMA, NormalizeSpec, chance_input, resolve_sigma  # noqa: F401 (DEFAULT_SIGMA: re-exported)
+from ._feed import Feed
+from ._hooks import Hooks
+from ._layers import LayerSpec
+from ._outputs import Selector
 from ._rng import make_generator
-from ._state import frozen
 from ._tensors import flatten_batch
-from .capture import Hooks, Selector, model_dtype, normalized_input, private_input, requiring_grad, run_model
-from .layers import LayerSpec
 
 __all__ = [
     "CopyTendency",
@@ -160,14 +161,12 @@ def _representations(
     """rep(layer) of each input, in eval mode, on the path an inversion takes. The first forward pass runs the
     whole model (an error after the layer does not matter), so a layer that runs more than once is an error unless
     ``call`` picks the call, as in :func:`reprinvert.invert`; the others stop right after the layer."""
+    feed = Feed.of(model, normalize=normalize, model_kwargs=model_kwargs, x=inputs[0])
     out = []
-    with frozen(model, seed=seed), torch.enable_grad():
+    with feed.session(seed), torch.enable_grad():
         for k, t in enumerate(inputs):
-            with Hooks(
-                model, layer, select=select, call=call, stop=k > 0, tolerate_downstream_errors=k == 0
-            ) as hooks:
-                fed = requiring_grad(private_input(normalized_input(t, normalize), model_dtype(hooks.model)))
-                out.append(hooks.run(fed, model_kwargs)[hooks.targets[0].name])
+            with Hooks(feed.model, layer, select=select, call=call, stop=k > 0) as hooks:
+                out.append(hooks.run(feed, feed.input(t), tolerant=k == 0)[hooks.targets[0].name])
     return out
 
 
@@ -447,11 +446,11 @@ def copy_tendency(
         x_tilde = _perturb(x, sigma, g)
     else:
         x_tilde = corrupt(x, g).detach()
-    dtype = model_dtype(autoencoder)
-    with frozen(autoencoder, seed=g.initial_seed()):
+    feed = Feed.of(autoencoder, model_kwargs=model_kwargs, hooked=False)
+    with feed.session(g.initial_seed()):
         with torch.no_grad():  # the model gets copies: an in-place first operation cannot change x
-            out = run_model(autoencoder, private_input(x, dtype), model_kwargs)
-            out_tilde = run_model(autoencoder, private_input(x_tilde, dtype), model_kwargs)
+            out = feed(feed.input(x, grad=False))
+            out_tilde = feed(feed.input(x_tilde, grad=False))
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             raise ValueError(
                 f"copy_tendency needs an autoencoder whose output has the input's shape {tuple(x.shape)}, got "
@@ -464,8 +463,8 @@ def copy_tendency(
         n = delta.shape[1]
         estimates = []
         with torch.enable_grad():
-            xg = private_input(x, dtype).requires_grad_(True)
-            y = run_model(autoencoder, xg, model_kwargs)
+            xg = feed.input(x, grad=False).requires_grad_(True)
+            y = feed(xg)
             for k in range(probes):
                 v = torch.randint(0, 2, x.shape, generator=g, device=x.device).to(y.dtype) * 2 - 1
                 (vjp,) = torch.autograd.grad(y, xg, v, retain_graph=k < probes - 1)

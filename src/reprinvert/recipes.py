@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
+
+import torch
 
 from .parametrizations import Parametrization, Pyramid
 from .parametrizations import get as get_parametrization
@@ -36,7 +40,9 @@ __all__ = [
     "default",
     "from_dict",
     "get",
+    "load",
     "mahendran_vedaldi",
+    "resolve",
 ]
 
 Optimizer = Literal["gd", "sgd", "adam", "lbfgs"]
@@ -344,11 +350,113 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(name: str | Recipe) -> Recipe:
-    """Look a recipe up by name (``"default"``, ``"badger"``, ``"mahendran-vedaldi"``), or return a Recipe."""
+def get(name: str | Path | Recipe) -> Recipe:
+    """A recipe by name (``"default"``, ``"badger"``, ``"mahendran-vedaldi"``), from a recipe file (a path ending in
+    ``.json``, see :func:`load`), or the :class:`Recipe` itself."""
     if isinstance(name, Recipe):
         return name
+    if isinstance(name, Path) or str(name).lower().endswith(".json"):
+        return load(name)
     key = str(name).replace("_", "-").lower()
     if key not in _REGISTRY:
-        raise ValueError(f"recipe={name!r} is unknown; available recipes: {available()} (or pass a Recipe)")
+        raise ValueError(
+            f"recipe={name!r} is unknown; available recipes: {available()}, a recipe file (FILE.json) or a Recipe"
+        )
     return _REGISTRY[key]()
+
+
+def load(path: str | Path, *, classes: Mapping[str, type] | None = None) -> Recipe:
+    """A :class:`Recipe` from a JSON file: any of its fields, over a named base recipe.
+
+    The file is a JSON object. ``"base"`` names the recipe it starts from (default ``"default"``); every other key
+    is a :class:`Recipe` field: ``{"steps": 7, "weight_decay": 0.25, "lr": 0.02}``, or
+    ``{"base": "badger", "loss_scale": 0.02}``. Regularizers and the parametrisation are written as a saved result
+    records them (``"regularizers": ["Jitter(max_shift=2, until=0.75)"]``, ``"parametrization": "Fourier()"`` or
+    ``"pixel"``), so the ``recipe`` a saved result holds (``Inversion.recipe.to_dict()``, the provenance's
+    ``recipe``) is a recipe file too. The recipe's ``name`` is the file's stem unless the file sets it. The same
+    file works from Python (``invert(..., recipe="my.json")``) and the command line (``--recipe my.json``).
+
+    Args:
+        path: the file.
+        classes: your own regularizer or parametrisation classes by name, when the file uses them.
+
+    Raises:
+        ValueError: the file cannot be read, is not a JSON object, or sets an unknown field or a bad value (the
+            message names the file, the field and the fields there are).
+
+    Example:
+        >>> import json, pathlib, tempfile, reprinvert as ri
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "slow.json"
+        >>> _ = path.write_text(json.dumps({"steps": 7, "weight_decay": 0.25, "lr": 0.02}))
+        >>> r = ri.recipes.load(path)
+        >>> r.name, r.steps, r.weight_decay, r.lr, r.optimizer
+        ('slow', 7, 0.25, 0.02, 'adam')
+    """
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read the recipe file '{p}': {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"the recipe file '{p}' holds {type(data).__name__}; expected a JSON object of Recipe fields")
+    if "regularizers" in data and not isinstance(data["regularizers"], list):
+        raise ValueError(
+            f"the recipe file '{p}' has regularizers={data['regularizers']!r}; expected a list such as "
+            '["Jitter(max_shift=2)", "TotalVariation(weight=0.01)"]'
+        )
+    base_name = data.pop("base", "default")
+    if not isinstance(base_name, str) or base_name.replace("_", "-").lower() not in _REGISTRY:
+        raise ValueError(f"the recipe file '{p}' has base={base_name!r}; expected one of {available()}")
+    base = _REGISTRY[base_name.replace("_", "-").lower()]()
+    fields = [f.name for f in dataclasses.fields(Recipe)]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"the recipe file '{p}' sets unknown field(s) {unknown}; Recipe fields: {fields} and 'base'")
+    values = {**base.to_dict(), "name": p.stem, **data}
+    if "steps" in data and base.drops and "drops" not in data:
+        values["drops"] = [round(d * data["steps"] / base.steps) for d in base.drops]
+    try:
+        return from_dict(values, classes=classes)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"the recipe file '{p}': {error}") from None
+
+
+def resolve(recipe: Recipe | str | Path = "default", **overrides: Any) -> Recipe:
+    """``recipe`` (a :class:`Recipe`, a name or a recipe file, see :func:`get`) with overrides applied as the options
+    of :func:`reprinvert.invert` apply them.
+
+    Any :class:`Recipe` field can be overridden. A value of None keeps the recipe's field; ``clamp=False`` removes
+    the bounds; a tensor ``init`` is the call's own start (the recipe keeps its ``init``); a stepped schedule keeps
+    its drops at the same fractions of the run when ``steps`` changes.
+
+    Raises:
+        TypeError: an unknown field, or an ``init`` that is neither a name nor a tensor.
+        ValueError: a bad value (the message names the field and what it expects).
+
+    Example:
+        >>> import reprinvert as ri
+        >>> r = ri.recipes.resolve("mahendran-vedaldi", steps=300, lr=None)
+        >>> r.steps, r.drops, r.lr
+        (300, (100, 200), 0.01)
+    """
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if changes.get("clamp") is False:  # no bounds, whatever the recipe says
+        changes["clamp"] = None
+    init = changes.get("init")
+    if init is not None and not isinstance(init, str):
+        if isinstance(init, torch.Tensor):  # a tensor: the call's own start
+            del changes["init"]
+        else:
+            raise TypeError(
+                f"init must be 'seed', 'grey', 'zeros', 'uniform', 'normal' or a tensor of the input's shape, got "
+                f"{type(init).__name__}: {init!r}"
+            )
+    if "regularizers" in changes:
+        changes["regularizers"] = tuple(changes["regularizers"])
+    steps = changes.get("steps")
+    if "steps" in changes and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps={steps!r}: expected a positive int (the number of optimisation steps)")
+    base = get(recipe)
+    if "steps" in changes and base.drops and steps != base.steps and "drops" not in changes:
+        changes["drops"] = tuple(round(d * changes["steps"] / base.steps) for d in base.drops)
+    return base.replace(**changes) if changes else base

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import make_grid
-from .sweep import METRICS, Sweep, SweepRow
+from ._sweep_result import METRICS, Sweep, SweepRow
 
 __all__ = [
     "can_show_images",

@@ -13,7 +13,7 @@ from torch import nn
 
 from .. import corruptions
 from ..data import save_grid
-from ..invert import invert
+from .._invert import invert
 from ..metrics import copy_tendency, corruption_distance, denoising_gain
 from ..models import MLPAutoencoder, UNet, count_parameters
 from ..train import evaluate_loss

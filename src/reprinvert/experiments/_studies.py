@@ -12,7 +12,8 @@ import torch
 
 from .._rng import make_generator
 from ..data import sample_image, save_grid
-from ..invert import StepInfo, invert
+from .._invert import invert
+from .._search import StepInfo
 from ..models import ConvClassifier, FCNet, count_parameters, linear_net
 from ._common import (
     TRAIN_PHOTOS,

@@ -18,7 +18,7 @@ from torch import nn
 
 from .errors import LayerNotFoundError
 
-__all__ = ["LayerSpec", "list_layers", "resolve_layer", "runnable"]
+__all__ = ["LayerSpec", "layer_specs", "list_layers", "resolve_layer", "runnable"]
 
 LayerSpec = Union[str, int, nn.Module]
 """A layer given as a dotted name, an index into the model's top-level children, or the module itself."""
@@ -181,7 +181,7 @@ def runnable(model: nn.Module) -> nn.Module:
     return model
 
 
-def _layer_names(layers: Sequence[LayerSpec] | LayerSpec) -> list[LayerSpec]:
+def layer_specs(layers: Sequence[LayerSpec] | LayerSpec) -> list[LayerSpec]:
     if isinstance(layers, (str, int, nn.Module)):
         return [layers]
     if not isinstance(layers, (list, tuple)):

@@ -31,11 +31,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._domain import NormalizeSpec, resolve_normalize
-from ._state import frozen
-from .capture import Hooks, Selector, model_dtype
+from ._domain import NormalizeSpec
+from ._feed import Feed, model_dtype
+from ._hooks import Hooks
+from ._layers import LayerSpec, resolve_layer, runnable
+from ._outputs import Selector
 from .errors import ReprinvertWarning
-from .layers import LayerSpec, resolve_layer, runnable
 
 __all__ = ["Spectrum", "spectrum"]
 
@@ -140,21 +141,21 @@ def spectrum(
                 f"cannot make a float64 copy of the model ({type(error).__name__}: {error}); pass "
                 "precision='model' to use the model as it is"
             ) from None
-    norm = resolve_normalize(normalize, x)
+    feed = Feed.of(model, normalize=normalize, model_kwargs=model_kwargs, x=x)
     tops, bottoms, sizes, dones = [], [], [], []
     # J v comes from differentiating a vector-Jacobian product: every operation needs a second derivative. Fused
     # attention kernels (flash / memory-efficient scaled_dot_product_attention) have none, so attention runs on
     # its plain math kernel here (the same function, composed of differentiable operations).
-    with frozen(model), torch.enable_grad(), _math_attention(), \
-            Hooks(model, name, select=select, call=call, grad=True, stop=True) as h:
-        dtype = model_dtype(h.model)
+    with feed.session(), torch.enable_grad(), _math_attention(), \
+            Hooks(feed.model, name, select=select, call=call, grad=True, stop=True) as h:
+        dtype = feed.dtype
         for b in range(x.shape[0]):
             z = x[b : b + 1].detach().to(torch.float64).clone().requires_grad_(True)
             # A copy on z's graph (a first in-place operation cannot touch z), in the model's dtype.
-            fed = (z if norm is None else norm.apply(z)).clone()
+            fed = feed.normalized(z).clone()
             if dtype is not None and dtype != torch.float64:
                 fed = fed.to(dtype)
-            out = h.run(fed, model_kwargs)[name]
+            out = h.run(feed, fed)[name]
             out = out.reshape(-1).to(torch.float64)
             sizes.append(out.numel())
             u = torch.zeros_like(out, requires_grad=True)
