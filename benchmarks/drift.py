@@ -110,13 +110,15 @@ def gauss_newton(model: torch.nn.Module, layer: str, x: torch.Tensor, *, steps: 
 
     Returns the last iterate (the search only accepts steps that lower the squared error, so it is also the best)
     and, per step from 0, the mean over samples of (squared error, m_i)."""
-    from reprinvert.capture import Hooks, normalized_input
+    from reprinvert._feed import Feed
+    from reprinvert._hooks import Hooks
 
+    feed = Feed.of(model, normalize=normalize)
     hooks = Hooks(model, layer, grad=True, stop=True, clone_last=False)  # the inversion loop's own capture
     name = hooks.targets[0].name
 
     def rep(z: torch.Tensor) -> torch.Tensor:
-        return hooks.run(normalized_input(z, normalize))[name]
+        return hooks.run(feed, feed.normalized(z))[name]
 
     with hooks:  # the hooks come off when the search ends, whatever happened
         return _gauss_newton_steps(rep, x, steps=steps, cg=cg)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import reprinvert as ri
-from reprinvert.capture import select_output
+from reprinvert._outputs import select_output
 
 from conftest import Shared, SmallCNN, Snapshot, Swallower, TupleOut, assert_untouched, hooks_left
 

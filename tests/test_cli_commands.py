@@ -126,7 +126,7 @@ def test_sweep_writes_report(spec: str, image_dir: Path, tmp_path: Path, capsys)
     assert [r.as_dict() for r in saved.rows] == data["layers"]
     assert "reprinvert.load(" in printed
     assert main([*argv, "--one-by-one", "--quiet", "--recipe", "default"]) == 2  # another study in the same --out
-    assert "holds results of another study (different one_by_one, recipe)" in capsys.readouterr().err
+    assert "holds results of another study (different --one-by-one, --recipe)" in capsys.readouterr().err
     assert main([*argv, "--one-by-one", "--quiet", "--recipe", "default", "--fresh"]) == 0
     assert json.loads((out / "metrics.json").read_text())["provenance"]["options"]["batched"] is False
     assert main([*argv, "--quiet", "--recipe", "default", "--fresh", "--spectrum", "3"]) == 0
@@ -163,7 +163,7 @@ def test_threads_option_sets_torch_threads_for_the_run_only(
 ) -> None:
     import importlib
 
-    sweep_module = importlib.import_module("reprinvert.sweep")
+    sweep_module = importlib.import_module("reprinvert.study")  # a study's chunks are swept with ri.sweep
     seen: list[int] = []
     real = sweep_module.sweep
 
@@ -310,22 +310,22 @@ def test_ctrl_c_inside_a_chunk_keeps_its_finished_layers(
     inverts only the second, and the result equals an uninterrupted run's."""
     import importlib
 
-    sweep_module = importlib.import_module("reprinvert.sweep")
+    sweep_module = importlib.import_module("reprinvert._sweep")  # where a sweep inverts each layer
     argv = ["sweep", spec, str(image_dir), "--steps", "3", "--seed", "1", "--layers", "conv,down", "--one-by-one",
             "--quiet"]
     assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
-    real = sweep_module.invert
+    real = sweep_module.run_inversion
     calls: list[str] = []
     interrupt = [True]
 
-    def invert(model: Any, layer: str, *args: Any, **kwargs: Any) -> Any:
+    def invert(feed: Any, layer: str, *args: Any, **kwargs: Any) -> Any:
         calls.append(layer)
         if layer == "down" and interrupt:
             interrupt.clear()
             raise KeyboardInterrupt
-        return real(model, layer, *args, **kwargs)
+        return real(feed, layer, *args, **kwargs)
 
-    monkeypatch.setattr(sweep_module, "invert", invert)
+    monkeypatch.setattr(sweep_module, "run_inversion", invert)
     out = tmp_path / "study"
     assert main([*argv, "--out", str(out)]) == 130
     assert "1 finished layer(s) of an unfinished chunk are kept" in capsys.readouterr().err
@@ -336,7 +336,8 @@ def test_ctrl_c_inside_a_chunk_keeps_its_finished_layers(
     whole, resumed = ri.load(tmp_path / "whole" / "result"), ri.load(out / "result")
     assert isinstance(whole, ri.Sweep) and isinstance(resumed, ri.Sweep)
     assert all(torch.equal(a.input, b.input) for a, b in zip(whole.inversions, resumed.inversions))
-    assert not list((out / "result").glob("*.layers"))  # the per-layer files are folded into the chunk's result
+    # the per-layer files are the chunk's result: the finished chunk's folder is its saved sweep
+    assert sorted(p.name for p in (out / "result" / "part-0000" / "layers").iterdir()) == ["conv.npz", "down.npz"]
 
 
 def test_a_study_in_chunks_resumes_and_survives_ctrl_c(
@@ -346,7 +347,7 @@ def test_a_study_in_chunks_resumes_and_survives_ctrl_c(
     then does only what is left, and the joined result equals the one-chunk-at-a-time numbers."""
     import importlib
 
-    sweep_module = importlib.import_module("reprinvert.sweep")  # the module (ri.sweep is the function)
+    sweep_module = importlib.import_module("reprinvert.study")  # a study's chunks are swept with ri.sweep
 
     out = tmp_path / "study"
     # --one-by-one: the automatic choice of batching depends on measured timing, so only a fixed mode is bit for bit

@@ -315,7 +315,7 @@ def test_deferred_nonfinite_check_equals_a_check_every_step(at: int) -> None:
 def test_adam_update_equals_torch_adam_bit_for_bit(dtype: torch.dtype) -> None:
     """The loop's own Adam (no torch optimizer object, whose first construction imports torch._dynamo) gives
     exactly torch.optim.Adam's numbers, with a learning rate that changes every step."""
-    from reprinvert.invert import _adam
+    from reprinvert._search import adam as _adam
 
     g = torch.Generator().manual_seed(0)
     ours = torch.randn(3, 5, generator=g, dtype=dtype)
@@ -434,9 +434,9 @@ def test_history_records_each_iterates_input_distance() -> None:
 
 
 def _bookkept_on_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    from reprinvert import _search
+    from reprinvert._search import _best
 
-    monkeypatch.setattr(_search, "_host_bookkeeping", lambda device: False)
+    monkeypatch.setattr(_best, "host_bookkeeping", lambda device: False)
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""The package's imports flow one way: layers -> capture -> search -> metrics -> invert/sweep -> experiments ->
-report -> cli (``docs/concepts.md``, "How the code is laid out"). Read from the source, lazy imports included."""
+"""The shape of the package: imports flow one way (values -> model access -> search -> results -> runners -> faces,
+``docs/concepts.md``, "How the code is laid out"), one concept a file, and the limits that keep each file readable.
+Read from the source, lazy imports included."""
 
 from __future__ import annotations
 
@@ -10,26 +11,37 @@ import reprinvert
 
 PACKAGE = Path(reprinvert.__file__).parent
 
-# Each module's place in the flow; a module may import only modules of a lower level. Level 0-2 are leaves
-# (values, helpers, models, data) that know nothing of models' layers or of inversions.
+# Each module's place in the flow; a module may import only modules of a lower level.
 LEVEL = {
+    # values and leaves: know nothing of models' layers or of inversions
     "_version": 0, "errors": 0, "_rng": 0, "_tensors": 0, "_filters": 0, "_archive": 0, "_progress": 0,
-    "_modelspec": 0,
-    "_domain": 1, "_state": 1, "regularizers": 1, "parametrizations": 1, "corruptions": 1, "data": 1, "models": 1,
+    "_modelspec": 0, "_moved": 0,
+    "_checks": 1, "_domain": 1, "_state": 1, "regularizers": 1, "parametrizations": 1, "corruptions": 1, "data": 1, "models": 1,
     "recipes": 2, "train": 2,
-    "layers": 3,
-    "capture": 4,
-    "_search": 5,
-    "metrics": 6, "spectrum": 6,
-    "invert": 7,
-    "_batched": 8,
-    "sweep": 9,
-    "experiments": 10,
-    "report": 11,
-    "_demo": 12,
-    "cli": 13,
-    "__main__": 14,
+    # reaching into a model; the search (which knows no model)
+    "_layers": 3, "_outputs": 3, "_search": 3,
+    "_feed": 4,
+    "_hooks": 5,
+    "_capture": 6, "_describe": 6, "_plan": 6,
+    "metrics": 7, "_spectrum": 7, "_tokens": 7, "_layer_choice": 7,
+    # results
+    "_inversion": 8,
+    "_sweep_result": 9, "_invert": 9,
+    "_persist": 10, "_batched": 10,
+    # runners
+    "_sweep": 11,
+    "study": 12, "experiments": 12,
+    # faces
+    "report": 13,
+    "_demo": 14,
+    "cli": 15,
+    "__main__": 16,
 }
+
+# The limits of one file's contents (the design issue's bar).
+MAX_FILE_LINES = 500
+MAX_FUNCTION_LINES = 100
+MAX_PRIVATE_PARAMETERS = 10
 
 
 def _unit(path: Path) -> str:
@@ -66,27 +78,63 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
+def _sources() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
 def test_every_module_has_a_place_in_the_flow() -> None:
-    units = {_unit(p) for p in PACKAGE.rglob("*.py")} - {"__init__"}
+    units = {_unit(p) for p in _sources()} - {"__init__"}
     assert units <= set(LEVEL), f"modules without a level: {sorted(units - set(LEVEL))}"
+    assert set(LEVEL) <= units, f"levels of modules that do not exist: {sorted(set(LEVEL) - units)}"
 
 
 def test_imports_flow_one_way() -> None:
     wrong = []
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in _sources():
         unit = _unit(path)
         if unit == "__init__":
             continue
         for target in _imports(path):
-            if target not in LEVEL:
-                continue
-            if LEVEL[target] >= LEVEL[unit]:
+            if target in LEVEL and LEVEL[target] >= LEVEL[unit]:
                 wrong.append(f"{path.relative_to(PACKAGE)} imports {target} (level {LEVEL[target]} >= {LEVEL[unit]})")
     assert not wrong, "\n".join(wrong)
 
 
-def test_layers_and_capture_do_not_import_each_other() -> None:
-    assert "capture" not in _imports(PACKAGE / "layers.py")
-    assert "layers" in _imports(PACKAGE / "capture.py")
-    search = _imports(PACKAGE / "_search.py")
-    assert not search & {"invert", "sweep", "metrics", "capture", "_batched"}, search
+def test_the_search_knows_no_model() -> None:
+    """The search package imports no model access, result or runner: it differentiates the forward it is given."""
+    search = set().union(*(_imports(p) for p in (PACKAGE / "_search").glob("*.py")))
+    assert not search & {"_feed", "_hooks", "_layers", "_capture", "metrics", "_invert", "_sweep", "_batched"}, search
+
+
+def test_forward_hooks_are_registered_in_one_module() -> None:
+    registering = {
+        str(p.relative_to(PACKAGE)) for p in _sources()
+        if "register_forward_hook" in p.read_text() or "register_forward_pre_hook" in p.read_text()
+    }
+    assert registering == {"_hooks.py"}, registering
+
+
+def test_no_file_is_over_the_line_limit() -> None:
+    long = {str(p.relative_to(PACKAGE)): n for p in _sources() if (n := len(p.read_text().splitlines())) > MAX_FILE_LINES}
+    assert not long, long
+
+
+def test_no_function_is_over_the_line_limit_and_no_private_one_takes_too_many_parameters() -> None:
+    long, wide = [], []
+    for path in _sources():
+        private_module = path.relative_to(PACKAGE).name.startswith("_") or any(
+            part.startswith("_") for part in path.relative_to(PACKAGE).parts[:-1]
+        )
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            where = f"{path.relative_to(PACKAGE)}:{node.name}"
+            assert node.end_lineno is not None
+            if node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
+                long.append(f"{where} ({node.end_lineno - node.lineno + 1} lines)")
+            a = node.args
+            count = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) + bool(a.vararg) + bool(a.kwarg)
+            if (private_module or node.name.startswith("_")) and count > MAX_PRIVATE_PARAMETERS:
+                wide.append(f"{where} ({count} parameters)")
+    assert not long, long
+    assert not wide, wide

@@ -19,7 +19,7 @@ from torch import nn
 
 import reprinvert as ri
 from reprinvert import report
-from reprinvert.sweep import METRICS
+from reprinvert._sweep_result import METRICS
 
 from conftest import SmallCNN, TokenModel
 

@@ -157,7 +157,7 @@ def test_a_sweep_with_resume_saves_each_layer_and_an_interrupted_one_does_only_t
     rest, and the result equals an uninterrupted sweep's; another call into the same folder is refused."""
     import importlib
 
-    sweep_module = importlib.import_module("reprinvert.sweep")  # ri.sweep is the function
+    sweep_module = importlib.import_module("reprinvert._sweep")  # where a sweep inverts each layer
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.Tanh()).eval()
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -165,21 +165,22 @@ def test_a_sweep_with_resume_saves_each_layer_and_an_interrupted_one_does_only_t
     whole = ri.sweep(model, x, layers=layers, steps=12, progress=False, batched=False)
 
     calls: list[str] = []
-    real_invert = sweep_module.invert
+    real_invert = sweep_module.run_inversion
     interrupt = [True]
 
-    def invert(model: nn.Module, layer: str, *args: Any, **kwargs: Any) -> ri.Inversion:
+    def invert(feed: Any, layer: str, *args: Any, **kwargs: Any) -> ri.Inversion:
         calls.append(layer)
         if layer == "2" and interrupt:
             interrupt.clear()
             raise KeyboardInterrupt  # Ctrl-C during the third layer, once
-        return real_invert(model, layer, *args, **kwargs)
+        return real_invert(feed, layer, *args, **kwargs)
 
-    monkeypatch.setattr(sweep_module, "invert", invert)
+    monkeypatch.setattr(sweep_module, "run_inversion", invert)
     folder = tmp_path / "resume"
     with pytest.raises(KeyboardInterrupt):
         ri.sweep(model, x, layers=layers, steps=12, progress=False, batched=False, resume=folder)
-    assert sorted(p.name for p in folder.iterdir()) == ["call.json", "layer-0.npz", "layer-1.npz"]
+    assert sorted(p.name for p in folder.iterdir()) == ["fingerprint.json", "layers"]
+    assert sorted(p.name for p in (folder / "layers").iterdir()) == ["0.npz", "1.npz"]
     calls.clear()
     resumed = ri.sweep(model, x, layers=layers, steps=12, progress=False, batched=False, resume=folder)
     assert calls == ["2", "3"]  # only what was not finished
@@ -187,11 +188,13 @@ def test_a_sweep_with_resume_saves_each_layer_and_an_interrupted_one_does_only_t
     for a, b in zip(resumed.inversions, whole.inversions):
         assert torch.equal(a.input, b.input) and a.layer == b.layer
     assert [r.input_distance for r in resumed.rows] == [r.input_distance for r in whole.rows]
+    saved = ri.load(folder)  # the finished sweep is saved into its resume folder
+    assert isinstance(saved, ri.Sweep) and saved.rows == resumed.rows
     calls.clear()
     again = ri.sweep(model, x, layers=layers, steps=12, progress=False, batched=False, resume=folder)
     assert calls == [] and again.provenance.options["resumed"] == layers
     # a different call into the same folder: refused, naming what differs
-    with pytest.raises(ValueError, match=r"holds layers of another call \(different steps\)"):
+    with pytest.raises(ValueError, match=r"holds layers of another call \(different recipe\.steps\)"):
         ri.sweep(model, x, layers=layers, steps=13, progress=False, batched=False, resume=folder)
     with pytest.raises(ValueError, match=r"different x\)"):
         ri.sweep(model, x + 0.01, layers=layers, steps=12, progress=False, batched=False, resume=folder)

@@ -109,7 +109,7 @@ def test_unconverged_values_are_reported_as_bounds(monkeypatch: pytest.MonkeyPat
     block at 32 px, condition number about 8e6) the small end stops like this within the iteration budget."""
     import importlib
 
-    spectrum_module = importlib.import_module("reprinvert.spectrum")  # the module (ri.spectrum is the function)
+    spectrum_module = importlib.import_module("reprinvert._spectrum")  # the module (ri.spectrum is the function)
 
     u = _orthogonal(40, seed=1)
     v = _orthogonal(40, seed=2)

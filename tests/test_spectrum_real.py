@@ -12,7 +12,8 @@ import torch
 
 import reprinvert as ri
 from reprinvert._domain import resolve_normalize
-from reprinvert.capture import Hooks
+from reprinvert._feed import Feed
+from reprinvert._hooks import Hooks
 
 
 def test_efficientnet_first_block_against_a_dense_svd() -> None:
@@ -33,7 +34,7 @@ def test_efficientnet_first_block_against_a_dense_svd() -> None:
     norm = resolve_normalize("imagenet", x)
     with torch.enable_grad(), Hooks(double, "_blocks.0", grad=True, stop=True) as hooks:
         jac = torch.autograd.functional.jacobian(
-            lambda z: hooks.run(norm.apply(z).clone(), None)["_blocks.0"].reshape(-1), x.double()
+            lambda z: hooks.run(Feed.of(double), norm.apply(z).clone())["_blocks.0"].reshape(-1), x.double()
         )
     dense = torch.linalg.svdvals(jac.reshape(jac.shape[0], -1))
     assert torch.allclose(s.top[0], dense[:3], rtol=1e-8)  # the large end converges

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import reprinvert as ri
-from reprinvert.sweep import METRICS
+from reprinvert._sweep_result import METRICS
 
 from conftest import SmallCNN, Snapshot, TokenModel, assert_tensor_untouched, assert_untouched, tensor_state
 

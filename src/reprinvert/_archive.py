@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["claim", "decode", "differences", "digest", "encode", "fingerprint", "read", "write", "write_json"]
+__all__ = ["Mismatch", "claim", "decode", "differences", "digest", "encode", "fingerprint", "read", "write", "write_json"]
 
 _META = "__meta__"
 _WIDENED = {torch.bfloat16: torch.float32}
@@ -160,9 +160,17 @@ def differences(stored: Any, current: Mapping[str, Any]) -> list[str]:
     return sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
 
 
-def claim(file: Path, current: Mapping[str, Any], *, holds_work: Callable[[], bool], refuse: str) -> None:
+class Mismatch(ValueError):
+    """A folder holds the work of another call; ``differences`` are the fingerprint's keys that differ."""
+
+    def __init__(self, message: str, differences: list[str]) -> None:
+        super().__init__(message)
+        self.differences = differences
+
+
+def claim(file: Path, current: Mapping[str, Any], *, holds_work: Callable[[], bool], what: str, fix: str) -> None:
     """Make ``file`` hold the fingerprint ``current``. Where it holds another one and the folder holds work
-    (``holds_work()``), refuse: ``ValueError`` naming what differs, then ``refuse`` (what to do)."""
+    (``holds_work()``), refuse: :class:`Mismatch` saying ``what`` the folder holds, what differs, and ``fix``."""
     if file.is_file():
         try:
             stored = decode(json.loads(file.read_text()))
@@ -171,5 +179,6 @@ def claim(file: Path, current: Mapping[str, Any], *, holds_work: Callable[[], bo
         if stored == dict(current):
             return
         if holds_work():
-            raise ValueError(f"{refuse} (different {', '.join(differences(stored, current))})")
+            differ = differences(stored, current)
+            raise Mismatch(f"{what} (different {', '.join(differ)}); {fix}", differ)
     write_json(file, current)

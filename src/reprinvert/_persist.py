@@ -109,8 +109,8 @@ class LayerStore:
             raise ValueError(f"resume={str(folder)!r}: cannot create the folder ({exc.strerror or exc})") from None
         _archive.claim(
             folder / "fingerprint.json", fingerprint, holds_work=lambda: any((folder / "layers").glob("*.npz")),
-            refuse=f"resume={str(folder)!r} holds layers of another call; pass another folder, or delete this one "
-            "to start over",
+            what=f"resume={str(folder)!r} holds layers of another call",
+            fix="pass another folder, or delete this one to start over",
         )
 
     def load(self, names: Sequence[str]) -> dict[str, Inversion]:

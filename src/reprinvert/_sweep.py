@@ -65,7 +65,10 @@ def sweep(
     """Invert many layers of ``model`` for the inputs ``x`` and tabulate the metrics per layer.
 
     Each layer is inverted independently, as :func:`reprinvert.invert` would, with the same recipe, steps and
-    seed, so rows differ only by the layer. The model and ``x`` come back exactly as they were.
+    seed, so rows differ only by the layer. The model and ``x`` come back exactly as they were. The options
+    ``recipe``, ``steps``, ``clamp``, ``start``, ``sigma``, ``data_range``, ``model_kwargs``, ``optimizer``, ``lr``,
+    ``loss``, ``init``, ``regularizers``, ``select``, ``call``, ``track_best``, ``train`` and ``normalize`` are
+    :func:`reprinvert.invert`'s, for every layer.
 
     Args:
         model: any ``nn.Module`` (run in eval mode; parameters, buffers, flags and hooks restored).
@@ -80,8 +83,6 @@ def sweep(
             was left out, and why, is in ``provenance.skipped_layers``.
         every: keep every k-th of the chosen layers (1-based); with ``layers=None`` the blocks are then not
             thinned first.
-        recipe, steps, clamp, start, sigma, data_range, model_kwargs, optimizer, lr, loss, init, regularizers,
-            select, call, track_best, train, normalize: as in :func:`reprinvert.invert`, for every layer.
         seed: the seed of every inversion.
         progress: show progress across layers (tqdm bars when installed, else a line per layer on stderr).
         batched: invert the layers as one batch of L x B inputs in which copy k is taken out at the k-th layer
@@ -168,8 +169,9 @@ class SweepOptions:
 
 def sweep_fingerprint(feed: Feed, x: torch.Tensor, plan: Plan) -> dict[str, Any]:
     """What decides each layer's inversion in a sweep (not which layers): the resume folder's fingerprint."""
+    recipe = {f"recipe.{k}": v for k, v in plan.recipe.to_dict().items()}  # what differs is named field by field
     return _archive.fingerprint(
-        model=feed.model, x=x, recipe=plan.recipe.to_dict(), init=plan.init, seed=plan.seed, start=plan.start,
+        model=feed.model, x=x, **recipe, init=plan.init, seed=plan.seed, start=plan.start,
         sigma=plan.domain.sigma, data_range=plan.domain.data_range,
         normalize=None if feed.normalize is None else feed.normalize.to_dict(), model_kwargs=feed.model_kwargs,
         select=plan.select, call=plan.call, track_best=plan.track_best, train=plan.train,

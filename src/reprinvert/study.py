@@ -166,8 +166,8 @@ class Study:
         _archive.claim(
             self.folder / "study.json", self.fingerprint,
             holds_work=lambda: any(self.folder.glob("part-*/**/*.npz")),
-            refuse=f"'{self.folder}' holds results of another study; give another folder, or start over with "
-            "fresh=True (the command line's --fresh) to discard them",
+            what=f"'{self.folder}' holds results of another study",
+            fix="give another folder, or start over with fresh=True (the command line's --fresh) to discard them",
         )
 
     def _where(self, k: int) -> str:

@@ -19,8 +19,8 @@ from torch import nn
 
 import reprinvert as ri
 from reprinvert._state import frozen
-from reprinvert.capture import select_output
-from reprinvert.layers import resolve_layer, runnable
+from reprinvert._outputs import select_output
+from reprinvert._layers import resolve_layer, runnable
 
 STEPS = 3
 
@@ -170,7 +170,7 @@ def _fault_backward(f: Family, m: nn.Module, x: torch.Tensor) -> None:
 
 
 def _tensors(obj: Any) -> list[torch.Tensor]:
-    from reprinvert.capture import _tensor_paths
+    from reprinvert._outputs import tensor_paths as _tensor_paths
 
     return [t for _, t in _tensor_paths(obj)]
 
@@ -200,7 +200,7 @@ def _fault_transform(f: Family, m: nn.Module, x: torch.Tensor) -> None:
 
 
 def _fault_optimizer_step(f: Family, m: nn.Module, x: torch.Tensor) -> None:
-    loop = importlib.import_module("reprinvert._search")  # the search loop's module
+    loop = importlib.import_module("reprinvert._search._steps")  # the optimisers' updates
     original = loop.adam
 
     def step(*args: Any, **kwargs: Any) -> None:

@@ -83,7 +83,7 @@ def test_selectors_reach_named_fields() -> None:
     """NamedTuple fields, PackedSequence.data and torch.return_types fields, by name."""
     from collections import namedtuple
 
-    from reprinvert.capture import select_output
+    from reprinvert._outputs import select_output
 
     pair = namedtuple("pair", "first second")
     t = torch.ones(2, 3)
