@@ -272,7 +272,7 @@ def _figure(x: torch.Tensor, rows: dict[str, Any]) -> None:
                                       "fourier", "lbfgs", "badger", "mahendran-vedaldi")]
     columns = [x] + [rows[n]["input"].clamp(0, 1) for n in names]
     FIGURE.parent.mkdir(parents=True, exist_ok=True)
-    ri.data.save_grid(columns, FIGURE, column_labels=["photo", *names], scale=1)
+    ri.report.save_grid(columns, FIGURE, column_labels=["photo", *names], scale=1)
 
 
 def _fmt(values: list[float], digits: int = 1) -> str:

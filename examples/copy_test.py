@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> Path:
     print(f"copy tendency: finite {summary['finite']:.3f}, Jacobian trace/n {summary['jacobian_trace']:.3f} "
           "(1 = identity, 0 = ignores the perturbation)")
     print(f"denoising gain {float(gain.mean()):.2f} (> 1: the output is closer to the clean photo than x~ was)")
-    path = ri.data.save_grid(
+    path = ri.report.save_grid(
         [x, noisy, out],
         Path(args.out) / "copy_test.png",
         column_labels=["clean x", "x~ = 0.3x + 0.7eps", f"output (gain {float(gain.mean()):.2f})"],

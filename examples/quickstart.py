@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> Path:
     for layer, res in zip(layers, results):
         print(f"layer {layer}: {res.metrics}")  # m_g < m_r: the layer represents x
 
-    path = ri.data.save_grid(
+    path = ri.report.save_grid(
         [x, *(r.input for r in results)],
         Path(args.out) / "quickstart.png",
         column_labels=["original", *(f"layer {layer}" for layer in layers)],

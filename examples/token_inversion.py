@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> Path:
         rows.append(img)
         labels.append(f"{layer}: {int(correct.sum())}/{length}")
         print(f"{layer}: recovered {int(correct.sum())}/{length} tokens: {recovered.tolist()}")
-    path = ri.data.save_grid(
+    path = ri.report.save_grid(
         torch.stack(rows).unsqueeze(1),  # (rows, 1 column, 3, 1, T)
         Path(args.out) / "token_inversion.png",
         row_labels=labels,

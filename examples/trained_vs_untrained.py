@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> Path:
         for name, result in runs.items():
             rows.append(torch.stack([x[i], *(inv.input[i] for inv in result.inversions)]))
             labels.append(f"{name} #{i}")
-    path = ri.data.save_grid(
+    path = ri.report.save_grid(
         torch.stack(rows),
         Path(args.out) / "trained_vs_untrained.png",
         column_labels=["original", *layers],

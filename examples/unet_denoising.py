@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> Path:
                   "(> 1: closer to the clean photo than its input was)")
             columns.append(out)
             labels.append(f"skip={skip} gain {float(gain.mean()):.2f}")
-    path = ri.data.save_grid(columns, Path(args.out) / "unet_denoising.png", column_labels=labels,
+    path = ri.report.save_grid(columns, Path(args.out) / "unet_denoising.png", column_labels=labels,
                              scale=max(1, 128 // size))
     print(f"wrote {path}")
     return path

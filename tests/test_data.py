@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+import reprinvert as ri
 from reprinvert import data
 
 QUANT = 0.5 / 255 + 1e-6  # 8-bit rounding
@@ -172,7 +173,7 @@ def test_global_rng_untouched(tmp_path) -> None:
     state = torch.get_rng_state()
     data.synthetic_images(2, size=8, seed=1)
     data.sample_images(size=8)
-    data.save_grid([torch.zeros(1, 3, 2, 2)], tmp_path / "g.png")
+    ri.report.save_grid([torch.zeros(1, 3, 2, 2)], tmp_path / "g.png")
     assert torch.equal(torch.get_rng_state(), state)
 
 
@@ -205,13 +206,20 @@ def test_grid_pixels_and_layouts() -> None:
 
 
 def test_save_grid(tmp_path) -> None:
+    """report.save_grid writes a grid of tensors (Pillow's, default scale 4 and padding 2) as well as a sweep's;
+    data.save_grid, the former tensor-only name, still writes the same file and warns."""
+    from reprinvert.data._io import write_grid
+
     cols = [torch.rand(2, 3, 5, 5) for _ in range(3)]
-    path = data.save_grid(cols, tmp_path / "out" / "g.png", column_labels=["x", "layer1", "a very long label"])
+    path = ri.report.save_grid(cols, tmp_path / "out" / "g.png", column_labels=["x", "layer1", "a very long label"])
     with Image.open(path) as img:
         assert img.format == "PNG" and img.size[0] == 3 * (5 * 4 + 2) + 2  # default scale 4, padding 2
-    unlabelled = data.save_grid(cols, tmp_path / "u.png", scale=1, padding=0)
+    unlabelled = write_grid(cols, tmp_path / "u.png", scale=1, padding=0)
     with Image.open(unlabelled) as img:
         assert img.size == (15, 10)
+    with pytest.warns(DeprecationWarning, match=r"use reprinvert.report.save_grid"):
+        old = data.save_grid(cols, tmp_path / "old.png", column_labels=["x", "layer1", "a very long label"])
+    assert old.read_bytes() == path.read_bytes()
 
 
 def test_grid_errors() -> None:

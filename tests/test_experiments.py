@@ -48,8 +48,8 @@ def test_corruption_distance_is_a_perfect_copiers_loss(tmp_path: Path) -> None:
 
 def test_denoise_and_unet_representation_tiny(tmp_path: Path) -> None:
     cfg = E.DENOISE_SIZES["tiny"]
-    from reprinvert.experiments._autoencoders import _train_unets
     from reprinvert.experiments._common import Reporter
+    from reprinvert.experiments._denoise import _train_unets
 
     trained = _train_unets(cfg, 0, False, Reporter("t", False))
     snap = Snapshot.of(trained["none"][0])
@@ -88,11 +88,12 @@ def test_unet_representation_grid_and_metrics_describe_the_same_tensor(
     import dataclasses
     import importlib
 
-    auto = importlib.import_module("reprinvert.experiments._autoencoders")
+    auto = importlib.import_module("reprinvert.experiments._unet_representation")
     from reprinvert.experiments._common import Reporter
+    from reprinvert.experiments._denoise import _train_unets
 
     cfg = dataclasses.replace(E.DENOISE_SIZES["tiny"], recipe="badger")
-    trained = auto._train_unets(cfg, 0, False, Reporter("t", False))
+    trained = _train_unets(cfg, 0, False, Reporter("t", False))
     # the seed's recipe from a N(0, 1) start: unclamped, its iterates would lie far outside [0, 1]
     recipes_module = importlib.import_module("reprinvert.recipes")
     real_badger = recipes_module.badger

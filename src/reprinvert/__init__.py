@@ -18,8 +18,8 @@ from __future__ import annotations
 from . import corruptions, data, experiments, metrics, models, parametrizations, recipes, regularizers, report, train
 from ._capture import Captured, capture, represent
 from ._describe import Description, LayerInfo, describe
-from ._invert import invert
 from ._inversion import Inversion
+from ._invert import invert
 from ._layers import list_layers, resolve_layer
 from ._moved import install as _install_moved_modules
 from ._outputs import Selector

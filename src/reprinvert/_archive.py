@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Mismatch", "claim", "decode", "differences", "digest", "encode", "fingerprint", "read", "write", "write_json"]
+__all__ = [
+    "Mismatch", "claim", "decode", "differences", "digest", "encode", "fingerprint", "read", "write", "write_json",
+]
 
 _META = "__meta__"
 _WIDENED = {torch.bfloat16: torch.float32}

@@ -25,13 +25,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
 from ._domain import chance_input
 from ._feed import Feed, private_input
 from ._hooks import Cut, Cuts, Hooks, watch
-from ._invert import Baselines, inversion_of
 from ._inversion import Inversion
+from ._invert import Baselines, inversion_of
 from ._plan import Plan
 from ._search import Found, History, Problem, Targets, initial, search
 from ._state import model_rng
@@ -164,11 +163,14 @@ def _execution_order(feed: Feed, names: Sequence[str], x: torch.Tensor) -> tuple
         if name not in order:
             order.append(name)
 
-    with torch.no_grad(), Hooks(feed.model, list(names)) as hooks:
-        with watch({name: hooks.by_spec[name].module for name in names}, record):
-            fed = feed.input(x, grad=False)
-            version = fed._version
-            outputs = hooks.run(feed, fed, tolerant=True)
+    with (
+        torch.no_grad(),
+        Hooks(feed.model, list(names)) as hooks,
+        watch({name: hooks.by_spec[name].module for name in names}, record),
+    ):
+        fed = feed.input(x, grad=False)
+        version = fed._version
+        outputs = hooks.run(feed, fed, tolerant=True)
     return order, [outputs[n] for n in order], fed._version != version
 
 

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._sweep import sweep
 from .data import sample_image
 from .report import write_report
-from ._sweep import sweep
 
 __all__ = ["LAYERS", "DemoCNN", "run_demo"]
 

@@ -33,7 +33,7 @@ from .metrics import InversionMetrics
 from .recipes import Init, Loss, Optimizer, Recipe
 from .regularizers import Regularizer
 
-__all__ = ["Baselines", "invert", "inversion_of", "run_inversion"]
+__all__ = ["Baselines", "inversion_of", "invert", "run_inversion"]
 
 
 def invert(

@@ -174,8 +174,8 @@ def choose_layers(
             mode = "top"
         if not names:
             raise ValueError(
-                f"layers={layers!r}: no {mode!r} layer of {type(feed.model).__name__} ran exactly once with a batch-first "
-                "tensor output" + (f" after start={start!r}" if start else "")
+                f"layers={layers!r}: no {mode!r} layer of {type(feed.model).__name__} ran exactly once with a "
+                "batch-first tensor output" + (f" after start={start!r}" if start else "")
                 + "; pass the layers to invert explicitly, e.g. layers=reprinvert.list_layers(model)[:3]"
             )
     else:

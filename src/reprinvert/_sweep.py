@@ -33,8 +33,8 @@ from torch import nn
 from . import _archive, _batched, recipes
 from ._domain import Domain, NormalizeSpec
 from ._feed import Feed
-from ._invert import run_inversion
 from ._inversion import Inversion
+from ._invert import run_inversion
 from ._layer_choice import MAX_AUTO_LAYERS, LayerMode, choose_layers
 from ._layers import LayerSpec, resolve_layer
 from ._outputs import Selector

@@ -240,8 +240,8 @@ class Sweep:
 
         Files: ``sweep.json`` (the schema version, the provenance, the per-layer rows and the timing),
         ``original.npz`` (the input) and ``layers/<layer>.npz``, one :meth:`Inversion.save` file per layer (the
-        order is in ``sweep.json``). An open format (JSON and NumPy's ``.npz``); every field round-trips exactly, tensors come back on
-        the CPU. ``sweep.json`` is written last, so a folder without it is an incomplete save.
+        order is in ``sweep.json``). An open format (JSON and NumPy's ``.npz``); every field round-trips exactly,
+        tensors come back on the CPU. ``sweep.json`` is written last, so a folder without it is an incomplete save.
 
         Returns:
             The folder.

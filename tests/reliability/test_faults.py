@@ -18,9 +18,9 @@ from reliability_support import FAMILIES, LEDGER, Family, State, decorate
 from torch import nn
 
 import reprinvert as ri
-from reprinvert._state import frozen
-from reprinvert._outputs import select_output
 from reprinvert._layers import resolve_layer, runnable
+from reprinvert._outputs import select_output
+from reprinvert._state import frozen
 
 STEPS = 3
 

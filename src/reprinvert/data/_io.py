@@ -11,7 +11,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "image_paths", "load_image", "load_images", "make_grid", "save_grid", "save_image"]
+__all__ = [
+    "IMAGE_EXTENSIONS", "image_paths", "load_image", "load_images", "make_grid", "save_grid", "save_image",
+    "write_grid",
+]
 
 #: File name endings :func:`load_images` treats as images when it reads a folder (compared in lower case).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -350,7 +353,7 @@ def make_grid(
     return canvas
 
 
-def save_grid(
+def write_grid(
     images: Sequence[torch.Tensor] | torch.Tensor,
     path: str | Path,
     *,
@@ -359,26 +362,7 @@ def save_grid(
     scale: int = 4,
     padding: int = 2,
 ) -> Path:
-    """Write :func:`make_grid` as a PNG (rows: inputs; columns: e.g. the original, then each inversion).
-
-    Args:
-        images: as in :func:`make_grid`.
-        path: the file to write; missing parent folders are created.
-        column_labels: titles above the columns.
-        row_labels: labels left of the rows.
-        scale: nearest-neighbour upscaling of each cell.
-        padding: pixels between cells.
-
-    Returns:
-        The path written.
-
-    Example:
-        >>> import tempfile, pathlib, torch, reprinvert as ri
-        >>> x = ri.data.sample_image(size=16)
-        >>> p = ri.data.save_grid([x, 1 - x], pathlib.Path(tempfile.mkdtemp()) / "g.png", column_labels=["x", "1-x"])
-        >>> p.suffix
-        '.png'
-    """
+    """Write :func:`make_grid` as a PNG (missing parent folders are created); the path written."""
     p = Path(path)
     img = make_grid(images, padding=padding, scale=scale, column_labels=column_labels, row_labels=row_labels)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -389,3 +373,25 @@ def save_grid(
     return p
 
 
+def save_grid(
+    images: Sequence[torch.Tensor] | torch.Tensor,
+    path: str | Path,
+    *,
+    column_labels: Sequence[str] | None = None,
+    row_labels: Sequence[str] | None = None,
+    scale: int = 4,
+    padding: int = 2,
+) -> Path:
+    """Deprecated: :func:`reprinvert.report.save_grid` writes a grid of tensors as well as a sweep's grid.
+
+    Writes :func:`make_grid` as a PNG, as before, and warns (``DeprecationWarning``).
+    """
+    import warnings
+
+    warnings.warn(
+        "reprinvert.data.save_grid is deprecated: use reprinvert.report.save_grid(images, path, ...), which writes a "
+        "grid of tensors as well as a sweep's grid",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return write_grid(images, path, column_labels=column_labels, row_labels=row_labels, scale=scale, padding=padding)

@@ -34,37 +34,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ._autoencoders import (
-    COPY_SIZES,
-    DENOISE_MODES,
-    DENOISE_SIZES,
-    CopyConfig,
-    CopyResult,
-    CorruptionDistanceResult,
-    DenoiseConfig,
-    DenoiseResult,
-    ModelCopy,
-    UNetRepresentationResult,
-    _train_unets,
-    copy,
-    corruption_distance_check,
-    denoise,
-    unet_representation,
-)
 from ._common import Device, Reporter, resolve_cache, resolve_device
-from ._studies import (
-    DEPTH_SIZES,
-    EFFNET_LAYERS,
-    WIDTH_SIZES,
-    DepthConfig,
-    DepthResult,
-    EffNetDepth,
-    WidthConfig,
-    WidthNet,
-    WidthResult,
-    depth,
-    width,
-)
+from ._copy import COPY_SIZES, CopyConfig, CopyResult, ModelCopy, copy
+from ._corruption import CorruptionDistanceResult, corruption_distance_check
+from ._denoise import DENOISE_MODES, DENOISE_SIZES, DenoiseConfig, DenoiseResult, _train_unets, denoise
+from ._depth import DEPTH_SIZES, EFFNET_LAYERS, DepthConfig, DepthResult, EffNetDepth, depth
+from ._unet_representation import UNetRepresentationResult, unet_representation
+from ._width import WIDTH_SIZES, WidthConfig, WidthNet, WidthResult, width
 
 __all__ = [
     "COPY_SIZES",

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import torch
 
+from .. import corruptions
 from .._version import __version__
 from ..data import bundled_patches, sample_image
 
@@ -298,3 +299,16 @@ def mean(t: torch.Tensor) -> float:
 
 
 Callback = Callable[[str], None]
+
+
+def noise(alpha: float) -> Any:
+    def corrupt(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return corruptions.noise_mix(x, alpha=alpha, generator=g)
+
+    return corrupt
+
+
+def training_fields(cfg: Any) -> dict[str, Any]:
+    """What decides a trained model (the cache key): not the evaluation's settings (test images, inversions)."""
+    keep = ("image", "mlp", "unet", "train_count", "epochs", "batch_size", "lr", "data")
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k in keep}
