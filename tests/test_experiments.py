@@ -235,7 +235,7 @@ def test_a_second_run_reuses_the_cached_weights_without_a_training_step(
     the same numbers without a single optimiser step."""
     first = E.denoise(size="tiny", out=tmp_path, progress=False)
     cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
-    assert len(cached) == 2 and all(p.startswith("unet-") and p.endswith(".pt") for p in cached)
+    assert len(cached) == 2 and all(p.startswith("unet-") and p.endswith(".npz") for p in cached)
     depth_first = E.depth(size="tiny", out=tmp_path, progress=False)
 
     def no_step(*args: object, **kwargs: object) -> None:

@@ -5,6 +5,8 @@ Read from the source, lazy imports included."""
 from __future__ import annotations
 
 import ast
+import functools
+import importlib
 from pathlib import Path
 
 import reprinvert
@@ -16,8 +18,8 @@ LEVEL = {
     # values and leaves: know nothing of models' layers or of inversions
     "_version": 0, "errors": 0, "_rng": 0, "_tensors": 0, "_filters": 0, "_archive": 0, "_progress": 0,
     "_modelspec": 0, "_moved": 0,
-    "_checks": 1, "_domain": 1, "_state": 1, "regularizers": 1, "parametrizations": 1, "corruptions": 1, "data": 1,
-    "models": 1,
+    "_checks": 1, "_checkpoint": 1, "_domain": 1, "_state": 1, "regularizers": 1, "parametrizations": 1,
+    "corruptions": 1, "data": 1, "models": 1,
     "recipes": 2, "train": 2,
     # reaching into a model; the search (which knows no model)
     "_layers": 3, "_outputs": 3, "_search": 3,
@@ -121,6 +123,25 @@ def test_no_file_is_over_the_line_limit() -> None:
     assert not long, long
 
 
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(("reprinvert", *(parts[:-1] if parts[-1] == "__init__" else parts)))
+
+
+@functools.cache
+def _exported() -> dict[str, set[str]]:
+    """For each module, its functions that a public namespace (``reprinvert`` or a public subpackage) re-exports:
+    public API whose signature is not ours to shorten."""
+    out: dict[str, set[str]] = {}
+    public = [reprinvert] + [importlib.import_module(f"reprinvert.{n}") for n in ("report", "experiments", "data")]
+    for namespace in public:
+        for name in getattr(namespace, "__all__", ()):
+            obj = getattr(namespace, name, None)
+            if callable(obj) and hasattr(obj, "__module__"):
+                out.setdefault(obj.__module__, set()).add(name)
+    return out
+
+
 def test_no_function_is_over_the_line_limit_and_no_private_one_takes_too_many_parameters() -> None:
     long, wide = [], []
     for path in _sources():
@@ -136,7 +157,8 @@ def test_no_function_is_over_the_line_limit_and_no_private_one_takes_too_many_pa
                 long.append(f"{where} ({node.end_lineno - node.lineno + 1} lines)")
             a = node.args
             count = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) + bool(a.vararg) + bool(a.kwarg)
-            if (private_module or node.name.startswith("_")) and count > MAX_PRIVATE_PARAMETERS:
+            exported = node.name in _exported().get(_module_name(path), set())  # public API: signature kept
+            if (private_module or node.name.startswith("_")) and not exported and count > MAX_PRIVATE_PARAMETERS:
                 wide.append(f"{where} ({count} parameters)")
     assert not long, long
     assert not wide, wide

@@ -185,13 +185,43 @@ def test_training_progress_in_a_log_file_is_plain_lines(capsys: pytest.CaptureFi
     assert "left" in lines[0]
 
 
-def test_checkpoint_fingerprints_tolerate_the_last_bits_of_a_sum() -> None:
-    """A float64 sum's last bits depend on how many threads reduced it; a resume under another thread count must
-    still recognise its own checkpoint, and a real change must not pass."""
-    from reprinvert.train import _matches
+def test_checkpoint_fingerprints_do_not_depend_on_the_thread_count_but_see_one_ulp() -> None:
+    """A resume under another thread count must still recognise its own checkpoint (the fingerprint hashes bytes;
+    it sums nothing), and a change of one float in the data must not pass."""
+    from reprinvert._archive import differences, fingerprint
 
-    saved = {"data": [1234.5678, 99.0, 1.0], "epochs": 3, "shape": [4, 3]}
-    assert _matches(saved, {"data": [1234.5678 * (1 + 1e-15), 99.0, 1.0], "epochs": 3, "shape": [4, 3]})
-    assert not _matches(saved, {"data": [1234.5678 * (1 + 1e-6), 99.0, 1.0], "epochs": 3, "shape": [4, 3]})
-    assert not _matches(saved, {**saved, "epochs": 4})
-    assert not _matches(saved, {**saved, "shape": [4, 3, 1]})
+    data = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = fingerprint(model=ConvAutoencoder(channels=(4, 8)), data=data, epochs=3)
+        torch.set_num_threads(2)
+        two = fingerprint(model=ConvAutoencoder(channels=(4, 8)), data=data, epochs=3)
+    finally:
+        torch.set_num_threads(threads)
+    assert differences(one, two) == []
+    nudged = data.clone()
+    nudged[5, 1, 2, 3] = torch.nextafter(nudged[5, 1, 2, 3], torch.tensor(2.0))
+    assert differences(one, fingerprint(model=ConvAutoencoder(channels=(4, 8)), data=nudged, epochs=3)) == ["data"]
+    assert differences(one, fingerprint(model=ConvAutoencoder(channels=(4, 8)), data=data, epochs=4)) == ["epochs"]
+
+
+def test_a_checkpoint_is_an_open_file_without_pickle(tmp_path) -> None:
+    """The checkpoint is reprinvert's one result format: NumPy's .npz, readable with allow_pickle=False, holding
+    the weights, the optimiser's moments and the history; a file that is not a checkpoint is refused by name."""
+    import json
+
+    path = tmp_path / "ck.npz"
+    ae = ConvAutoencoder(channels=(4, 8))
+    train(ae, torch.rand(8, 3, 8, 8), epochs=2, batch_size=4, progress=False, checkpoint=path)
+    with np.load(path, allow_pickle=False) as f:
+        names = set(f.files)
+        meta = json.loads(str(f["__meta__"]))
+    assert {f"model/{k}" for k in ae.state_dict()} <= names and "rng/batch" in names
+    assert any(n.startswith("optimizer/state/") and n.endswith("exp_avg") for n in names)
+    assert meta["format"] == "reprinvert.train-checkpoint/1" and meta["finished"] is True
+    assert [h["epoch"] for h in meta["history"]] == [1, 2] and meta["fingerprint"]["epochs"] == 2
+    other = tmp_path / "other.npz"
+    np.savez(other, a=np.zeros(2))
+    with pytest.raises(ValueError, match=r"checkpoint '.*other.npz' cannot be read.*delete it"):
+        train(ConvAutoencoder(channels=(4, 8)), torch.rand(8, 3, 8, 8), epochs=2, progress=False, checkpoint=other)

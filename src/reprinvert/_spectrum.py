@@ -25,18 +25,18 @@ import copy
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
+from ._checks import warn_user
 from ._domain import NormalizeSpec
 from ._feed import Feed, model_dtype
 from ._hooks import Hooks
 from ._layers import LayerSpec, resolve_layer, runnable
 from ._outputs import Selector
-from .errors import ReprinvertWarning
 
 __all__ = ["Spectrum", "spectrum"]
 
@@ -117,6 +117,32 @@ def spectrum(
     Raises:
         TypeError, ValueError: a bad argument (the message names it and the fix).
     """
+    n = _checked(x, k, tolerance, precision)
+    model, name = _prepared(model, layer, precision)
+    feed = Feed.of(model, normalize=normalize, model_kwargs=model_kwargs, x=x)
+    samples = []
+    # J v comes from differentiating a vector-Jacobian product: every operation needs a second derivative. Fused
+    # attention kernels (flash / memory-efficient scaled_dot_product_attention) have none, so attention runs on
+    # its plain math kernel here (the same function, composed of differentiable operations).
+    with feed.session(), torch.enable_grad(), _math_attention(), \
+            Hooks(feed.model, name, select=select, call=call, grad=True, stop=True) as h:
+        for b in range(x.shape[0]):
+            samples.append(_sample(feed, h, name, x[b : b + 1], k))
+    return _summary(name, samples, feed.dtype, tolerance, n)
+
+
+class _Sample(NamedTuple):
+    """One sample's singular values (largest first; smallest first) and whether each iteration converged."""
+
+    top: np.ndarray
+    bottom: np.ndarray
+    output_size: int
+    top_done: bool
+    bottom_done: bool
+
+
+def _checked(x: Any, k: Any, tolerance: Any, precision: Any) -> int:
+    """The input's size per sample, once ``spectrum``'s arguments are known to be valid."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 1 or x.shape[0] == 0:
         raise TypeError(
             f"x must be a floating tensor with a batch dimension, got "
@@ -127,10 +153,13 @@ def spectrum(
         raise ValueError(f"k={k!r}: expected an int from 1 to {max(n - 1, 1)} (below the input's size, {n})")
     if not (isinstance(tolerance, (int, float)) and 0 < tolerance < 1):
         raise ValueError(f"tolerance={tolerance!r}: expected a number in (0, 1), e.g. 1e-6")
-    from scipy.sparse.linalg import LinearOperator  # type: ignore[import-untyped]
-
     if precision not in ("float64", "model"):
         raise ValueError(f"precision={precision!r}: expected 'float64' or 'model'")
+    return int(n)
+
+
+def _prepared(model: nn.Module, layer: LayerSpec, precision: str) -> tuple[nn.Module, str]:
+    """The model to differentiate (a float64 copy unless ``precision="model"``) and the layer's name."""
     model = runnable(model)
     name, _ = resolve_layer(model, layer)
     if precision == "float64" and model_dtype(model) not in (None, torch.float64):
@@ -141,62 +170,66 @@ def spectrum(
                 f"cannot make a float64 copy of the model ({type(error).__name__}: {error}); pass "
                 "precision='model' to use the model as it is"
             ) from None
-    feed = Feed.of(model, normalize=normalize, model_kwargs=model_kwargs, x=x)
-    tops, bottoms, sizes, dones = [], [], [], []
-    # J v comes from differentiating a vector-Jacobian product: every operation needs a second derivative. Fused
-    # attention kernels (flash / memory-efficient scaled_dot_product_attention) have none, so attention runs on
-    # its plain math kernel here (the same function, composed of differentiable operations).
-    with feed.session(), torch.enable_grad(), _math_attention(), \
-            Hooks(feed.model, name, select=select, call=call, grad=True, stop=True) as h:
-        dtype = feed.dtype
-        for b in range(x.shape[0]):
-            z = x[b : b + 1].detach().to(torch.float64).clone().requires_grad_(True)
-            # A copy on z's graph (a first in-place operation cannot touch z), in the model's dtype.
-            fed = feed.normalized(z).clone()
-            if dtype is not None and dtype != torch.float64:
-                fed = fed.to(dtype)
-            out = h.run(feed, fed)[name]
-            out = out.reshape(-1).to(torch.float64)
-            sizes.append(out.numel())
-            u = torch.zeros_like(out, requires_grad=True)
-            jt_u = torch.autograd.grad(out, z, u, create_graph=True)[0]  # J^T u, linear in u
+    return model, name
 
-            def jtj(v: np.ndarray, z: torch.Tensor = z, out: torch.Tensor = out, u: torch.Tensor = u,
-                    jt_u: torch.Tensor = jt_u) -> np.ndarray:
-                vt = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64).reshape(z.shape))
-                try:
-                    jv = torch.autograd.grad(jt_u, u, vt, retain_graph=True)[0]  # J v
-                except (RuntimeError, NotImplementedError) as error:
-                    raise ValueError(
-                        f"layer {name!r}: the Jacobian-vector product needs second derivatives of every operation "
-                        f"up to the layer, and one of them has none ({str(error).splitlines()[0]}); "
-                        "spectrum cannot measure this layer"
-                    ) from None
-                jtjv = torch.autograd.grad(out, z, jv, retain_graph=True)[0]  # J^T J v
-                return jtjv.reshape(-1).numpy()
 
-            op = LinearOperator((n, n), matvec=jtj, dtype=np.float64)
-            largest, top_done = _largest(op, k, dtype)
-            # The smallest eigenvalues of J^T J as the largest of (s I - J^T J), s just above the largest: the
-            # tolerance is then relative to s, which a (near) zero eigenvalue can meet.
-            shift = 1.01 * float(largest.max()) if float(largest.max()) > 0 else 1.0
+def _sample(feed: Feed, h: Hooks, name: str, x: torch.Tensor, k: int) -> _Sample:
+    """The ``k`` largest and smallest singular values of the layer's Jacobian at the one sample ``x``."""
+    from scipy.sparse.linalg import LinearOperator  # type: ignore[import-untyped]
 
-            def flip(v: np.ndarray, f: Any = jtj, s: float = shift) -> np.ndarray:
-                return s * v.reshape(-1) - f(v)
+    dtype = feed.dtype
+    n = x[0].numel()
+    z = x.detach().to(torch.float64).clone().requires_grad_(True)
+    # A copy on z's graph (a first in-place operation cannot touch z), in the model's dtype.
+    fed = feed.normalized(z).clone()
+    if dtype is not None and dtype != torch.float64:
+        fed = fed.to(dtype)
+    out = h.run(feed, fed)[name]
+    out = out.reshape(-1).to(torch.float64)
+    u = torch.zeros_like(out, requires_grad=True)
+    jt_u = torch.autograd.grad(out, z, u, create_graph=True)[0]  # J^T u, linear in u
 
-            flipped, bottom_done = _largest(LinearOperator((n, n), matvec=flip, dtype=np.float64), k, dtype)
-            smallest = shift - flipped
-            dones.append((top_done, bottom_done))
-            tops.append(np.sort(np.sqrt(np.clip(largest, 0, None)))[::-1].copy())
-            bottoms.append(np.sort(np.sqrt(np.clip(smallest, 0, None))).copy())
-    top = torch.tensor(np.stack(tops))
-    bottom = torch.tensor(np.stack(bottoms))
+    def jtj(v: np.ndarray) -> np.ndarray:
+        vt = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64).reshape(z.shape))
+        try:
+            jv = torch.autograd.grad(jt_u, u, vt, retain_graph=True)[0]  # J v
+        except (RuntimeError, NotImplementedError) as error:
+            raise ValueError(
+                f"layer {name!r}: the Jacobian-vector product needs second derivatives of every operation "
+                f"up to the layer, and one of them has none ({str(error).splitlines()[0]}); "
+                "spectrum cannot measure this layer"
+            ) from None
+        jtjv = torch.autograd.grad(out, z, jv, retain_graph=True)[0]  # J^T J v
+        return jtjv.reshape(-1).numpy()
+
+    largest, top_done = _largest(LinearOperator((n, n), matvec=jtj, dtype=np.float64), k, dtype)
+    # The smallest eigenvalues of J^T J as the largest of (s I - J^T J), s just above the largest: the
+    # tolerance is then relative to s, which a (near) zero eigenvalue can meet.
+    shift = 1.01 * float(largest.max()) if float(largest.max()) > 0 else 1.0
+
+    def flip(v: np.ndarray) -> np.ndarray:
+        return shift * v.reshape(-1) - jtj(v)
+
+    flipped, bottom_done = _largest(LinearOperator((n, n), matvec=flip, dtype=np.float64), k, dtype)
+    smallest = shift - flipped
+    return _Sample(
+        top=np.sort(np.sqrt(np.clip(largest, 0, None)))[::-1].copy(),
+        bottom=np.sort(np.sqrt(np.clip(smallest, 0, None))).copy(),
+        output_size=out.numel(), top_done=top_done, bottom_done=bottom_done,
+    )
+
+
+def _summary(name: str, samples: list[_Sample], dtype: torch.dtype | None, tolerance: float, n: int) -> Spectrum:
+    """The samples' values as a :class:`Spectrum`: blind directions, convergence, and a warning where it failed."""
+    top = torch.tensor(np.stack([s.top for s in samples]))
+    bottom = torch.tensor(np.stack([s.bottom for s in samples]))
     # Eigenvalues of J^T J near 0 come back as about +-eps * lambda_max (eps of the model's dtype): their square
     # roots, about sqrt(eps) * sigma_max, are the numerical zero. A tolerance below 10 sqrt(eps) cannot be resolved.
     eps = float(torch.finfo(dtype if dtype is not None and dtype.is_floating_point else torch.float64).eps)
     floor = max(float(tolerance), 10 * float(np.sqrt(eps)))
     below = bottom < floor * top[:, :1]
-    tops_done, bottoms_done = (torch.tensor(d) for d in zip(*dones))
+    tops_done = torch.tensor([s.top_done for s in samples])
+    bottoms_done = torch.tensor([s.bottom_done for s in samples])
     # A cluster of zeros (many blind directions) converges slowly, but its bounds are below the tolerance long
     # before: those directions are blind either way.
     converged = tops_done & (bottoms_done | below.all(1))
@@ -204,17 +237,16 @@ def spectrum(
     # is certainly blind, and the count is a lower bound (as is the condition number).
     blind_at_least = below.all(1) | (~converged & ~below.all(1))
     if not bool(converged.all()):
-        warnings.warn(
+        warn_user(
             f"spectrum of layer {name!r}: the iterations stopped before their tolerance for sample(s) "
             f"{(~converged).nonzero().flatten().tolist()} (Spectrum.converged): there, `top` are lower bounds and "
             "`bottom` upper bounds of the true singular values, and `blind` and `condition` lower bounds; an "
             "ill-conditioned layer converges slowly at its small end; ask for a smaller k, or use a smaller input",
-            ReprinvertWarning,
-            stacklevel=2,
         )
     return Spectrum(
         layer=name, top=top, bottom=bottom, blind=below.sum(1), blind_at_least=blind_at_least,
-        condition=top[:, 0] / bottom[:, 0], converged=converged, tolerance=floor, input_size=n, output_size=sizes[0],
+        condition=top[:, 0] / bottom[:, 0], converged=converged, tolerance=floor, input_size=n,
+        output_size=samples[0].output_size,
     )
 
 

@@ -188,15 +188,15 @@ def run_sweep(feed: Feed, x: Any, plan: Plan, options: SweepOptions, *, started:
     if names_in is not None and len(names_in) != x.shape[0]:
         raise ValueError(f"input_names has {len(names_in)} names for a batch of {x.shape[0]}; give one name per sample")
     start = resolve_layer(feed.model, plan.start)[0] if plan.start is not None else None
-    plan = replace(plan, start=start)
+    plan = replace(plan, start=start)  # a name from here on
     names, skipped = choose_layers(feed, x, options.layers, options.every, start)
     store = None if options.resume is None else LayerStore(Path(options.resume), sweep_fingerprint(feed, x, plan))
     done = {} if store is None else store.load(names)
     todo = [n for n in names if n not in done]
     batched, not_batched, probe = _batched_layers(feed, x, plan, options, todo, resumed=bool(done))
     if store is not None and batched is not None:
-        for inv in batched.values():
-            store.save(inv)
+        for found in batched.values():
+            store.save(found)
     bar = _LayerBar(names, plan.progress and batched is None)
     one_by_one = replace(plan, progress=bar.inner)
     modules = dict(feed.model.named_modules())
@@ -233,6 +233,7 @@ def _batched_layers(
     probe: dict[str, Any] = {}
     if options.batched is False:
         return None, "batched=False", probe
+    why: str | None
     if len(todo) <= 1:
         why = "there is only one layer" if not resumed else f"only {len(todo)} layer(s) left to invert"
         if options.batched and not resumed:
@@ -255,7 +256,7 @@ def _try_batched(
     try:
         rcp = plan.recipe.for_input(x, raw=plan.start is None)
         why = _batched.why_not(
-            rcp, layers=names, start=plan.start, select=plan.select, call=plan.call, train=plan.train
+            rcp, layers=names, start=_name(plan.start), select=plan.select, call=plan.call, train=plan.train
         )
         if why is not None:
             return None, why
@@ -307,7 +308,7 @@ def _provenance(
             "clamp": None if rcp.clamp is None else list(rcp.clamp),  # the bounds that applied
             "start": plan.start,
             "sigma": sigma,
-            "sigma_used": _sigma_used(sigma, data_range, plan.start),
+            "sigma_used": _sigma_used(sigma, data_range, _name(plan.start)),
             "spectrum": (6 if options.spectrum is True else int(options.spectrum))
             if options.spectrum and plan.start is None else None,
             "chance": "the previous sample of the batch" if x.shape[0] > 1 else "a fixed shuffle of x's entries",
@@ -366,6 +367,12 @@ def _probe_summary(probe: Mapping[str, Any]) -> dict[str, Any]:
     if "batched_over_separate" in probe:
         out["batched_over_separate"] = [round(r, 4) for r in probe["batched_over_separate"]]
     return out
+
+
+def _name(start: Any) -> str | None:
+    """A start layer that :func:`run_sweep` resolved to its name."""
+    assert start is None or isinstance(start, str), start
+    return start
 
 
 def _sigma_used(sigma: float | None, data_range: float, start: str | None) -> float | str:

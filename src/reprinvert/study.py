@@ -86,6 +86,7 @@ class Study:
         self.progress = bool(options.get("progress", True))
         if (x is None) == (chunks is None):
             raise TypeError("pass the inputs as x (a tensor) or as chunks, not both and not neither")
+        key: Any
         if x is not None:
             self.chunks, key = _tensor_chunks(x, batch_size, input_names), _archive.digest([("x", x)])
         else:

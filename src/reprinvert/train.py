@@ -19,17 +19,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._archive import fingerprint
+from ._checkpoint import Generators
+from ._checkpoint import load as load_checkpoint
+from ._checkpoint import save as save_checkpoint
 from ._progress import Progress
 from ._rng import make_generator
 
@@ -139,10 +142,11 @@ def train(
             every tenth of the steps with the elapsed time and an estimate of the time left.
         callback: called with each epoch's :class:`EpochStats`.
         checkpoint: a file to save the model, the optimiser, the random state and the history to after every
-            epoch (written atomically). If it exists, written by the same call (same sizes, data, seed, initial
-            weights), training continues from its last finished epoch, bit for bit as if never interrupted on
-            the CPU, and a finished one returns at once with the saved history and no new step; a file from a
-            different call is refused. None (default): nothing is saved.
+            epoch (written atomically; a ``.npz`` in reprinvert's one result format, no pickle). If it exists,
+            written by the same call (same sizes, data, seed, initial weights), training continues from its last
+            finished epoch, bit for bit as if never interrupted on the CPU, and a finished one returns at once with
+            the saved history and no new step; a file from a different call is refused. None (default): nothing
+            is saved.
 
     Returns:
         A :class:`TrainResult` with the per-epoch history.
@@ -151,6 +155,59 @@ def train(
         ValueError: a bad argument (non-positive sizes, mismatched targets, a non-finite loss), or a
             ``checkpoint`` written by a different call.
     """
+    _check(data, targets, epochs=epochs, batch_size=batch_size, max_steps=max_steps, loss=loss, lr=lr)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no parameter with requires_grad=True: nothing to train")
+    dev = torch.device(device) if device is not None else params[0].device
+    model.to(dev)
+    g = make_generator(seed, None, "cpu")
+    rngs = Generators(batch=g, device=g if dev.type == "cpu" else make_generator(seed + 1, None, dev), where=dev)
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    # The initial weights, the data and the settings: what a checkpoint must have been written by to be resumed.
+    identity = fingerprint(
+        model=model, data=data, targets=targets, epochs=epochs, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, loss=loss, max_steps=max_steps, seed=seed,
+        corrupt=None if corrupt is None else getattr(corrupt, "__qualname__", type(corrupt).__name__),
+    ) if ckpt is not None else {}
+    loop = _Loop(model, opt, data, targets, corrupt, loss, batch_size, max_steps, rngs, lr=lr, epochs=epochs,
+                 checkpoint=ckpt, identity=identity)
+    flags = [(m, m.training) for m in model.modules()]
+    started = time.perf_counter()
+    try:
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            _seed_global(seed, dev)
+            first = loop.resume()
+            # a tqdm bar on a terminal; plain lines (a tenth of the steps each, with an estimate) anywhere else;
+            # after a resumed checkpoint, over the steps left
+            total = loop.per_epoch * epochs if max_steps is None else min(loop.per_epoch * epochs, max_steps)
+            left = total - loop.steps if first <= epochs else 0
+            name = f"train {type(model).__name__}" + (f" (resumed at step {loop.steps})" if loop.steps and left else "")
+            loop.bar = Progress(left, name, "steps", enabled=progress, lines_every=max(1, left // 10), leave=False)
+            loop.run(first, val, val_targets, callback)
+    finally:
+        opt.zero_grad(set_to_none=True)
+        for m, flag in flags:
+            m.training = flag
+        if loop.bar is not None:
+            loop.bar.close()
+    return TrainResult(history=tuple(loop.history), steps=loop.steps, seconds=time.perf_counter() - started, seed=seed)
+
+
+def _seed_global(seed: int, dev: torch.device) -> None:
+    """Seed only the generators ``fork_rng`` restores (``torch.manual_seed`` would reseed every CUDA device too, or
+    queue a seed for CUDA's lazy start, and leave them changed)."""
+    torch.default_generator.manual_seed(seed)
+    if dev.type == "cuda":
+        with torch.cuda.device(dev):
+            torch.cuda.manual_seed(seed)
+
+
+def _check(
+    data: Any, targets: torch.Tensor | None, *, epochs: Any, batch_size: Any, max_steps: Any, loss: Any, lr: Any,
+) -> None:
+    """Refuse bad arguments of :func:`train` before any work, naming the argument and the fix."""
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r}: expected a positive int")
@@ -166,186 +223,102 @@ def train(
         raise ValueError("loss='cross_entropy' needs targets= (class indices)")
     if not lr > 0:
         raise ValueError(f"lr={lr!r}: expected a positive learning rate")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no parameter with requires_grad=True: nothing to train")
-    dev = torch.device(device) if device is not None else params[0].device
-    model.to(dev)
-    g = make_generator(seed, None, "cpu")
-    g_dev = g if dev.type == "cpu" else make_generator(seed + 1, None, dev)
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    flags = [(m, m.training) for m in model.modules()]
-    n = data.shape[0]
-    per_epoch = math.ceil(n / batch_size)
-    total = per_epoch * epochs if max_steps is None else min(per_epoch * epochs, max_steps)
+
+
+@dataclass
+class _Loop:
+    """The steps of :func:`train`: batches in a new random order each epoch, corrupted, fitted with Adam."""
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    data: torch.Tensor
+    targets: torch.Tensor | None
+    corrupt: Corrupt | None
+    loss: str
+    batch_size: int
+    max_steps: int | None
+    rngs: Generators
+    lr: float
+    epochs: int
+    checkpoint: Path | None
+    identity: dict[str, Any]
+    steps: int = 0
+    history: list[EpochStats] = dataclasses.field(default_factory=list)
     bar: Progress | None = None
-    history: list[EpochStats] = []
-    steps = 0
-    started = time.perf_counter()
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    fingerprint = (
-        _fingerprint(model, data, targets, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                     loss=loss, corrupt=corrupt, max_steps=max_steps, seed=seed)
-        if ckpt is not None else None
-    )
-    try:
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            # Seed only the generators fork_rng restores (torch.manual_seed would reseed every CUDA device too,
-            # or queue a seed for CUDA's lazy start, and leave them changed).
-            torch.default_generator.manual_seed(seed)
-            if dev.type == "cuda":
-                with torch.cuda.device(dev):
-                    torch.cuda.manual_seed(seed)
-            first = 1
-            if ckpt is not None and ckpt.is_file():
-                saved = _load_checkpoint(ckpt, fingerprint, model, opt, g, g_dev, dev)
-                history = [EpochStats(**h) for h in saved["history"]]
-                steps = int(saved["steps"])
-                first = int(saved["epoch"]) + 1
-                if saved["finished"]:
-                    first = epochs + 1
-            # a tqdm bar on a terminal; plain lines (a tenth of the steps each, with an estimate) anywhere else;
-            # after a resumed checkpoint, over the steps left
-            left = total - steps if first <= epochs else 0
-            name = f"train {type(model).__name__}" + (f" (resumed at step {steps})" if steps and left else "")
-            bar = Progress(left, name, "steps", enabled=progress, lines_every=max(1, left // 10), leave=False)
-            for epoch in range(first, epochs + 1):
-                t0 = time.perf_counter()
-                model.train()
-                order = torch.randperm(n, generator=g)
-                losses: list[float] = []
-                for k in range(per_epoch):
-                    idx = order[k * batch_size : (k + 1) * batch_size]
-                    clean = data[idx].to(dev)
-                    inp = corrupt(clean, g_dev).detach() if corrupt is not None else clean
-                    target = targets[idx].to(dev) if targets is not None else clean
-                    batch_loss = _loss(loss, model(inp), target)
-                    batch_value = float(batch_loss.detach())  # the step's one host synchronisation
-                    if not math.isfinite(batch_value):
-                        raise ValueError(
-                            f"the training loss became {batch_value} at epoch {epoch}, step {steps}; "
-                            f"lower lr (now {lr})"
-                        )
-                    opt.zero_grad(set_to_none=True)
-                    batch_loss.backward()
-                    opt.step()
-                    losses.append(batch_value)
-                    steps += 1
-                    bar.update(1, postfix={"loss": f"{losses[-1]:.4g}"})
-                    if max_steps is not None and steps >= max_steps:
-                        break
-                val_loss = None
-                if val is not None:
-                    val_loss = evaluate_loss(
-                        model, val, targets=val_targets, loss=loss, batch_size=batch_size, device=dev
-                    )
-                stats = EpochStats(
-                    epoch=epoch, loss=sum(losses) / len(losses), val_loss=val_loss, seconds=time.perf_counter() - t0
+
+    @property
+    def per_epoch(self) -> int:
+        return math.ceil(self.data.shape[0] / self.batch_size)
+
+    def run(
+        self, first: int, val: torch.Tensor | None, val_targets: torch.Tensor | None,
+        callback: Callable[[EpochStats], None] | None,
+    ) -> None:
+        """The epochs from ``first`` on, each scored on ``val`` (eval mode), recorded and passed to ``callback``."""
+        for epoch in range(first, self.epochs + 1):
+            t0 = time.perf_counter()
+            losses = self.epoch(epoch)
+            val_loss = None
+            if val is not None:
+                val_loss = evaluate_loss(self.model, val, targets=val_targets, loss=self.loss,  # type: ignore[arg-type]
+                                         batch_size=self.batch_size, device=self.rngs.where)
+            stats = EpochStats(
+                epoch=epoch, loss=sum(losses) / len(losses), val_loss=val_loss, seconds=time.perf_counter() - t0
+            )
+            done = self.finish(stats)
+            if callback is not None:
+                callback(stats)
+            if done:
+                break
+
+    def resume(self) -> int:
+        """The first epoch to run: 1, or the one after the checkpoint's last (past the end for a finished one)."""
+        if self.checkpoint is None or not self.checkpoint.is_file():
+            return 1
+        saved = load_checkpoint(self.checkpoint, self.identity, self.model, self.opt, self.rngs)
+        self.history = [EpochStats(**h) for h in saved["history"]]
+        self.steps = int(saved["steps"])
+        return self.epochs + 1 if saved["finished"] else int(saved["epoch"]) + 1
+
+    def finish(self, stats: EpochStats) -> bool:
+        """Record a finished epoch (and checkpoint it); whether training is done."""
+        self.history.append(stats)
+        done = stats.epoch == self.epochs or (self.max_steps is not None and self.steps >= self.max_steps)
+        if self.checkpoint is not None:
+            save_checkpoint(self.checkpoint, self.identity, self.model, self.opt, self.rngs, {
+                "history": [dataclasses.asdict(h) for h in self.history], "steps": self.steps, "epoch": stats.epoch,
+                "finished": done,
+            })
+        return done
+
+    def epoch(self, epoch: int) -> list[float]:
+        """One epoch's steps (fewer where ``max_steps`` is reached); each batch's loss before its update."""
+        dev = self.rngs.where
+        self.model.train()
+        order = torch.randperm(self.data.shape[0], generator=self.rngs.batch)
+        losses: list[float] = []
+        for k in range(self.per_epoch):
+            idx = order[k * self.batch_size : (k + 1) * self.batch_size]
+            clean = self.data[idx].to(dev)
+            inp = self.corrupt(clean, self.rngs.device).detach() if self.corrupt is not None else clean
+            target = self.targets[idx].to(dev) if self.targets is not None else clean
+            batch_loss = _loss(self.loss, self.model(inp), target)
+            batch_value = float(batch_loss.detach())  # the step's one host synchronisation
+            if not math.isfinite(batch_value):
+                raise ValueError(
+                    f"the training loss became {batch_value} at epoch {epoch}, step {self.steps}; "
+                    f"lower lr (now {self.lr})"
                 )
-                history.append(stats)
-                done = epoch == epochs or (max_steps is not None and steps >= max_steps)
-                if ckpt is not None:
-                    _save_checkpoint(ckpt, fingerprint, model, opt, g, g_dev, dev, history, steps, epoch, done)
-                if callback is not None:
-                    callback(stats)
-                if done:
-                    break
-    finally:
-        opt.zero_grad(set_to_none=True)
-        for m, flag in flags:
-            m.training = flag
-        if bar is not None:
-            bar.close()
-    return TrainResult(history=tuple(history), steps=steps, seconds=time.perf_counter() - started, seed=seed)
-
-
-_CHECKPOINT_SCHEMA = 2
-
-
-def _fingerprint(model: nn.Module, data: torch.Tensor, targets: torch.Tensor | None, **call: object) -> dict:
-    """What identifies a training call for its checkpoint: the arguments, the data and the initial weights
-    (float64 sums: cheap, and different for any real change)."""
-
-    def digest(t: torch.Tensor | None) -> list[float] | None:
-        if t is None:
-            return None
-        d = t.detach()
-        sample = d.flatten()[:: max(1, d.numel() // 997)].double()
-        # float64 sums without a float64 copy of the whole tensor
-        return [float(d.sum(dtype=torch.float64)), float(torch.linalg.vector_norm(d.flatten(), dtype=torch.float64)
-                                                           if d.is_floating_point() else d.double().norm()),
-                float(sample.sum())]
-
-    corrupt = call.pop("corrupt")
-    return {
-        "schema": _CHECKPOINT_SCHEMA,
-        **call,
-        "corrupt": None if corrupt is None else getattr(corrupt, "__qualname__", type(corrupt).__name__),
-        "data_shape": list(data.shape),
-        "data": digest(data),
-        "targets": digest(targets),
-        "model": type(model).__name__,
-        "parameters": {k: [list(v.shape), digest(v)] for k, v in model.state_dict().items()
-                       if v.is_floating_point()},
-    }
-
-
-def _matches(a: object, b: object) -> bool:
-    """Fingerprints agree: equal structure, floats equal to 1e-9 relative (a sum's last bits depend on how many
-    threads reduced it, so a resume under another thread count must still match)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_matches(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_matches(x, y) for x, y in zip(a, b))
-    if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-    return a == b
-
-
-def _save_checkpoint(path: Path, fingerprint: dict | None, model: nn.Module, opt: torch.optim.Optimizer,
-                     g: torch.Generator, g_dev: torch.Generator, dev: torch.device, history: list[EpochStats],
-                     steps: int, epoch: int, finished: bool) -> None:
-    state = {
-        "fingerprint": fingerprint,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": opt.state_dict(),
-        "rng": {"batch": g.get_state(), "device": g_dev.get_state() if g_dev is not g else None,
-                "global": torch.default_generator.get_state(),
-                "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None},
-        "history": [dataclasses.asdict(h) for h in history],
-        "steps": steps,
-        "epoch": epoch,
-        "finished": finished,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    torch.save(state, partial)
-    os.replace(partial, path)
-
-
-def _load_checkpoint(path: Path, fingerprint: dict | None, model: nn.Module, opt: torch.optim.Optimizer,
-                     g: torch.Generator, g_dev: torch.Generator, dev: torch.device) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file
-        raise ValueError(f"checkpoint '{path}' cannot be read ({type(exc).__name__}: {exc}); delete it to start "
-                         "afresh") from None
-    saved = state.get("fingerprint") if isinstance(state, dict) else None
-    if not _matches(saved, fingerprint):
-        differ = sorted(k for k in set(saved or {}) | set(fingerprint or {})
-                        if not _matches((saved or {}).get(k), (fingerprint or {}).get(k)))
-        raise ValueError(f"checkpoint '{path}' was written by a different training call (differs in: "
-                         f"{', '.join(differ) or 'format'}); pass another checkpoint= path or delete the file")
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    rng = state["rng"]
-    g.set_state(rng["batch"])
-    if rng["device"] is not None and g_dev is not g:
-        g_dev.set_state(rng["device"])
-    torch.default_generator.set_state(rng["global"])
-    if rng["cuda"] is not None and dev.type == "cuda":
-        torch.cuda.set_rng_state(rng["cuda"], dev)
-    return state
+            self.opt.zero_grad(set_to_none=True)
+            batch_loss.backward()
+            self.opt.step()
+            losses.append(batch_value)
+            self.steps += 1
+            if self.bar is not None:
+                self.bar.update(1, postfix={"loss": f"{losses[-1]:.4g}"})
+            if self.max_steps is not None and self.steps >= self.max_steps:
+                break
+        return losses
 
 
 def evaluate_loss(

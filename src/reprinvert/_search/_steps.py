@@ -8,7 +8,7 @@ L-BFGS, with its line search, is torch's.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -50,7 +50,8 @@ class Updates:
 
     def __init__(self, rcp: Recipe, param: Parametrized, schedule: Schedule) -> None:
         self.rcp, self.schedule = rcp, schedule
-        self.bounds = rcp.clamp
+        # resolved by Recipe.for_input: a pair or None, never 'auto'
+        self.bounds = cast("tuple[float, float] | None", rcp.clamp)
         self.posts = [r for r in rcp.regularizers if type(r).after_step is not Regularizer.after_step]
         decays = bool(rcp.weight_decay) and rcp.optimizer == "adam"
         # Weight decay pulls each parameter back toward where it started (the pixel phase: the start input).

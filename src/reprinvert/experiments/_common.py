@@ -147,7 +147,7 @@ def cache_path(cache: Path | None, kind: str, *parts: Any) -> Path | None:
     import hashlib
 
     key = hashlib.sha1(json.dumps(jsonable(list(parts)), sort_keys=True).encode()).hexdigest()[:12]
-    return Path(cache) / f"{kind}-{key}.pt"
+    return Path(cache) / f"{kind}-{key}.npz"
 
 
 def resolve_cache(cache: str | Path | bool | None, out: str | Path | None) -> Path | None:

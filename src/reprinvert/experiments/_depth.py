@@ -278,57 +278,12 @@ def depth(
     dev = resolve_device(device)
     say = Reporter("depth", progress)
     folder = out_dir(out, "depth")
-    classes = len(TRAIN_PHOTOS)
-    data, labels = _photo_task(cfg, cfg.train_count, seed)
-    data, labels = data.to(dev), labels.to(dev)
-    val, val_labels = _photo_task(cfg, max(classes, cfg.train_count // 8), seed + 100)
-    val, val_labels = val.to(dev), val_labels.to(dev)
-    trained = ConvClassifier(classes=classes, seed=seed, **cfg.classifier).to(dev)
-    untrained = ConvClassifier(classes=classes, seed=seed, **cfg.classifier).to(dev)
-    say(f"training ConvClassifier ({count_parameters(trained):,} parameters) on 'which photo is this patch from' "
-        f"({cfg.train_count} patches) on {dev}")
-    path = cache_path(resolve_cache(cache, out), "depth-cnn",
-                      {k: v for k, v in dataclasses.asdict(cfg).items() if k in _TRAINING_FIELDS}, seed, str(dev))
-    cached_train(path, say, trained, data, targets=labels, loss="cross_entropy", epochs=cfg.epochs,
-                 batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, progress=progress, device=dev)
-    with torch.no_grad():
-        trained.eval()
-        # in chunks, so that the full size's 6250 held-out 64x64 patches do not go through the net at once
-        chunk = 1024
-        hits = torch.cat([trained(val[k : k + chunk]).argmax(1) == val_labels[k : k + chunk]
-                          for k in range(0, val.shape[0], chunk)])
-        accuracy = float(hits.double().mean())
-    say(f"held-out patch accuracy {accuracy:.3f} (chance {1 / classes:.3f})")
+    models, accuracy = _classifiers(cfg, seed, dev, say, resolve_cache(cache, out), progress)
     x = _eval_images(size=cfg.image, count=cfg.images, seed=seed).to(dev)
     layers = tuple(f"stages.{i}" for i in range(len(cfg.classifier["widths"])))
-    m: dict[str, dict[str, list[float]]] = {k: {"trained": [], "untrained": []} for k in ("m_i", "m_g", "m_r", "rep")}
-    rows: dict[str, list[torch.Tensor]] = {"trained": [], "untrained": []}
-    pert = 0.0
-    for name, model in (("trained", trained), ("untrained", untrained)):
-        for layer in layers:
-            # Clamped to [0, 1] whatever the recipe: the grid shows exactly the tensor the metrics measure.
-            res = invert(model, layer, x, recipe=cfg.recipe, steps=cfg.steps, seed=seed, clamp=(0.0, 1.0))
-            s = res.metrics.summary()
-            m["m_i"][name].append(s["input_distance"])
-            m["m_g"][name].append(s["embedding_distance"])
-            m["m_r"][name].append(s["reference_distance"])
-            m["rep"][name].append(s["represents"])
-            pert = s["perturbation_distance"]
-            rows[name].append(res.input[0])
-            say(f"{name:9s} {layer:9s} {res.metrics}")
-    blind: dict[str, list[int]] | None = None
-    condition: dict[str, list[float]] | None = None
-    if cfg.spectrum:
-        blind, condition = {"trained": [], "untrained": []}, {"trained": [], "untrained": []}
-        for name, model in (("trained", trained), ("untrained", untrained)):
-            for i, layer in enumerate(layers):
-                b, c = _dense_spectrum(model.stages[: i + 1], x[:1])
-                blind[name].append(b)
-                condition[name].append(c)
-                say(f"{name:9s} {layer:9s} Jacobian at x: {b} blind directions of {x[0].numel()}, "
-                    f"condition number {c:.3g}")
+    m, rows, pert = _inversions(cfg, models, layers, x, seed, say)
+    blind, condition = _spectra(models, layers, x, say) if cfg.spectrum else (None, None)
     effnet, effnet_rows, effnet_note = _effnet_depth(cfg, seed, dev, say)
-    figures: list[str] = []
     notes = [
         f"task: which of {', '.join(TRAIN_PHOTOS)} a {cfg.image}x{cfg.image} patch comes from; inverted images: "
         "the held-out photo 'rocket'",
@@ -336,28 +291,13 @@ def depth(
     ]
     if effnet_note is not None:
         notes.append(effnet_note)
-    if folder is not None and effnet is not None:
-        cols = [torch.stack([r[i] for r in effnet_rows]) for i in range(len(effnet.layers) + 1)]
-        figures.append(str(save_grid(cols, folder / "effnet.png", column_labels=["x", *effnet.layers],
-                                     row_labels=["trained", "untrained"], scale=1)))
+    figures: list[str] = []
     if folder is not None:
-        cols = [torch.stack([x[0], x[0]])] + [
-            torch.stack([rows["trained"][i], rows["untrained"][i]]) for i in range(len(layers))
-        ]
-        figures.append(str(save_grid(cols, folder / "grid.png", column_labels=["x", *layers],
-                                     row_labels=["trained", "untrained"], scale=max(1, 96 // cfg.image))))
-        idx = list(range(len(layers)))
-        note = plot_curves(
-            folder / "curve.png",
-            {f"m_i {k}": (idx, m["m_i"][k]) for k in ("trained", "untrained")}
-            | {"||x'-x|| (reference)": (idx, [pert] * len(idx))},
-            xlabel="layer", ylabel="input distance ||x_g - x||", title="depth study: representation accuracy",
-            xticks=layers,
-        )
-        if note is None:
-            figures.append(str(folder / "curve.png"))
-        else:
-            notes.append(note)
+        if effnet is not None:
+            cols = [torch.stack([r[i] for r in effnet_rows]) for i in range(len(effnet.layers) + 1)]
+            figures.append(str(save_grid(cols, folder / "effnet.png", column_labels=["x", *effnet.layers],
+                                         row_labels=["trained", "untrained"], scale=1)))
+        figures += _figures(folder, cfg, x, layers, rows, m["m_i"], pert, notes)
     result = DepthResult(
         layers=layers,
         input_distance={k: tuple(v) for k, v in m["m_i"].items()},
@@ -374,3 +314,97 @@ def depth(
         write_json(folder / "result.json", result, extra={"config": dataclasses.asdict(cfg), "seed": seed},
                    device=dev)
     return result
+
+
+_Models = dict[str, ConvClassifier]  # "trained" and "untrained", the same initial weights
+
+
+def _classifiers(
+    cfg: DepthConfig, seed: int, dev: torch.device, say: Reporter, cache: Path | None, progress: bool,
+) -> tuple[_Models, float]:
+    """The plain CNN trained on "which photo is this patch from" and its untrained twin; the held-out accuracy."""
+    classes = len(TRAIN_PHOTOS)
+    data, labels = _photo_task(cfg, cfg.train_count, seed)
+    data, labels = data.to(dev), labels.to(dev)
+    val, val_labels = _photo_task(cfg, max(classes, cfg.train_count // 8), seed + 100)
+    val, val_labels = val.to(dev), val_labels.to(dev)
+    trained = ConvClassifier(classes=classes, seed=seed, **cfg.classifier).to(dev)
+    untrained = ConvClassifier(classes=classes, seed=seed, **cfg.classifier).to(dev)
+    say(f"training ConvClassifier ({count_parameters(trained):,} parameters) on 'which photo is this patch from' "
+        f"({cfg.train_count} patches) on {dev}")
+    path = cache_path(cache, "depth-cnn",
+                      {k: v for k, v in dataclasses.asdict(cfg).items() if k in _TRAINING_FIELDS}, seed, str(dev))
+    cached_train(path, say, trained, data, targets=labels, loss="cross_entropy", epochs=cfg.epochs,
+                 batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, progress=progress, device=dev)
+    with torch.no_grad():
+        trained.eval()
+        # in chunks, so that the full size's 6250 held-out 64x64 patches do not go through the net at once
+        chunk = 1024
+        hits = torch.cat([trained(val[k : k + chunk]).argmax(1) == val_labels[k : k + chunk]
+                          for k in range(0, val.shape[0], chunk)])
+        accuracy = float(hits.double().mean())
+    say(f"held-out patch accuracy {accuracy:.3f} (chance {1 / classes:.3f})")
+    return {"trained": trained, "untrained": untrained}, accuracy
+
+
+def _inversions(
+    cfg: DepthConfig, models: _Models, layers: tuple[str, ...], x: torch.Tensor, seed: int, say: Reporter,
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, list[torch.Tensor]], float]:
+    """Each layer of each model inverted at ``x``: the metrics, the images and the perturbation distance."""
+    m: dict[str, dict[str, list[float]]] = {k: {"trained": [], "untrained": []} for k in ("m_i", "m_g", "m_r", "rep")}
+    rows: dict[str, list[torch.Tensor]] = {"trained": [], "untrained": []}
+    pert = 0.0
+    for name, model in models.items():
+        for layer in layers:
+            # Clamped to [0, 1] whatever the recipe: the grid shows exactly the tensor the metrics measure.
+            res = invert(model, layer, x, recipe=cfg.recipe, steps=cfg.steps, seed=seed, clamp=(0.0, 1.0))
+            s = res.metrics.summary()
+            m["m_i"][name].append(s["input_distance"])
+            m["m_g"][name].append(s["embedding_distance"])
+            m["m_r"][name].append(s["reference_distance"])
+            m["rep"][name].append(s["represents"])
+            pert = s["perturbation_distance"]
+            rows[name].append(res.input[0])
+            say(f"{name:9s} {layer:9s} {res.metrics}")
+    return m, rows, pert
+
+
+def _spectra(
+    models: _Models, layers: tuple[str, ...], x: torch.Tensor, say: Reporter,
+) -> tuple[dict[str, list[int]], dict[str, list[float]]]:
+    """Each layer's exact Jacobian at the first image: its blind directions and condition number."""
+    blind: dict[str, list[int]] = {"trained": [], "untrained": []}
+    condition: dict[str, list[float]] = {"trained": [], "untrained": []}
+    for name, model in models.items():
+        for i, layer in enumerate(layers):
+            b, c = _dense_spectrum(model.stages[: i + 1], x[:1])
+            blind[name].append(b)
+            condition[name].append(c)
+            say(f"{name:9s} {layer:9s} Jacobian at x: {b} blind directions of {x[0].numel()}, "
+                f"condition number {c:.3g}")
+    return blind, condition
+
+
+def _figures(
+    folder: Path, cfg: DepthConfig, x: torch.Tensor, layers: tuple[str, ...], rows: dict[str, list[torch.Tensor]],
+    m_i: dict[str, list[float]], pert: float, notes: list[str],
+) -> list[str]:
+    """``grid.png`` and ``curve.png`` (a note instead of the curve where matplotlib is missing)."""
+    cols = [torch.stack([x[0], x[0]])] + [
+        torch.stack([rows["trained"][i], rows["untrained"][i]]) for i in range(len(layers))
+    ]
+    figures = [str(save_grid(cols, folder / "grid.png", column_labels=["x", *layers],
+                             row_labels=["trained", "untrained"], scale=max(1, 96 // cfg.image)))]
+    idx = list(range(len(layers)))
+    note = plot_curves(
+        folder / "curve.png",
+        {f"m_i {k}": (idx, m_i[k]) for k in ("trained", "untrained")}
+        | {"||x'-x|| (reference)": (idx, [pert] * len(idx))},
+        xlabel="layer", ylabel="input distance ||x_g - x||", title="depth study: representation accuracy",
+        xticks=layers,
+    )
+    if note is None:
+        figures.append(str(folder / "curve.png"))
+    else:
+        notes.append(note)
+    return figures
