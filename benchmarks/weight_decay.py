@@ -8,7 +8,7 @@ Cases, each inverted with ``recipes.default(weight_decay=wd)`` for wd in 0, 0.02
 
 * known answers (relative input distance of the returned input, worst sample): an identity layer on three random
   32x32 images; an orthogonal 1x1 colour mixing on the four bundled photos; ``fft(Linear(8, 8)(x))``, an
-  invertible layer whose Jacobian has condition number 28 (the model of ``tests/reliability/test_round2.py``);
+  invertible layer whose Jacobian has condition number 28 (the model of ``tests/reliability/test_unusual_forwards.py``);
 * the untrained EfficientNet-Lite0's ``_blocks.7`` and the trained one's ``_blocks.2`` (the cases of
   ``benchmarks/inversion_quality.py``): mean PSNR and how far the returned input's m_i climbs back above its lowest
   earlier point (%), from the same checkpoints as that benchmark.

@@ -13,7 +13,8 @@ from torch import nn
 import reprinvert as ri
 from reprinvert.regularizers import Jitter, TotalVariation
 
-from conftest import SmallCNN, Snapshot, assert_tensor_untouched, assert_untouched, hooks_left, tensor_state
+from untouched import State, hooks_left
+from zoo import SkipAround, SmallCNN
 
 
 def _cnn() -> nn.Sequential:
@@ -27,18 +28,6 @@ def _cnn() -> nn.Sequential:
         model.bn1.running_mean.normal_(0, 0.2)
         model.bn1.running_var.uniform_(0.5, 2.0)
     return model.eval()
-
-
-class _Skip(nn.Module):
-    """A skip connection around ``inner``: its output is not all that feeds what follows."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inner = nn.Conv2d(3, 3, 3, padding=1)
-        self.outer = nn.Conv2d(3, 4, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.outer(self.inner(x) + x)
 
 
 def _x(batch: int = 2, size: int = 8) -> torch.Tensor:
@@ -100,7 +89,7 @@ def test_transformer_blocks_batched() -> None:
 
 def test_skip_connection_declines_and_falls_back() -> None:
     torch.manual_seed(0)
-    model, x = _Skip().eval(), _x()
+    model, x = SkipAround().eval(), _x()
     result = ri.sweep(model, x, layers=["inner", "outer"], steps=5, progress=False)
     assert result.provenance.options["batched"] is False
     assert "skip connection" in result.provenance.options["not_batched_because"]
@@ -145,17 +134,16 @@ def test_batch_mixing_model_declines() -> None:
 
 
 def test_batched_sweep_keeps_the_contracts(cnn: SmallCNN, images: torch.Tensor) -> None:
-    snap, before = Snapshot.of(cnn), tensor_state(images)
+    kept = State.of(cnn, images)
     result = ri.sweep(cnn, images, layers=["conv1", "relu1", "conv2"], steps=4, progress=False, batched=True)
     assert result.provenance.options["batched"] is True
-    assert_untouched(snap, cnn)
-    assert_tensor_untouched(before, images)
+    kept.check(cnn)
     assert hooks_left(cnn) == {}
 
 
 def test_interrupt_during_a_batched_sweep_leaves_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     model, x = _cnn(), _x()
-    snap = Snapshot.of(model)
+    kept = State.of(model)
     calls = {"n": 0}
     original = model.conv2.forward
 
@@ -170,7 +158,7 @@ def test_interrupt_during_a_batched_sweep_leaves_nothing(monkeypatch: pytest.Mon
         ri.sweep(model, x, layers=["conv1", "conv2"], steps=50, progress=False, batched=True)
     monkeypatch.undo()
     assert hooks_left(model) == {}
-    assert_untouched(snap, model)
+    kept.check(model)
 
 
 def test_batched_rows_share_the_time() -> None:

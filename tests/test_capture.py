@@ -10,7 +10,8 @@ from torch import nn
 import reprinvert as ri
 from reprinvert._outputs import select_output
 
-from conftest import Shared, SmallCNN, Snapshot, Swallower, TupleOut, assert_untouched, hooks_left
+from untouched import State, hooks_left
+from zoo import Shared, SmallCNN, Swallower, TupleOut
 
 
 def test_capture_clones_against_inplace_relu(cnn: SmallCNN) -> None:
@@ -66,13 +67,13 @@ def test_capture_stop_skips_downstream() -> None:
 
 def test_represent_matches_truncated_forward_and_stops(cnn: SmallCNN) -> None:
     cnn.train()
-    snap = Snapshot.of(cnn)
+    kept = State.of(cnn)
     x = torch.randn(2, 3, 8, 8)
     calls = []
     cnn.head.register_forward_pre_hook(lambda *a: calls.append(1))
-    snap = Snapshot.of(cnn)
+    kept = State.of(cnn)
     rep = ri.represent(cnn, "conv2", x, stop=True)
-    assert_untouched(snap, cnn)
+    kept.check(cnn)
     assert calls == []  # the head never ran
     assert torch.equal(ri.represent(cnn, "conv2", x), rep)  # the default runs the whole model (a reuse is seen)
     assert calls == [1]

@@ -1,4 +1,5 @@
-"""DESIGN.md's contracts: the caller's model and tensors come back exactly as they were, whatever happens."""
+"""The contracts of docs/concepts.md ("Contracts"): the caller's model and tensors come back exactly as they were,
+whatever happens."""
 
 from __future__ import annotations
 
@@ -11,19 +12,8 @@ from torch import nn
 
 import reprinvert as ri
 
-from conftest import (
-    Raiser,
-    SmallCNN,
-    Snapshot,
-    TokenModel,
-    assert_tensor_untouched,
-    assert_untouched,
-    hooks_left,
-    tensor_state,
-)
-from conftest import (
-    tensor_state as _ts,  # noqa: F401
-)
+from untouched import State, hooks_left
+from zoo import Raiser, SmallCNN, TokenModel
 
 
 def prepared_cnn() -> SmallCNN:
@@ -55,11 +45,10 @@ CALLS: dict[str, Callable[[nn.Module, torch.Tensor], Any]] = {
 def test_success_leaves_model_input_rng_and_grad_mode_untouched(name: str) -> None:
     model = prepared_cnn()
     x = torch.rand(2, 3, 8, 8).requires_grad_(True)
-    snap, before = Snapshot.of(model), tensor_state(x)
+    kept = State.of(model, x)
     rng = torch.get_rng_state()
     CALLS[name](model, x)
-    assert_untouched(snap, model)
-    assert_tensor_untouched(before, x)
+    kept.check(model)
     assert torch.equal(torch.get_rng_state(), rng), "global RNG state changed"
     assert torch.is_grad_enabled()
     assert x.grad is None
@@ -129,22 +118,20 @@ def fault_in_capture(model: nn.Module, x: torch.Tensor) -> None:
 def test_faults_leave_no_hook_and_no_change(fault: Callable[[nn.Module, torch.Tensor], None]) -> None:
     model = prepared_cnn()
     x = torch.rand(2, 3, 8, 8)
-    snap, before = Snapshot.of(model), tensor_state(x)
+    kept = State.of(model, x)
     with pytest.raises((Boom, KeyboardInterrupt)):
         fault(model, x)
-    assert_untouched(snap, model)
-    assert_tensor_untouched(before, x)
+    kept.check(model)
     assert torch.is_grad_enabled()
 
 
 def test_exception_raised_inside_models_forward() -> None:
     model = Raiser()
     x = torch.rand(2, 4)
-    snap, before = Snapshot.of(model), tensor_state(x)
+    kept = State.of(model, x)
     with pytest.raises(RuntimeError, match="boom inside the model"):
         ri.invert(model, "after", x, steps=2)
-    assert_untouched(snap, model)
-    assert_tensor_untouched(before, x)
+    kept.check(model)
     # the layer before the failure can still be inverted: the forward stops before the raise
     res = ri.invert(model, "lin", x, steps=2)
     assert res.steps_run == 2 and hooks_left(model) == {}
@@ -153,10 +140,9 @@ def test_exception_raised_inside_models_forward() -> None:
 def test_start_layer_contracts() -> None:
     model = TokenModel().train()
     ids = torch.randint(0, 20, (2, 5))
-    snap, before = Snapshot.of(model), tensor_state(ids)
+    kept = State.of(model, ids)
     ri.invert(model, "act", ids, start="embed", steps=3)
-    assert_untouched(snap, model)
-    assert_tensor_untouched(before, ids)
+    kept.check(model)
 
 
 def test_parameters_grad_never_touched_even_if_none() -> None:
@@ -169,8 +155,8 @@ def test_two_threads_inverting_one_model() -> None:
     import threading
 
     model = prepared_cnn()
-    snap = Snapshot.of(model)
     xs = [torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)]
+    kept = State.of(model, xs)
     alone = [ri.invert(model, "conv2", x, steps=5).input for x in xs]
     results: dict[int, torch.Tensor] = {}
 
@@ -182,6 +168,6 @@ def test_two_threads_inverting_one_model() -> None:
         t.start()
     for t in threads:
         t.join()
-    assert_untouched(snap, model)
+    kept.check(model)
     for i in range(2):
         assert torch.equal(results[i], alone[i])

@@ -12,7 +12,8 @@ from torch import nn
 import reprinvert as ri
 from reprinvert._domain import NORMALIZATIONS, chance_input, resolve_normalize
 
-from conftest import SmallCNN, Snapshot, assert_tensor_untouched, assert_untouched, tensor_state
+from untouched import State
+from zoo import SmallCNN
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -64,14 +65,13 @@ def test_normalize_equals_a_wrapper_module(cnn_and_x) -> None:
 def test_normalize_keeps_everything_in_pixel_space(cnn_and_x) -> None:
     """Search, clamp, metrics and the returned input are in pixel space; x is untouched."""
     cnn, x = cnn_and_x
-    snap, before = Snapshot.of(cnn), tensor_state(x)
+    kept = State.of(cnn, x)
     res = ri.invert(cnn, "conv1", x, steps=40, normalize="imagenet")
     assert res.recipe.clamp == (0.0, 1.0)  # "auto": x is in [0, 1]
     assert float(res.input.min()) >= 0 and float(res.input.max()) <= 1
     assert torch.equal(res.original, x)
     assert float(res.metrics.perturbation_distance.mean()) == pytest.approx(math.sqrt(x[0].numel()) / 25, rel=0.15)
-    assert_untouched(snap, cnn)
-    assert_tensor_untouched(before, x)
+    kept.check(cnn)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from torch import nn
 
 import reprinvert as ri
 
-from conftest import Shared, SmallCNN, TokenModel, TupleOut
+from zoo import Shared, SmallCNN, TokenModel, TupleOut
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from reprinvert import invert
 from reprinvert.cli import main
 from reprinvert.models import FCNet
 
-from conftest import Snapshot, assert_untouched
+from untouched import State
 
 
 def _json(path: Path) -> dict:
@@ -52,10 +52,10 @@ def test_denoise_and_unet_representation_tiny(tmp_path: Path) -> None:
     from reprinvert.experiments._denoise import _train_unets
 
     trained = _train_unets(cfg, 0, False, Reporter("t", False))
-    snap = Snapshot.of(trained["none"][0])
+    kept = State.of(trained["none"][0])
     d = E.denoise(size="tiny", out=tmp_path, progress=False, trained=trained)
     u = E.unet_representation(size="tiny", out=tmp_path, progress=False, trained=trained)
-    assert_untouched(snap, trained["none"][0])  # evaluation and inversion leave the trained model as it was
+    kept.check(trained["none"][0])  # evaluation and inversion leave the trained model as it was
     # alpha = 1 is the clean input: no corruption, so the corruption distance and the gain are 0
     assert d.levels[0] == "alpha=1" and d.corruption_distance[0] == 0.0 and d.gain_no_skip[0] == 0.0
     assert len(d.gain_skip) == len(d.levels) == len(cfg.alphas) + 1
@@ -134,9 +134,9 @@ def test_orthogonal_linear_net_inverts() -> None:
     """W^T W = I: the representation W x determines x, and gradient descent recovers it."""
     net = FCNet(in_features=48, widths=(64, 64), activation="linear", init="orthogonal", seed=1)
     x = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
-    snap = Snapshot.of(net)
+    kept = State.of(net)
     res = invert(net, "layers.1", x, steps=300, seed=0)
-    assert_untouched(snap, net)
+    kept.check(net)
     assert float(res.metrics.input_distance[0]) < 1e-2 * float(x.norm())
 
 

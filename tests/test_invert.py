@@ -13,7 +13,7 @@ import reprinvert as ri
 from reprinvert import recipes
 from reprinvert.regularizers import GaussianBlur, Jitter, TotalVariation
 
-from conftest import SmallCNN
+from zoo import OneSampleGoesNaN, SignalGoesNaN, SmallCNN
 
 
 def orthogonal_linear(n: int, dtype: torch.dtype = torch.float32) -> nn.Sequential:
@@ -270,23 +270,6 @@ def test_lbfgs_makes_progress_when_gradients_are_tiny() -> None:
     assert res.history["data"][0].sum() > res.history["data"][-1].sum()  # history stays in the loss's own units
 
 
-class _OneSampleGoesNaN(nn.Module):
-    """A linear map whose output for sample 0 (only) becomes NaN from the ``at``-th forward pass on."""
-
-    def __init__(self, at: int) -> None:
-        super().__init__()
-        self.lin = nn.Linear(4, 4)
-        self.at = at
-        self.calls = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        y = self.lin(x)
-        if self.calls >= self.at:
-            y = torch.cat([y[:1] * float("nan"), y[1:]])
-        return y
-
-
 @pytest.mark.parametrize("at", [3, 40, 70])
 def test_deferred_nonfinite_check_equals_a_check_every_step(at: int) -> None:
     """Without a callback the loop looks for a non-finite loss only every few steps (no host sync per step); the
@@ -294,8 +277,8 @@ def test_deferred_nonfinite_check_equals_a_check_every_step(at: int) -> None:
     iterate and history, and the other sample's best iterate frozen at the stop."""
     x = torch.rand(2, 4, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
-    deferred_model = _OneSampleGoesNaN(at)
-    every_model = _OneSampleGoesNaN(at)
+    deferred_model = OneSampleGoesNaN(at)
+    every_model = OneSampleGoesNaN(at)
     every_model.load_state_dict(deferred_model.state_dict())
     # the probe forward counts as one call: the loss of step k comes from call k + 2 (after the target forward)
     with pytest.warns(ri.NonFiniteWarning, match=rf"non-finite loss at step {at - 2} for sample\(s\) \[0\]"):
@@ -364,30 +347,13 @@ def test_progress_bar_reads_the_loss_only_every_few_steps(monkeypatch: pytest.Mo
     assert calls == [32, 64, 96, 100]
 
 
-class _SignalGoesNaN(nn.Module):
-    """A 1-D convolution whose output for sample 0 becomes NaN from the ``at``-th forward pass on."""
-
-    def __init__(self, at: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv1d(1, 4, 3, padding=1)
-        self.at = at
-        self.calls = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        y = self.conv(x)
-        if self.calls >= self.at:
-            y = torch.cat([y[:1] * float("nan"), y[1:]])
-        return y
-
-
 @pytest.mark.parametrize("at", [5, 45])
 def test_deferred_check_leaves_the_generator_as_a_per_step_check_would(at: int) -> None:
     """With a random transform (jitter) and restarts, everything drawn after a non-finite loss (the second restart's
     start, the reference perturbation of m_r) is the same whether the loop checked every step or later."""
     x = torch.rand(2, 1, 16, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
-    a, b = _SignalGoesNaN(at), _SignalGoesNaN(at)
+    a, b = SignalGoesNaN(at), SignalGoesNaN(at)
     b.load_state_dict(a.state_dict())
     options = dict(steps=80, loss="mse", regularizers=[Jitter(max_shift=2)], init="normal")
     recipe = ri.recipes.default().replace(restarts=2)
@@ -458,7 +424,7 @@ def test_cpu_bookkeeping_in_python_numbers_equals_the_accelerators_bit_for_bit(
             x = torch.rand(2, 3, 16, 16, generator=g)
             return ri.sweep(model, x, layers=["relu1", "relu2"], steps=25, batched=True, progress=False)
         if case.startswith("nan"):
-            model, x = _OneSampleGoesNaN(17), torch.rand(3, 4, generator=g)
+            model, x = OneSampleGoesNaN(17), torch.rand(3, 4, generator=g)
             callback = (lambda info: None) if case == "nan-callback" else None
             with pytest.warns(ri.NonFiniteWarning):
                 return ri.invert(model, "", x, steps=60, callback=callback)

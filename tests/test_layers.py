@@ -6,7 +6,8 @@ from torch import nn
 
 import reprinvert as ri
 
-from conftest import SmallCNN, Snapshot, assert_untouched
+from untouched import State
+from zoo import SmallCNN
 
 
 def nested() -> nn.Module:
@@ -70,9 +71,9 @@ def test_unknown_layer_lists_closest_and_points_at_list_layers() -> None:
 def test_describe_shapes_calls_and_order(cnn: SmallCNN) -> None:
     x = torch.rand(2, 3, 8, 8)
     cnn.train()  # describe must not update BatchNorm statistics nor change flags
-    snap = Snapshot.of(cnn)
+    kept = State.of(cnn)
     d = ri.describe(cnn, x)
-    assert_untouched(snap, cnn)
+    kept.check(cnn)
     names = [r.name for r in d]
     assert names == ["conv1", "bn1", "relu1", "conv2", "relu2", "head", ""]  # forward (first-call) order
     assert d["conv2"].shape == (2, 8, 4, 4)

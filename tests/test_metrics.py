@@ -11,7 +11,8 @@ from torch import nn
 import reprinvert as ri
 from reprinvert import metrics
 
-from conftest import SmallCNN, Snapshot, assert_untouched
+from untouched import State
+from zoo import SmallCNN
 
 
 def test_hand_computed_values_float64() -> None:
@@ -85,7 +86,7 @@ def test_reduction_and_shape_errors() -> None:
 
 def test_reference_distance_and_evaluate(cnn: SmallCNN) -> None:
     x = torch.rand(2, 3, 8, 8)
-    snap = Snapshot.of(cnn)
+    kept = State.of(cnn)
     rng = torch.get_rng_state()
     m_r = metrics.reference_distance(cnn, "conv2", x, seed=0)
     assert m_r.shape == (2,) and bool((m_r > 0).all())
@@ -96,7 +97,7 @@ def test_reference_distance_and_evaluate(cnn: SmallCNN) -> None:
     assert torch.allclose(m.reference_distance, m_r.double(), rtol=1e-5)
     assert bool(m.represents.all()) and m.input_distance.tolist() == [0.0, 0.0]
     assert torch.equal(torch.get_rng_state(), rng)
-    assert_untouched(snap, cnn)
+    kept.check(cnn)
     rows = m.per_sample()
     assert len(rows) == 2 and rows[0]["represents"] is True
 
@@ -141,12 +142,12 @@ def test_copy_tendency_hutchinson_matches_exact_trace() -> None:
 def test_copy_tendency_with_seed_noise_mix_and_contracts(cnn: SmallCNN) -> None:
     ae = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Sigmoid())
     ae.train()
-    snap = Snapshot.of(ae)
     x = torch.rand(2, 3, 8, 8)
+    kept = State.of(ae, x)
     ct = metrics.copy_tendency(
         ae, x, corrupt=lambda t, g: ri.corruptions.noise_mix(t, alpha=0.3, generator=g), seed=0
     )
-    assert_untouched(snap, ae)
+    kept.check(ae)
     assert all(p.grad is None for p in ae.parameters())
     assert ct.finite.shape == (2,) and bool(torch.isfinite(ct.finite).all())
     assert set(ct.summary()) == {"finite", "jacobian_trace", "jacobian_trace_stderr", "output_to_input",

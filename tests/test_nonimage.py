@@ -9,7 +9,7 @@ from torch import nn
 import reprinvert as ri
 from reprinvert.regularizers import GaussianBlur, TotalVariation
 
-from conftest import Signal1D, TokenModel
+from zoo import Signal1D, TokenModel
 
 
 def test_1d_signal_model_inverts_first_layer() -> None:

@@ -12,7 +12,8 @@ import reprinvert as ri
 from reprinvert import recipes
 from reprinvert.parametrizations import COLOR_CORRELATION, Fourier, Pixel, Pyramid, get
 
-from conftest import SmallCNN, Snapshot, assert_tensor_untouched, assert_untouched, tensor_state
+from untouched import State
+from zoo import SmallCNN
 
 SPECS = [Pixel(), Pyramid(), Pyramid(decorrelate=False, levels=2), Fourier(), Fourier(decorrelate=False, decay=0.5)]
 
@@ -123,12 +124,12 @@ def test_identity_layer_inverts_exactly_through_every_parametrisation(spec) -> N
     """With a pixel phase at the end every parametrisation recovers an identity layer's input."""
     model = nn.Sequential(nn.Identity(), nn.Conv2d(3, 2, 3))
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    before = tensor_state(x)
+    kept = State.of(None, x)
     polished = type(spec)(**{**vars(spec), "until": 2 / 3})
     res = ri.invert(model, "0", x, recipe=recipes.default(parametrization=polished))
     assert float(res.metrics.relative_input_distance.max()) < 1e-3
     assert res.parametrization == f"{spec.name}, then pixel from step 333"
-    assert_tensor_untouched(before, x)
+    kept.check(None)
 
 
 def test_clamp_and_blur_act_on_the_input() -> None:
@@ -181,12 +182,10 @@ def test_batched_sweep_equals_separate_inversions_with_a_pyramid(cnn: SmallCNN) 
 def test_contracts_hold_with_every_parametrisation(cnn: SmallCNN) -> None:
     cnn.train()
     x = torch.rand(2, 3, 16, 16).requires_grad_(True)
-    snap, before, rng = Snapshot.of(cnn), tensor_state(x), torch.get_rng_state()
+    kept = State.of(cnn, x)
     for spec in SPECS:
         ri.invert(cnn, "conv2", x, steps=5, recipe=recipes.default(parametrization=spec))
-    assert_untouched(snap, cnn)
-    assert_tensor_untouched(before, x)
-    assert torch.equal(torch.get_rng_state(), rng)
+    kept.check(cnn)
 
 
 def test_lbfgs_searches_pixels(cnn: SmallCNN) -> None:

@@ -11,7 +11,7 @@ from torch import nn
 
 import reprinvert as ri
 
-from conftest import Snapshot, assert_untouched, hooks_left
+from untouched import State, hooks_left
 
 
 def effnet(trained: bool = True, size: int = 64) -> nn.Module:
@@ -56,7 +56,7 @@ def test_effnet_trained_classifies_and_its_first_block_inverts() -> None:
     first block's input far better than chance (the 25 dB target at 128 px is in benchmarks/)."""
     model = effnet(size=64)
     x = ri.data.sample_images(size=64)
-    snap = Snapshot.of(model)
+    kept = State.of(model)
     with torch.no_grad():
         probs = model((x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
                       / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)).softmax(-1)
@@ -64,13 +64,13 @@ def test_effnet_trained_classifies_and_its_first_block_inverts() -> None:
     res = ri.invert(model, "_blocks.0", x[:2], normalize="imagenet", steps=150)
     assert bool(res.metrics.beats_chance.all()) and float(res.metrics.psnr.min()) > 18
     assert bool(res.metrics.represents.all())
-    assert_untouched(snap, model)
+    kept.check(model)
 
 
 def test_gpt2_with_start_chooses_layers_that_depend_on_it() -> None:
     model = hf("gpt2")
     ids = torch.tensor([[1, 2, 3, 4, 5]])  # batch of one
-    snap = Snapshot.of(model)
+    kept = State.of(model)
     result = ri.sweep(model, ids, start="wte", steps=60, progress=False)
     assert result.layers == ("drop", "h.0", "h.1", "h.2", "ln_f")
     skipped = dict(result.provenance.skipped_layers)
@@ -79,7 +79,7 @@ def test_gpt2_with_start_chooses_layers_that_depend_on_it() -> None:
         m = inv.metrics
         assert bool((m.perturbation_distance < m.chance_input_distance).all())  # a faint perturbation is faint
         assert bool(m.beats_chance.all())
-    assert_untouched(snap, model)
+    kept.check(model)
     assert not hooks_left(model)
 
 

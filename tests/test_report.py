@@ -21,7 +21,7 @@ import reprinvert as ri
 from reprinvert import report
 from reprinvert._sweep_result import METRICS
 
-from conftest import SmallCNN, TokenModel
+from zoo import SmallCNN, TokenModel
 
 CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium") if p and Path(p).exists()), None)
 

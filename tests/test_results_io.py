@@ -16,7 +16,7 @@ from torch import nn
 import reprinvert as ri
 from reprinvert import _archive, recipes, regularizers
 
-from conftest import TokenModel
+from zoo import TokenModel
 
 
 def _same(a: object, b: object) -> None:

@@ -14,7 +14,8 @@ from torch import nn
 import reprinvert as ri
 from reprinvert._sweep_result import METRICS
 
-from conftest import SmallCNN, Snapshot, TokenModel, assert_tensor_untouched, assert_untouched, tensor_state
+from untouched import State
+from zoo import SmallCNN, TokenModel
 
 
 def test_default_layers_table_and_provenance(cnn: SmallCNN, images: torch.Tensor) -> None:
@@ -95,10 +96,10 @@ def test_token_model_with_start() -> None:
     ],
 )
 def test_bad_arguments(cnn: SmallCNN, images: torch.Tensor, kwargs: dict, error: type, match: str) -> None:
-    snap = Snapshot.of(cnn)
+    kept = State.of(cnn)
     with pytest.raises(error, match=match):
         ri.sweep(cnn, images, steps=1, progress=False, **kwargs)
-    assert_untouched(snap, cnn)
+    kept.check(cnn)
 
 
 def test_no_automatic_layer() -> None:
@@ -113,20 +114,19 @@ def test_contracts_model_input_and_rng(cnn: SmallCNN, images: torch.Tensor) -> N
     cnn.conv1.weight.requires_grad_(False)
     cnn.head.weight.grad = torch.ones_like(cnn.head.weight)
     x = images.clone().requires_grad_(True)
-    snap, before, rng = Snapshot.of(cnn), tensor_state(x), torch.get_rng_state()
+    kept = State.of(cnn, x)
     ri.sweep(cnn, x, layers="all", steps=2, progress=False)
-    assert_untouched(snap, cnn)
-    assert_tensor_untouched(before, x)
-    assert torch.equal(torch.get_rng_state(), rng)
+    kept.check(cnn)
 
 
 def test_contracts_after_an_error(cnn: SmallCNN, images: torch.Tensor) -> None:
-    snap = Snapshot.of(cnn)
+    lstm, seq = nn.Sequential(nn.LSTM(3, 2, batch_first=True)), torch.rand(1, 4, 3)
+    kept = State.of(cnn, images)
     with pytest.raises(ri.OutputSelectionError):  # an LSTM layer inside a sweep list fails cleanly
-        ri.sweep(nn.Sequential(nn.LSTM(3, 2, batch_first=True)), torch.rand(1, 4, 3), layers=["0"], progress=False)
+        ri.sweep(lstm, seq, layers=["0"], progress=False)
     with pytest.raises(ValueError):
         ri.sweep(cnn, images, layers=["conv1", "head"], steps=1, sigma=-1.0, progress=False)
-    assert_untouched(snap, cnn)
+    kept.check(cnn)
 
 
 def test_tables_json_ready(cnn: SmallCNN, images: torch.Tensor) -> None:

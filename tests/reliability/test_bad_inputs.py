@@ -11,60 +11,13 @@ from typing import Any
 
 import pytest
 import torch
-from reliability_support import LEDGER, DictNet, LSTMNet, SharedNet, State, mlp
 from torch import nn
 
 import reprinvert as ri
 
-from conftest import SmallCNN, TokenModel
-
-
-class Detaches(nn.Module):
-    """b(a(x).detach()): the output of b does not depend differentiably on x."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = nn.Linear(3, 3)
-        self.b = nn.Linear(3, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.b(self.a(x).detach())
-
-
-class Argmax(nn.Module):
-    """argmax(linear(x)): an integer output."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lin = nn.Linear(3, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin(x).argmax(1)
-
-
-class Skips(nn.Module):
-    """a(x); b is never called."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = nn.Linear(3, 3)
-        self.b = nn.Linear(3, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.a(x)
-
-
-class ScriptedChild(nn.Module):
-    """head(scripted mlp(x))."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inner = torch.jit.script(nn.Sequential(nn.Linear(3, 3), nn.ReLU()))
-        self.head = nn.Linear(3, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.inner(x))
-
+from reliability_support import LEDGER
+from untouched import State
+from zoo import Argmax, Detaches, DictNet, LSTMNet, ScriptedChild, SharedNet, Skips, SmallCNN, TokenModel, mlp
 
 M = SmallCNN
 X = (2, 3, 8, 8)

@@ -14,13 +14,15 @@ from typing import Any
 
 import pytest
 import torch
-from reliability_support import FAMILIES, LEDGER, Family, State, decorate
 from torch import nn
 
 import reprinvert as ri
 from reprinvert._layers import resolve_layer, runnable
 from reprinvert._outputs import select_output
 from reprinvert._state import frozen
+
+from reliability_support import FAMILIES, LEDGER, Family, decorate
+from untouched import State
 
 STEPS = 3
 

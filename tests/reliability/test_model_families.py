@@ -1,5 +1,7 @@
-"""Issue 6, cases 1-5 and 9-15: in-place ops, reuse, selectors, keyword calls, train mode, ambient grad modes,
-wrappers, early stop, dtypes and layouts, non-finite values, threads and memory."""
+"""Every model family the reliability suite knows, and the ways a model can be run: in-place operations, reused
+modules, selectors on structured outputs, keyword calls, train mode, ambient grad modes, wrappers (compile,
+TorchScript, DataParallel), early stops through models that catch exceptions, dtypes and layouts, non-finite
+values, threads and memory."""
 
 from __future__ import annotations
 
@@ -13,24 +15,27 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_support import (
-    FAMILIES,
-    AttentionNet,
-    DataclassNet,
-    DictNet,
-    KwargsNet,
-    LSTMNet,
-    ResNetTiny,
-    SharedNet,
-    State,
-    decorate,
-    mlp,
-)
 from torch import nn
 
 import reprinvert as ri
 
-from conftest import SmallCNN, Swallower
+from reliability_support import FAMILIES, decorate
+from untouched import State
+from zoo import (
+    AttentionNet,
+    DataclassNet,
+    DictNet,
+    GoesNaN,
+    KwargsNet,
+    Loop,
+    LSTMNet,
+    ResNetTiny,
+    SharedNet,
+    SmallCNN,
+    Stateful,
+    Swallower,
+    mlp,
+)
 
 FAST = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -57,18 +62,6 @@ def test_capture_before_inplace_ops_equals_truncated_recompute(c: int, seed: int
 
 
 # 2. a module used twice / in a loop -----------------------------------------------------------------------------
-class Loop(nn.Module):
-    """An RNN-style loop: h = tanh(cell(h) + x_t) for t in range(T)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.cell = nn.Linear(4, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.zeros(x.shape[0], 4)
-        for t in range(x.shape[1]):
-            h = torch.tanh(self.cell(h) + x[:, t])
-        return h
 
 
 @FAST
@@ -136,19 +129,6 @@ def test_keyword_only_modules() -> None:
 
 
 # 5. train-mode models: eval by default, train=True opt-out, buffers restored either way --------------------------
-class Stateful(nn.Module):
-    """linear -> BatchNorm1d -> dropout(0.5); counts its calls in a buffer it *rebinds* (self.calls = calls + 1)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lin = nn.Linear(4, 6)
-        self.bn = nn.BatchNorm1d(6)
-        self.drop = nn.Dropout(0.5)
-        self.register_buffer("calls", torch.zeros(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls = self.calls + 1
-        return self.drop(self.bn(self.lin(x)))
 
 
 def test_train_mode_models() -> None:
@@ -306,18 +286,6 @@ def test_channels_last_matches_contiguous() -> None:
 
 
 # 13. NaN appearing mid-optimization ------------------------------------------------------------------------------
-class GoesNaN(nn.Module):
-    """linear(4->4), whose output becomes NaN from the `at`-th forward on (a model that blows up mid-run)."""
-
-    def __init__(self, at: int) -> None:
-        super().__init__()
-        self.lin = nn.Linear(4, 4)
-        self.at, self.n = at, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.n += 1
-        y = self.lin(x)
-        return y * float("nan") if self.n >= self.at else y
 
 
 @FAST
@@ -378,7 +346,7 @@ def test_two_threads_capture_only_their_own_forward() -> None:
     for i in range(2):
         assert got[i] == list(range(1, 21))  # only its own 20 forwards were counted
     assert ri.represent(model, "0", xs[0]).shape == (1, 4)
-    from conftest import hooks_left
+    from untouched import hooks_left
 
     assert hooks_left(model) == {}
 

@@ -1,5 +1,7 @@
-"""Reliability, round 2: models whose inference path differs from their gradient path, results that must be
-snapshots. (Issue "Reliability, round 2"; the rest of its list is not covered here yet.)"""
+"""Models whose forward does more than compute the function the search differentiates: fast paths that differ
+from the gradient path, complex outputs, reused layers, models built under inference mode, shared backbones on two
+threads, forwards that register hooks, write parameters or draw random numbers, checkpoints, vmap, threads and
+meta tensors; and results that must be snapshots, not views."""
 
 from __future__ import annotations
 
@@ -7,10 +9,11 @@ import warnings
 
 import pytest
 import torch
-from reliability_support import SamplingNet
 from torch import nn
 
 import reprinvert as ri
+
+from zoo import Checkpointed, MetaBuffer, SamplingNet, SelfUpdating, Threaded, Vmapped
 
 
 def _encoder() -> nn.TransformerEncoder:
@@ -69,7 +72,7 @@ def test_complex_outputs_keep_their_imaginary_part() -> None:
 
 def test_evaluate_and_reference_distance_refuse_a_reused_layer_without_call() -> None:
     """As invert does: a shared module's 'output' is ambiguous, so call= must say which."""
-    from conftest import Shared
+    from zoo import Shared
 
     model, x = Shared(), torch.randn(2, 4)
     with pytest.raises(ri.LayerCallError, match=r"ran 2 times .* pass call=0..1"):
@@ -95,7 +98,7 @@ def test_selectors_reach_named_fields() -> None:
 
 
 def test_clear_errors_for_a_tuple_input_and_a_start_after_the_layer() -> None:
-    from conftest import TokenModel
+    from zoo import TokenModel
 
     with pytest.raises(TypeError, match=r"x is a tuple of 2 arguments.*model_kwargs=\{'name': value\}"):
         ri.invert(nn.Linear(2, 2), "", (torch.rand(1, 2), torch.rand(1, 2)))  # type: ignore[arg-type]
@@ -303,27 +306,11 @@ def test_always_call_hooks_still_balance_when_the_forward_is_cut_short() -> None
             h.remove()
 
 
-class _SelfUpdating(nn.Module):
-    """An embedding with max_norm (renormalises rows on lookup) and, in train mode, a parameter updated in place."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(10, 4, max_norm=0.5)
-        self.scale = nn.Parameter(torch.ones(4), requires_grad=False)
-        self.lin = nn.Linear(4, 4)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            with torch.no_grad():
-                self.scale.mul_(0.9)
-        return self.lin(self.emb(ids) * self.scale)
-
-
 def test_parameters_a_forward_writes_are_restored_or_named() -> None:
     """nn.Embedding(max_norm=...) rewrites its weight on every lookup and a train-mode forward may update a
     parameter: both come back as they were. A write reprinvert keeps no copy for is named in a warning."""
     torch.manual_seed(0)
-    model = _SelfUpdating()
+    model = SelfUpdating()
     with torch.no_grad():
         model.emb.weight.mul_(3)  # rows longer than max_norm: the lookup renormalises them in place
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -350,65 +337,20 @@ def test_parameters_a_forward_writes_are_restored_or_named() -> None:
         ri.represent(Writer(), "lin", torch.rand(2, 3))
 
 
-class _Checkpointed(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.b, self.c = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from torch.utils.checkpoint import checkpoint
-
-        return self.c(checkpoint(lambda h: self.b(self.a(h)), x, use_reentrant=False))
-
-
-class _Vmapped(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.b(torch.vmap(self.a)(x))
-
-
-class _Threaded(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        import threading
-
-        out: dict[str, torch.Tensor] = {}
-        worker = threading.Thread(target=lambda: out.setdefault("h", self.a(x)))
-        worker.start()
-        worker.join()
-        return self.b(out["h"])
-
-
-class _MetaBuffer(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = nn.Linear(4, 4)
-        self.register_buffer("shift", torch.zeros(4, device="meta"))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.a(x) + self.shift
-
-
 def test_clear_errors_for_checkpoints_transforms_threads_and_meta_tensors() -> None:
     """Each of these used to end in a raw torch error or a misleading one (or, for vmap, a silently wrong
     per-sample tensor from represent); each is now an error that names the cause and the way out."""
     torch.manual_seed(0)
     x = torch.rand(2, 4)
     with pytest.raises(ri.OutputSelectionError, match=r"start layer 'a' runs inside a torch.utils.checkpoint"):
-        ri.invert(_Checkpointed(), "c", x, start="a", steps=2)
-    assert ri.invert(_Checkpointed(), "b", x, steps=2).metrics.input_distance.shape == (2,)  # a layer inside is fine
+        ri.invert(Checkpointed(), "c", x, start="a", steps=2)
+    assert ri.invert(Checkpointed(), "b", x, steps=2).metrics.input_distance.shape == (2,)  # a layer inside is fine
     for call in (lambda m: ri.invert(m, "a", x, steps=2), lambda m: ri.represent(m, "a", x)):
         with pytest.raises(ri.OutputSelectionError, match=r"inside torch.vmap .* outside the transformed function"):
-            call(_Vmapped())
+            call(Vmapped())
     with pytest.raises(ri.LayerCallError, match=r"ran only in another thread .* runs in the calling thread"):
-        ri.invert(_Threaded(), "a", x, steps=2)
-    for model, names in ((_MetaBuffer(), "shift"), (nn.Linear(4, 4).to("meta"), "weight, bias")):
+        ri.invert(Threaded(), "a", x, steps=2)
+    for model, names in ((MetaBuffer(), "shift"), (nn.Linear(4, 4).to("meta"), "weight, bias")):
         with pytest.raises(TypeError, match=rf"meta-device tensors \({names}\).*to_empty"):
             ri.invert(model, "a" if names == "shift" else "", x, steps=2)
         with pytest.raises(TypeError, match=r"meta-device tensors"):
