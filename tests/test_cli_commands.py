@@ -436,3 +436,25 @@ def test_torchrun_with_fewer_chunks_than_processes_shares_out_the_layers(
     assert two.layers == ("conv", "down")
     assert two.provenance.options["resumed"] == ["conv", "down"]  # rank 0 inverted nothing itself when assembling
     assert "2 layer(s) already finished (an earlier run, another process), loaded" in stderr
+
+
+def test_sweep_runs_a_recipe_file_and_the_result_records_its_fields(
+    spec: str, image_dir: Path, tmp_path: Path, capsys
+) -> None:
+    """--recipe FILE.json reaches fields no named recipe sets; the saved provenance records the recipe that ran;
+    a bad file is a CLI error that names the option, the file and the field."""
+    recipe = tmp_path / "my.json"
+    recipe.write_text(json.dumps({"steps": 7, "weight_decay": 0.25, "lr": 0.02}))
+    out = tmp_path / "out"
+    assert main(["sweep", spec, str(image_dir), "--recipe", str(recipe), "--layers", "act", "--out", str(out),
+                 "--quiet"]) == 0
+    prov = json.loads((out / "metrics.json").read_text())["provenance"]
+    assert (prov["steps"], prov["recipe"]["weight_decay"], prov["recipe"]["lr"]) == (7, 0.25, 0.02)
+    saved = ri.load(out / "result")
+    assert (saved.inversions[0].recipe.steps, saved.inversions[0].recipe.weight_decay) == (7, 0.25)
+    assert len(saved.inversions[0].history["total"]) == 7
+    recipe.write_text(json.dumps({"stepz": 7}))
+    assert main(["sweep", spec, str(image_dir), "--recipe", str(recipe), "--out", str(tmp_path / "bad"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--recipe" in err and "my.json" in err and "stepz" in err

@@ -150,3 +150,30 @@ def test_recipe_registry_and_validation() -> None:
 def test_linear_schedule() -> None:
     rec = ri.Recipe(steps=4, lr=2.0, lr_end=1.0)
     assert [rec.learning_rate(i) for i in range(4)] == [2.0, 1.75, 1.5, 1.25]
+
+
+def test_recipe_files_set_any_field_over_a_base_and_refuse_what_they_cannot(tmp_path) -> None:
+    """recipes.load: fields over "base" (default "default"); an unknown field, an unknown base, a bad value or a
+    file that is not a JSON object is a ValueError naming the file and the fix."""
+    import json
+
+    import pytest
+
+    from reprinvert import recipes
+
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"steps": 7, "weight_decay": 0.25, "lr": 0.02}))
+    r = recipes.load(path)
+    assert (r.steps, r.weight_decay, r.lr) == (7, 0.25, 0.02)
+    assert recipes.get(str(path)) == r and recipes.resolve(path, steps=9).steps == 9
+    path.write_text(json.dumps({"base": "badger", "steps": 3}))
+    assert recipes.load(path).steps == 3 and recipes.load(path).optimizer == recipes.get("badger").optimizer
+    cases = [({"stepz": 1}, "stepz"), ({"base": "nope"}, "nope"), ({"steps": -1}, "steps"), ([1, 2], "object")]
+    for bad, needle in cases:
+        path.write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=needle) as info:
+            recipes.load(path)
+        assert "r.json" in str(info.value)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=r"r\.json"):
+        recipes.load(path)
