@@ -23,7 +23,7 @@ of up to 2 pixels whose largest shift falls to 0 at half or three quarters of th
 (``Jitter(max_shift=2, until=...)``), on the known answers (identity on random images, an orthogonal colour
 mixing of photos: relative m_i of the worst sample), the trained EfficientNet-Lite0's ``_bn0``, ``_blocks.0`` and
 ``_blocks.2``, the untrained one's ``_blocks.7`` and the ViT's ``layers.1`` (PSNR per photo, and the climb). Results:
-``benchmarks/results/drift.json`` (``candidates``); ``docs/recipes.md`` quotes them.
+``benchmarks/results/drift.json`` (``candidates``); ``docs/benchmarks.md`` quotes them.
 
 ``--bound`` asks whether any search that sees only the representation could keep m_i from rising: it runs a
 minimum-norm Gauss-Newton search (``gauss_newton`` below, the benchmark's own) from the constant grey image 0.5.

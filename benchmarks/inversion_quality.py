@@ -36,7 +36,7 @@ For each (case, layer, recipe): PSNR, input distance m_i and m_g / m_r of the re
 25, 50, 75 and 100% of the steps, of the iterate and of the input a run stopped there would return (the curves);
 CPU seconds; and the same figures at the default's CPU time (recipes whose cost per step differs from the
 default's by more than 25% are rerun with the steps that fit, at most 3x). Results:
-``benchmarks/results/inversion_quality.json``; ``docs/recipes.md`` has the tables.
+``benchmarks/results/inversion_quality.json``; ``docs/benchmarks.md`` has the tables.
 """
 
 from __future__ import annotations
@@ -363,7 +363,7 @@ def _run_case_star(task: tuple[str, bool, list[str] | None]) -> dict[str, Any]:
 
 
 def report(payload: dict[str, Any]) -> str:
-    """The tables of ``docs/recipes.md``: the targets, mean PSNR per layer, m_g / m_r, the m_i curves."""
+    """The tables of ``docs/benchmarks.md``: the targets, mean PSNR per layer, m_g / m_r, the m_i curves."""
     cases_ = payload["cases"]
     lines = [f"results of: {payload['command']} ({payload['finished']}, {payload['machine']})"]
     for merge in payload.get("merged", []):

@@ -13,7 +13,7 @@ Cases, each inverted with ``recipes.default(weight_decay=wd)`` for wd in 0, 0.02
   ``benchmarks/inversion_quality.py``): mean PSNR and how far the returned input's m_i climbs back above its lowest
   earlier point (%), from the same checkpoints as that benchmark.
 
-Results: ``benchmarks/results/weight_decay.json``; ``docs/recipes.md`` quotes them.
+Results: ``benchmarks/results/weight_decay.json``; ``docs/benchmarks.md`` quotes them.
 """
 
 from __future__ import annotations

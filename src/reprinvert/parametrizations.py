@@ -3,7 +3,7 @@
 An inversion searches for an input x_g. *What* the optimizer updates need not be x_g's pixels: a
 parametrisation maps a few tensors of parameters to the input, and the optimizer steps on those. The function
 being minimised is the same; what changes is which directions a step favours. This is preconditioning, and on
-real trained networks it decides whether the search converges (``docs/recipes.md`` has the measurements):
+real trained networks it decides whether the search converges (``docs/benchmarks.md`` has the measurements):
 
 * :class:`Pixel` (``"pixel"``): the input itself. Every entry moves on its own.
 * :class:`Pyramid` (``"pyramid"``): x_g = detail + up(level_1) + up(level_2) + ..., a Laplacian-style pyramid

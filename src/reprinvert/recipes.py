@@ -5,7 +5,7 @@ schedule, loss, initialisation, regularizers, bounds. Any field can be overridde
 (``invert(..., steps=100)``) or with :meth:`Recipe.replace`.
 
 * :func:`default` — the recipe that reached the lowest input distance in the least time in
-  ``benchmarks/recipes.py`` (see ``docs/recipes.md`` for the table it printed).
+  ``benchmarks/recipes.py`` (see ``docs/benchmarks.md`` for the table it printed).
 * :func:`badger` — the seed author's method, exactly: un-normalised L1 loss scaled by ``c``, plain gradient
   descent with a linear learning-rate schedule, a Gaussian blur with a linear sigma schedule after each step.
 * :func:`mahendran_vedaldi` — Mahendran & Vedaldi (2015): normalised squared error, TV (beta = 2) and

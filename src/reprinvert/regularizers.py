@@ -318,7 +318,7 @@ class Jitter(Regularizer):
     ``_blocks.10``, ``Jitter(max_shift=2, until=0.75)`` (best with ``weight_decay=0.1`` in the recipe) stops the
     input distance from climbing back and gains dB over the default, trained or untrained; on a trained network's
     last blocks it does not, and on layers that keep everything it costs precision, so it is not in the default
-    (``benchmarks/drift.py --rule``, in ``docs/recipes.md``).
+    (``benchmarks/drift.py --rule``, in ``docs/benchmarks.md``).
 
     Attributes:
         max_shift: largest shift in samples, >= 0 (0 disables the jitter).
