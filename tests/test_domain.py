@@ -13,22 +13,9 @@ import reprinvert as ri
 from reprinvert._domain import NORMALIZATIONS, chance_input, resolve_normalize
 
 from untouched import State
-from zoo import SmallCNN
+from zoo import Normalized, SmallCNN
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-class Normalized(nn.Module):
-    """model((x - mean) / std): what users wrote by hand before normalize= existed."""
-
-    def __init__(self, net: nn.Module, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD) -> None:
-        super().__init__()
-        self.net = net
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
 
 
 @pytest.fixture()

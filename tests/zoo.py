@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
 
 class SmallCNN(nn.Module):
     """conv(3->8) -> BN -> ReLU(inplace) -> conv(8->8, stride 2) -> ReLU -> flatten -> linear(8*4*4 -> 5)."""
@@ -565,3 +567,17 @@ class SkipAround(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.outer(self.inner(x) + x)
+
+
+class Normalized(nn.Module):
+    """model((x - mean) / std): what users wrote by hand before normalize= existed."""
+
+    def __init__(self, net: nn.Module, mean: tuple[float, ...] = IMAGENET_MEAN,
+                 std: tuple[float, ...] = IMAGENET_STD) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
