@@ -234,7 +234,7 @@ class _Loop:
     data: torch.Tensor
     targets: torch.Tensor | None
     corrupt: Corrupt | None
-    loss: str
+    loss: Literal["mse", "cross_entropy"]
     batch_size: int
     max_steps: int | None
     rngs: Generators
@@ -260,7 +260,7 @@ class _Loop:
             losses = self.epoch(epoch)
             val_loss = None
             if val is not None:
-                val_loss = evaluate_loss(self.model, val, targets=val_targets, loss=self.loss,  # type: ignore[arg-type]
+                val_loss = evaluate_loss(self.model, val, targets=val_targets, loss=self.loss,
                                          batch_size=self.batch_size, device=self.rngs.where)
             stats = EpochStats(
                 epoch=epoch, loss=sum(losses) / len(losses), val_loss=val_loss, seconds=time.perf_counter() - t0
