@@ -13,7 +13,7 @@ PUBLIC = {
     "LayerNotFoundError", "NonFiniteWarning", "OutputSelectionError", "Recipe", "ReprinvertError",
     "ReprinvertWarning", "StepInfo", "__version__", "capture", "copy_tendency", "corruptions", "data", "describe",
     "evaluate", "invert", "list_layers", "metrics", "nearest_tokens", "recipes", "regularizers", "represent",
-    "resolve_layer", "Provenance", "Sweep", "SweepRow", "report", "sweep", "experiments", "models", "train",
+    "resolve_layer", "Provenance", "Sweep", "SweepRow", "Verdict", "report", "sweep", "experiments", "models", "train",
     "parametrizations", "load", "spectrum", "Spectrum", "Selector", "Study",
 }
 

@@ -18,7 +18,7 @@ LEVEL = {
     # values and leaves: know nothing of models' layers or of inversions
     "_version": 0, "errors": 0, "_rng": 0, "_tensors": 0, "_filters": 0, "_archive": 0, "_progress": 0,
     "_modelspec": 0, "_moved": 0,
-    "_checks": 1, "_checkpoint": 1, "_domain": 1, "_state": 1, "regularizers": 1, "parametrizations": 1,
+    "_checks": 1, "_checkpoint": 1, "_verdict": 1, "_domain": 1, "_state": 1, "regularizers": 1, "parametrizations": 1,
     "corruptions": 1, "data": 1, "models": 1,
     "recipes": 2, "train": 2,
     # reaching into a model; the search (which knows no model)

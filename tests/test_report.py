@@ -199,24 +199,23 @@ def test_html_renders_in_headless_chromium(result: ri.Sweep, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(
-    ("beats", "m_i", "perturbation", "label", "cls"),
+    ("verdict", "notes", "label"),
     [
-        (1.0, 0.5, 1.0, "recovered", "yes"),
-        (1.0, 2.0, 1.0, "beats chance", "some"),
-        (0.5, 0.5, 1.0, "50% beat chance", "some"),
-        (0.0, 0.5, 1.0, "chance level", "no"),  # never "ok" when the inversion is no closer than chance
+        ("kept", (), "kept"),
+        ("lost", ("farther than the start: 1 of 2 samples",), "lost, farther than the start"),
+        ("undecided", ("at chance level: 2 of 2 samples",), "undecided, at chance level"),
     ],
 )
-def test_verdict_follows_what_was_measured(result: ri.Sweep, beats: float, m_i: float, perturbation: float,
-                                            label: str, cls: str) -> None:
+def test_verdict_shows_the_rows_verdict_and_its_notes(result: ri.Sweep, verdict: str, notes: tuple[str, ...],
+                                                     label: str) -> None:
     import dataclasses
 
-    row = dataclasses.replace(result.rows[0], beats_chance=beats, input_distance=m_i,
-                              perturbation_distance=perturbation, represents=1.0)
-    assert report.verdict(row) == (label, cls)
+    row = dataclasses.replace(result.rows[0], verdict=verdict, notes=notes, evidence="because")
+    assert report.verdict(row) == (label, verdict)
+    assert verdict in report.VERDICT_COLOURS
     relabelled = dataclasses.replace(result, rows=(row, *result.rows[1:]))
     page = report.html_page(relabelled)
-    assert f">{label}<" in page
+    assert f">{label}<" in page and f'<tr class="{verdict}">' in page and "because" in page
 
 
 def _texts(fig: object) -> list[str]:

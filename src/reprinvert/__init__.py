@@ -29,6 +29,7 @@ from ._spectrum import Spectrum, spectrum
 from ._sweep import sweep
 from ._sweep_result import Provenance, Sweep, SweepRow
 from ._tokens import nearest_tokens
+from ._verdict import Verdict
 from ._version import __version__
 from .errors import (
     LayerCallError,
@@ -63,6 +64,7 @@ __all__ = [
     "Study",
     "Sweep",
     "SweepRow",
+    "Verdict",
     "__version__",
     "capture",
     "copy_tendency",

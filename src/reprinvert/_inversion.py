@@ -12,6 +12,7 @@ import torch
 
 from . import _archive
 from ._search import History
+from ._verdict import Verdict, judge
 from .metrics import InversionMetrics
 from .recipes import Recipe
 from .recipes import from_dict as recipe_from_dict
@@ -62,6 +63,25 @@ class Inversion:
     seconds: float
     original: torch.Tensor = field(repr=False)
     parametrization: str = "pixel"
+
+    @property
+    def verdict(self) -> tuple[Verdict, ...]:
+        """Per sample, what this inversion shows about the layer: a :class:`~reprinvert.Verdict`, ``"kept"`` (the
+        search reproduced the representation and landed on x), ``"lost"`` (it reproduced the representation far from
+        x: the reconstruction is a witness) or ``"undecided"`` (it did not reproduce the representation: no
+        conclusion), with its evidence and notes (at chance level; farther from x than the search's start).
+
+        Example:
+            >>> import torch, torch.nn as nn, reprinvert as ri
+            >>> torch.manual_seed(0); layer = nn.Linear(8, 32)  # injective: x is recoverable
+            <torch._C.Generator object at ...>
+            >>> ri.invert(layer, "", torch.rand(2, 8), steps=300, lr=0.05).verdict[0].label
+            'kept'
+        """
+        m = self.metrics
+        start = self.history.input_distance[0] if self.history.input_distance.shape[0] else None
+        return judge(m.embedding_distance, m.reference_distance, m.input_distance, m.perturbation_distance,
+                     m.chance_input_distance, start)
 
     @classmethod
     def concat(cls, parts: Sequence[Inversion]) -> Inversion:

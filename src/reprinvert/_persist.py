@@ -70,14 +70,17 @@ def _load_sweep(p: Path, classes: Mapping[str, type] | None) -> Sweep:
     prov["input_shape"] = tuple(prov["input_shape"])
     prov["skipped_layers"] = tuple(tuple(pair) for pair in prov.get("skipped_layers", ()))
     prov["inputs"] = tuple(prov.get("inputs", ()))
-    rows = []
-    for row in document["rows"]:
-        rows.append(SweepRow(**{**row, "representation_shape": tuple(row["representation_shape"])}))
     inversions = []
     for name in document["inversions"]:
         inv = load(p / name, classes=classes)
         assert isinstance(inv, Inversion)
         inversions.append(inv)
+    rows = []
+    for row, inv in zip(document["rows"], inversions):
+        loaded = SweepRow(**{**row, "representation_shape": tuple(row["representation_shape"]),
+                             "notes": tuple(row.get("notes", ()))})
+        # a sweep saved before rows had verdicts gets them from its inversions
+        rows.append(loaded if "verdict" in row else loaded.judged(inv))
     original, _ = _archive.read(p / "original.npz")
     return Sweep(
         rows=tuple(rows), inversions=tuple(inversions), original=original["original"],

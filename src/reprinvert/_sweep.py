@@ -210,7 +210,8 @@ def run_sweep(feed: Feed, x: Any, plan: Plan, options: SweepOptions, *, started:
                 inv = run_inversion(feed, name, x, one_by_one, started=time.perf_counter())
                 if store is not None:
                     store.save(inv)
-            rows.append(_with_spectrum(row_of(k, inv, type(modules[name]).__name__), feed, x, plan, options))
+            row = _with_spectrum(row_of(k, inv, type(modules[name]).__name__), feed, x, plan, options)
+            rows.append(row.judged(inv))
             inversions.append(inv)
             bar.done()
     finally:

@@ -13,6 +13,7 @@ import torch
 
 from . import _archive
 from ._inversion import Inversion
+from ._verdict import Verdict, layer_verdict
 
 __all__ = ["METRICS", "SWEEP_SCHEMA", "Provenance", "Sweep", "SweepRow", "layer_file", "row_of"]
 
@@ -102,6 +103,12 @@ class SweepRow:
             (:func:`reprinvert.spectrum`), else None.
         condition: with ``sweep(spectrum=...)``: the median condition number of the layer's Jacobian, else None.
             Where the spectrum's iterations did not converge (a warning says so), both are lower bounds.
+        verdict: what the layer's inversions show (:func:`~reprinvert.Inversion.verdict`, joined over the samples):
+            ``"lost"`` when some sample's search reproduced the representation far from x (a witness), ``"kept"``
+            when every sample's reproduced it on x, else ``"undecided"``.
+        evidence: the verdict's evidence in plain words.
+        notes: what stands beside the verdict: how many samples are at chance level, or farther from x than the
+            search's start.
     """
 
     layer: str
@@ -123,11 +130,20 @@ class SweepRow:
     stopped: str | None
     blind: float | None = None
     condition: float | None = None
+    verdict: str = "undecided"
+    evidence: str = ""
+    notes: tuple[str, ...] = ()
+
+    def judged(self, inv: Inversion) -> SweepRow:
+        """This row with its verdict and evidence from ``inv`` (and its spectrum, when computed)."""
+        v = layer_verdict(inv.verdict, blind=self.blind)
+        return replace(self, verdict=v.label, evidence=v.evidence, notes=v.notes)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (shapes as lists, non-finite floats as None)."""
         out = asdict(self)
         out["representation_shape"] = list(self.representation_shape)
+        out["notes"] = list(self.notes)
         return {k: _finite(v) for k, v in out.items()}
 
 
@@ -191,11 +207,12 @@ class Sweep:
         out = []
         names = self.provenance.inputs
         for row, inv in zip(self.rows, self.inversions):
+            verdicts = inv.verdict
             for i, values in enumerate(inv.metrics.per_sample()):
                 named = {"input": names[i]} if i < len(names) else {}
                 out.append(
                     {"layer": row.layer, "index": row.index, "sample": i, **named,
-                     **{k: _finite(v) for k, v in values.items()}}
+                     **{k: _finite(v) for k, v in values.items()}, **_verdict_columns(verdicts[i])}
                 )
         return out
 
@@ -277,17 +294,22 @@ class Sweep:
         }
 
     def __str__(self) -> str:
-        head = ["layer", "shape", "size", *(label for _, label in METRICS), "represents", "s"]
+        head = ["layer", "shape", "size", *(label for _, label in METRICS), "represents", "verdict", "s"]
         body = []
         for r in self.rows:
             shape = "x".join(str(v) for v in r.representation_shape[1:]) or "-"
             values = [_fmt(getattr(r, key)) for key, _ in METRICS]
-            body.append([r.layer, shape, _fmt(r.size_ratio), *values, f"{r.represents:.0%}", f"{r.seconds:.1f}"])
+            body.append([r.layer, shape, _fmt(r.size_ratio), *values, f"{r.represents:.0%}", r.verdict,
+                         f"{r.seconds:.1f}"])
         widths = [max(len(str(c)) for c in col) for col in zip(head, *body)]
         lines = ["  ".join(str(c).rjust(w) if j else str(c).ljust(w) for j, (c, w) in enumerate(zip(row, widths)))
                  for row in [head, *body]]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(line.rstrip() for line in lines)
+
+
+def _verdict_columns(v: Verdict) -> dict[str, str]:
+    return {"verdict": v.label, "evidence": v.evidence, "notes": "; ".join(v.notes)}
 
 
 def _fmt(value: float) -> str:
@@ -304,7 +326,7 @@ def row_of(index: int, inv: Inversion, type_name: str) -> SweepRow:
     """The table row of one layer's inversion (batch means)."""
     s = inv.metrics.summary()
     per_sample_in = inv.original[0].numel()
-    return SweepRow(
+    row = SweepRow(
         layer=inv.layer,
         index=index,
         type=type_name,
@@ -317,6 +339,7 @@ def row_of(index: int, inv: Inversion, type_name: str) -> SweepRow:
         steps_run=inv.steps_run,
         stopped=inv.stopped,
     )
+    return row.judged(inv)
 
 
 def layer_file(name: str) -> str:

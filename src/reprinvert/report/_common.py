@@ -14,8 +14,8 @@ __all__ = ["VERDICT_COLOURS", "can_show_images", "verdict"]
 _PLOT_HINT = "the metrics plot needs matplotlib: pip install 'reprinvert[plot]'"
 
 
-#: Colours of the verdict classes (:func:`verdict`) in figures and the HTML table.
-VERDICT_COLOURS = {"yes": "#1a7f37", "some": "#b35900", "no": "#c62828"}
+#: Colours of the verdicts (:func:`verdict`) in figures and the HTML table.
+VERDICT_COLOURS = {"kept": "#1a7f37", "lost": "#c62828", "undecided": "#6e7781"}
 
 
 def _check(result: Any) -> Sweep:
@@ -57,22 +57,20 @@ def can_show_images(result: Sweep) -> bool:
 
 
 def verdict(row: SweepRow) -> tuple[str, str]:
-    """What a layer's inversions measured, as a short label and a class (``"yes"``, ``"some"``, ``"no"``).
+    """A layer's verdict (:attr:`SweepRow.verdict <reprinvert.SweepRow>`) as a short label and its class, one of
+    :data:`VERDICT_COLOURS`' keys.
 
-    * ``"recovered"`` (yes): every inversion lands closer to x than an unrelated input does, and on average
-      within the size of the faint reference perturbation (m_i <= ||x' - x||).
-    * ``"beats chance"`` (some): every inversion lands closer to x than an unrelated input, but farther than the
-      faint perturbation.
-    * ``"k% beat chance"`` (some) / ``"chance level"`` (no): some / none of them do. A layer may *represent* x
-      (m_g < m_r) and still be here: the search found another input the layer cannot tell from x.
+    * ``"kept"``: every input's search reproduced the representation (m_g < m_r) and landed on x (m_i within the
+      faint perturbation's ||x' - x||).
+    * ``"lost"``: some input's search reproduced the representation far from x: its reconstruction is a witness,
+      an input the layer cannot tell from x.
+    * ``"undecided"``: otherwise: a search that did not reproduce the representation says nothing about the layer.
+
+    The label adds the notes that stand beside a verdict, e.g. ``"undecided, at chance level"`` (no closer to x
+    than an unrelated input) or ``"lost, farther than the start"``.
     """
-    if row.beats_chance >= 1:
-        if row.input_distance <= row.perturbation_distance:
-            return "recovered", "yes"
-        return "beats chance", "some"
-    if row.beats_chance > 0:
-        return f"{row.beats_chance:.0%} beat chance", "some"
-    return "chance level", "no"
+    cls = row.verdict if row.verdict in VERDICT_COLOURS else "undecided"
+    return ", ".join([cls, *(n.split(":")[0] for n in row.notes)]), cls
 
 
 def _labels(result: Sweep) -> list[str]:

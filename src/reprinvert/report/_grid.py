@@ -35,8 +35,8 @@ def _auto_scale(h: int, w: int) -> int:
 def grid_image(result: Sweep, *, scale: int | None = None, max_rows: int | None = 8) -> Any:
     """The grid as a ``PIL.Image``: rows = inputs, columns = the original then each layer's reconstruction.
 
-    Column titles are ``"<layer> (<verdict>)"`` with the measured :func:`verdict`: ``recovered``, ``beats
-    chance``, the fraction that beat chance, or ``chance level``.
+    Column titles are ``"<layer> (<verdict>)"`` with the layer's :func:`verdict`: ``kept``, ``lost`` or
+    ``undecided``, with its notes (``at chance level``, ``farther than the start``).
 
     Args:
         result: a :class:`~reprinvert.Sweep` of image inputs (see :func:`can_show_images`).

@@ -47,7 +47,8 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
 table { border-collapse: collapse; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th { background: #f3f3f3; } td.name { text-align: left; font-family: monospace; }
-tr.yes td.rep { background: #d9f2d9; } tr.some td.rep { background: #fbefd0; } tr.no td.rep { background: #f8dcdc; }
+tr.kept td.rep { background: #d9f2d9; } tr.undecided td.rep { background: #e8eaed; }
+tr.lost td.rep { background: #f8dcdc; }
 img { max-width: 100%; border: 1px solid #ddd; } img.pixels { image-rendering: pixelated; }
 .note { color: #555; font-size: 0.9em; }
 """
@@ -111,9 +112,12 @@ def _html_page(result: Sweep, *, title: str | None, plot: bool, pngs: dict[str, 
         parts += [
             "<h2>Reconstructions</h2>",
             '<p class="note">Rows: inputs. Columns: the original, then the inversion of each layer, titled by '
-            "what it measured: <em>recovered</em> (closer to x than an unrelated input, and within the faint "
-            "perturbation's distance), <em>beats chance</em> (closer than an unrelated input only), or "
-            "<em>chance level</em>; under each reconstruction its m_i and PSNR.</p>",
+            "its verdict: <em>kept</em> (the search reproduced the representation, m_g &lt; m_r, and landed on x, "
+            "within the faint perturbation's distance), <em>lost</em> (it reproduced the representation far from "
+            "x: the reconstruction is a witness, an input the layer cannot tell from x) or <em>undecided</em> (it "
+            "did not reproduce the representation: no conclusion about the layer), with a note where it is at "
+            "chance level or farther from x than the search's start; under each reconstruction its m_i and "
+            "PSNR.</p>",
             f'<img id="grid"{pixels} alt="grid of reconstructions per layer" src="{_data_uri(png)}">',
         ]
     parts.append("<h2>Metrics against depth</h2>")
@@ -133,7 +137,7 @@ def _html_page(result: Sweep, *, title: str | None, plot: bool, pngs: dict[str, 
         ]
     spectral = any(r.blind is not None for r in result.rows)
     head = ["layer", "type", "shape", "size/input", *(label for _, label in METRICS), "represents", "verdict",
-            *(["blind dirs", "condition"] if spectral else []), "seconds"]
+            *(["blind dirs", "condition"] if spectral else []), "seconds", "evidence"]
     body, classes = [], []
     for r in result.rows:
         label, cls = verdict(r)
@@ -141,12 +145,13 @@ def _html_page(result: Sweep, *, title: str | None, plot: bool, pngs: dict[str, 
             r.layer, r.type, "x".join(map(str, r.representation_shape)), _num(r.size_ratio),
             *(_num(getattr(r, k)) for k, _ in METRICS), f"{r.represents:.0%}", label,
             *([_num(r.blind), _num(r.condition)] if spectral else []), f"{r.seconds:.2f}",
+            "; ".join([r.evidence, *r.notes]),
         ])
         classes.append(cls)
     parts += ["<h2>Per layer (means over the inputs)</h2>", _table_html(head, body, classes)]
     per = result.table(per_sample=True)
     keys = ["layer", "sample", *(["input"] if result.provenance.inputs else []), *(k for k, _ in METRICS),
-            "represents", "beats_chance"]
+            "represents", "beats_chance", "verdict", "notes"]
     parts += [
         "<details><summary>Per input</summary>",
         _table_html(keys, [[_num(row[k]) for k in keys] for row in per]),
