@@ -33,7 +33,12 @@ def test_truncated_copy_computes_the_layer(perf, which: int) -> None:
         # On the path the loops run (gradients on, the input requiring them), as represent measures it: attention
         # has a separate inference path whose numbers differ in the last bits.
         got = trunc(case["x"].clone().requires_grad_(True)).detach()
-        torch.testing.assert_close(got, ri.represent(case["net"], layer, case["x"]), rtol=0, atol=0)
+        want = ri.represent(case["net"], layer, case["x"])
+        # Bit-equal on Intel CPUs; AMD ones take other kernels for the two calls (seen: 3 units of float32 rounding
+        # at the largest entries), so the bound is a few units of rounding of the representation's scale: a wrong
+        # layer or a missing module is off by many orders of magnitude more.
+        atol = 16 * torch.finfo(want.dtype).eps * float(want.abs().max())
+        torch.testing.assert_close(got, want, rtol=0, atol=atol)
 
 
 def test_floor_and_user_loops_do_the_library_s_work(perf) -> None:
