@@ -15,6 +15,7 @@ PUBLIC = {
     "evaluate", "invert", "list_layers", "metrics", "nearest_tokens", "recipes", "regularizers", "represent",
     "resolve_layer", "Provenance", "Sweep", "SweepRow", "Verdict", "report", "sweep", "experiments", "models", "train",
     "parametrizations", "load", "spectrum", "Spectrum", "Selector", "Study",
+    "TokenInversion", "invert_tokens",
 }
 
 

@@ -26,11 +26,11 @@ LEVEL = {
     "_feed": 4,
     "_hooks": 5,
     "_capture": 6, "_describe": 6, "_plan": 6,
-    "metrics": 7, "_spectrum": 7, "_tokens": 7, "_layer_choice": 7,
+    "metrics": 7, "_spectrum": 7, "_tokens": 7, "_layer_choice": 7, "_token_space": 7,
     # results
     "_inversion": 8,
-    "_sweep_result": 9, "_invert": 9,
-    "_persist": 10, "_batched": 10,
+    "_sweep_result": 9, "_invert": 9, "_token_inversion": 9,
+    "_persist": 10, "_batched": 10, "_token_search": 10,
     # runners
     "_sweep": 11,
     "study": 12, "experiments": 12,

@@ -28,6 +28,8 @@ from ._search import History, StepInfo
 from ._spectrum import Spectrum, spectrum
 from ._sweep import sweep
 from ._sweep_result import Provenance, Sweep, SweepRow
+from ._token_inversion import TokenInversion
+from ._token_search import invert_tokens
 from ._tokens import nearest_tokens
 from ._verdict import Verdict
 from ._version import __version__
@@ -64,6 +66,7 @@ __all__ = [
     "Study",
     "Sweep",
     "SweepRow",
+    "TokenInversion",
     "Verdict",
     "__version__",
     "capture",
@@ -74,6 +77,7 @@ __all__ = [
     "evaluate",
     "experiments",
     "invert",
+    "invert_tokens",
     "list_layers",
     "load",
     "metrics",
