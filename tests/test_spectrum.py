@@ -125,3 +125,71 @@ def test_unconverged_values_are_reported_as_bounds(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(spectrum_module, "_MAXITER", 1000)
     full = ri.spectrum(layer, "", torch.rand(1, 40, dtype=torch.float64), k=3)
     assert bool(full.converged[0]) and torch.allclose(full.bottom[0], values.flip(0)[:3], rtol=1e-6)
+
+
+def _bert() -> nn.Module:
+    transformers = pytest.importorskip("transformers")
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    return transformers.BertModel(transformers.BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2,
+                                                          num_attention_heads=4, intermediate_size=64)).eval()
+
+
+def test_a_token_model_s_spectrum_sets_its_layernorm_invariances_apart() -> None:
+    """With start= the Jacobian is taken at the embedding's output (x: token ids). BERT's embedding LayerNorm
+    ignores 2 directions a position (a shift along all-ones and a scaling of its input): without setting them
+    apart all k smallest values are 0 and say nothing of the layer; set apart (each verified by J v = 0) they are
+    counted in `invariant`, and the layer's own directions are all seen."""
+    model = _bert()
+    ids = torch.randint(0, 300, (2, 5), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    kept = ids.clone()
+    plain = ri.spectrum(model, "encoder.layer.0", ids, start="embeddings.word_embeddings", invariances=False,
+                        model_kwargs={"attention_mask": mask})
+    assert plain.blind.tolist() == [6, 6] and plain.blind_at_least.all() and plain.invariant.tolist() == [0, 0]
+    s = ri.spectrum(model, "encoder.layer.0", ids, start="embeddings.word_embeddings",
+                    model_kwargs={"attention_mask": mask})
+    assert torch.equal(ids, kept)
+    assert s.input_size == 5 * 32 and s.invariant.tolist() == [10, 10]
+    assert s.blind.tolist() == [0, 0] and s.converged.all() and (s.bottom > 1e-3 * s.top[:, :1]).all()
+    assert len(s.invariances) == 1 and "'embeddings.LayerNorm': 10 directions over 5 positions" in s.invariances[0]
+    assert s.summary[0].startswith("0 blind directions besides 10 of known invariances")
+
+
+def test_a_direction_set_apart_is_one_the_layer_ignores() -> None:
+    """A LayerNorm straight on the input: its 2 invariances per row are found (with eps=1e-12, as BERT's; torch's
+    default eps=1e-5 makes the scaling only nearly ignored, a singular value about eps / variance of the largest,
+    so only the shift is set apart); a linear layer before it (its input is then no longer x) leaves nothing to set
+    apart that is not verified."""
+    x = torch.rand(1, 3, 8, dtype=torch.float64)
+    s = ri.spectrum(nn.Sequential(nn.LayerNorm(8, eps=1e-12), nn.Linear(8, 8)).double(), "1", x, k=3)
+    assert s.invariant.tolist() == [6] and s.blind.tolist() == [0]
+    assert ri.spectrum(nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 8)).double(), "1", x, k=3).invariant.tolist() == [3]
+    torch.manual_seed(0)
+    mixed = nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8)).double()
+    t = ri.spectrum(mixed, "1", x, k=3)
+    assert t.invariant.tolist() == [0] and int(t.blind[0]) == 3 and bool(t.blind_at_least[0])
+
+
+def test_token_ids_without_start_are_told_to_pass_it() -> None:
+    with pytest.raises(TypeError, match="start=<the embedding layer>"):
+        ri.spectrum(nn.Sequential(nn.Embedding(10, 4)), "0", torch.tensor([[1, 2]]))
+
+
+def test_an_unconverged_spectrum_says_so_instead_of_a_count(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import importlib
+
+    spectrum_module = importlib.import_module("reprinvert._spectrum")
+    u, v = _orthogonal(40, seed=1), _orthogonal(40, seed=2)
+    layer = nn.Linear(40, 40, bias=False).double()
+    layer.weight.data = u @ torch.diag(torch.logspace(0, -2, 40, dtype=torch.float64)) @ v.T
+    monkeypatch.setattr(spectrum_module, "_MAXITER", 2)
+    with pytest.warns(ri.ReprinvertWarning):
+        s = ri.spectrum(layer, "", torch.rand(1, 40, dtype=torch.float64), k=3)
+    assert s.summary[0].startswith("not converged: no count of blind directions")
+    model = nn.Sequential(layer)
+    with pytest.warns(ri.ReprinvertWarning):
+        swept = ri.sweep(model, torch.rand(1, 40, dtype=torch.float64), layers=["0"], steps=2, spectrum=3,
+                         progress=False)
+    assert swept.rows[0].blind is not None and swept.rows[0].blind != swept.rows[0].blind  # NaN: no count
+    assert "not converged" in ri.report.html_page(swept)

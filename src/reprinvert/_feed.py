@@ -28,7 +28,7 @@ from ._domain import Normalize, NormalizeSpec, resolve_normalize
 from ._layers import runnable
 from ._state import frozen, holds_model_rng, model_rng
 
-__all__ = ["Feed", "model_dtype", "private_input", "requiring_grad", "run_model"]
+__all__ = ["Feed", "model_dtype", "private_input", "requiring_grad", "rows_of", "run_model"]
 
 
 def check_model_kwargs(model_kwargs: Any) -> None:
@@ -38,6 +38,14 @@ def check_model_kwargs(model_kwargs: Any) -> None:
             f"model_kwargs must be a dict of keyword arguments for the forward call, got "
             f"{type(model_kwargs).__name__}: {model_kwargs!r}; e.g. model_kwargs={{'mask': mask}}"
         )
+
+
+def rows_of(kwargs: Mapping[str, Any] | None, rows: torch.Tensor, b: int) -> Mapping[str, Any] | None:
+    """``kwargs`` with each tensor that has ``b`` rows (one per sample of the batch) taken at ``rows``."""
+    if not kwargs:
+        return kwargs
+    return {k: v[rows.to(v.device)] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == b else v
+            for k, v in kwargs.items()}
 
 
 def run_model(model: nn.Module, x: Any, model_kwargs: Mapping[str, Any] | None = None) -> Any:

@@ -30,7 +30,7 @@ from ._layers import LayerSpec, layer_specs, resolve_layer, runnable
 from ._outputs import Selector, select_output
 from .errors import LayerCallError, OutputSelectionError
 
-__all__ = ["Cut", "Cuts", "Hooks", "StopForward", "watch"]
+__all__ = ["Cut", "Cuts", "Hooks", "StopForward", "first_inputs", "watch"]
 
 
 class StopForward(BaseException):
@@ -71,6 +71,27 @@ class _Handles:
     def remove(self) -> None:
         while self.handles:
             self.handles.pop().remove()
+
+
+@contextmanager
+def first_inputs(modules: Mapping[str, nn.Module]) -> Iterator[dict[str, Any]]:
+    """The first positional input of each of ``modules`` (by name) in the forward passes run inside, on the calling
+    thread; the hooks are removed on exit, whatever happened."""
+    seen: dict[str, Any] = {}
+    handles = _Handles()
+
+    def keep(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any) -> None:
+            if handles.mine():
+                seen.setdefault(name, args[0] if args else None)
+        return hook
+
+    try:
+        for name, module in modules.items():
+            handles.pre(module, keep(name))
+        yield seen
+    finally:
+        handles.remove()
 
 
 class _AlwaysCalled:

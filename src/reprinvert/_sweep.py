@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 import platform
 import sys
 import time
@@ -280,7 +281,11 @@ def _with_spectrum(row: SweepRow, feed: Feed, x: torch.Tensor, plan: Plan, optio
         feed.model, row.layer, x, k=min(k, x[0].numel() - 1), select=plan.select, call=plan.call,
         model_kwargs=feed.model_kwargs, normalize=feed.normalize,
     )
-    return replace(row, blind=float(spec.blind.double().mean()), condition=float(spec.condition.median()))
+    # A count stands where the iterations converged, or where all k values computed are blind (certainly: an
+    # unconverged smallest value is an upper bound); elsewhere the row says so (NaN, "not converged").
+    stands = spec.converged | (spec.blind == spec.bottom.shape[1])
+    blind = float(spec.blind.double().mean()) if bool(stands.all()) else math.nan
+    return replace(row, blind=blind, condition=float(spec.condition.median()))
 
 
 @dataclass(frozen=True)

@@ -100,9 +100,10 @@ class SweepRow:
         steps_run: optimisation steps actually taken.
         stopped: why the inversion ended early, or None.
         blind: with ``sweep(spectrum=...)``: the mean number of input directions the layer cannot see at the inputs
-            (:func:`reprinvert.spectrum`), else None.
-        condition: with ``sweep(spectrum=...)``: the median condition number of the layer's Jacobian, else None.
-            Where the spectrum's iterations did not converge (a warning says so), both are lower bounds.
+            (:func:`reprinvert.spectrum`), NaN where its iterations did not converge for some input and found fewer
+            than k blind directions there (no count stands; a warning says so), else None.
+        condition: with ``sweep(spectrum=...)``: the median condition number of the layer's Jacobian, else None
+            (a lower bound where the iterations did not converge).
         verdict: what the layer's inversions show (:func:`~reprinvert.Inversion.verdict`, joined over the samples):
             ``"lost"`` when some sample's search reproduced the representation far from x (a witness), ``"kept"``
             when every sample's reproduced it on x, else ``"undecided"``.

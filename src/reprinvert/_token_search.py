@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._feed import Feed
+from ._feed import Feed, rows_of
 from ._hooks import Hooks
 from ._inversion import Inversion
 from ._invert import invert
@@ -36,7 +36,7 @@ from ._layers import LayerSpec, resolve_layer
 from ._outputs import Selector
 from ._progress import Progress
 from ._token_inversion import TokenInversion
-from ._token_space import TokenSpace, rows_of
+from ._token_space import TokenSpace
 from .recipes import Recipe
 
 __all__ = ["invert_tokens"]
@@ -132,6 +132,11 @@ def invert_tokens(
     )
 
 
+# The continuous start of the sweeps: the space tokens are compared in, the continuous result, its nearest
+# candidates, and the continuous search again (samples, ids found) -> new continuous results.
+_Start = tuple[TokenSpace, "torch.Tensor | None", "torch.Tensor | None", Callable[..., torch.Tensor]]
+
+
 @dataclass(frozen=True)
 class _Settings:
     select: Selector
@@ -155,7 +160,8 @@ def _discrete(
     search = _Search(feed, name, emb_name, weight, ids, o.select, o.call, o.batch_size)
     space = TokenSpace(feed, emb_name, weight, ids, o.match, o.batch_size)
     z = start.input.detach().to(weight.dtype) if start is not None else None
-    cur = space.ranked(ids, z, 1)[..., 0] if z is not None else torch.zeros_like(ids)
+    near = space.ranked(ids, z, o.candidates) if z is not None else None
+    cur = near[..., 0] if near is not None else torch.zeros_like(ids)
     tol = o.tolerance if o.tolerance is not None else 8 * torch.finfo(search.target.dtype).eps
     is_causal = search.causal() if o.causal is None else bool(o.causal)
     bar = Progress(ids.shape[1] * (1 if is_causal else o.sweeps * o.rounds), "invert tokens", "positions",
@@ -165,7 +171,8 @@ def _discrete(
             ranked = space.ranked(ids, z, weight.shape[0]) if z is not None else None
             cur, margin = search.by_position(cur, ranked, o.candidates, bar)
             return search, space, cur, margin, tol, "position by position over the whole vocabulary, nearest first"
-        cur, margin, rounds = search.by_rounds(cur, (space, z, again), o.candidates, o.sweeps, o.rounds, tol, bar)
+        cur, margin, rounds = search.by_rounds(cur, (space, z, near, again), o.candidates, o.sweeps, o.rounds, tol,
+                                               bar)
         return search, space, cur, margin, tol, (f"coordinate sweeps over up to {2 * o.candidates} candidates a "
                                                  f"position, {rounds} round(s)")
     finally:
@@ -339,15 +346,16 @@ class _Search:
         return cur, margin
 
     def by_rounds(
-        self, cur: torch.Tensor, start: tuple[TokenSpace, torch.Tensor | None, Callable[..., torch.Tensor]], k: int,
-        sweeps: int, rounds: int, tol: float, bar: Progress,
+        self, cur: torch.Tensor, start: _Start, k: int, sweeps: int, rounds: int, tol: float, bar: Progress,
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Rounds of coordinate sweeps: while a sample is not certified, the continuous search again (``start``'s
-        callable, from the ids found, most of them right) for a new list of nearest candidates."""
-        space, z, again = start
+        """Rounds of coordinate sweeps from ``cur``: ``start`` holds the space tokens are compared in, the continuous
+        start, its nearest candidates and a callable that runs the continuous search again; while a sample is not
+        certified, the search runs again from the ids found (most of them right) for a new list of candidates."""
+        space, z, near, again = start
         margin = torch.zeros(cur.shape, dtype=torch.float64)
         for done in range(1, rounds + 1):
-            near = space.ranked(self.ids, z, k) if z is not None else None
+            if done > 1 and z is not None:
+                near = space.ranked(self.ids, z, k)
             cur, margin = self.by_sweeps(cur, near, k, sweeps, bar)
             todo = (self.relative_distance(cur) > tol).nonzero().flatten()
             if not todo.numel() or done == rounds or z is None:

@@ -13,11 +13,10 @@ embedding inside the forward), in the embedding table itself.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import torch
 
-from ._feed import Feed
+from ._feed import Feed, rows_of
 from ._hooks import Hooks
 from ._layers import LayerSpec, resolve_layer
 
@@ -91,7 +90,9 @@ class TokenSpace:
             tokens = torch.arange(first, min(v, first + self.batch))
             table = self._outputs(tokens[:, None].expand(-1, self.t), self.name).double()
             table = table.reshape(tokens.numel(), self.t, -1)
-            d = (here[:, None] - table[None]).pow(2).sum(-1).permute(0, 2, 1)  # (B, T, n)
+            # ||a - b||^2 per sample, position and token, as |a|^2 + |b|^2 - 2 a.b (one batched product)
+            d = (here.pow(2).sum(-1, keepdim=True) + table.pow(2).sum(-1).T[None]
+                 - 2 * torch.einsum("btd,ntd->btn", here, table))  # (B, T, n)
             best_d = torch.cat([best_d, d], dim=2)
             best_i = torch.cat([best_i, tokens.expand(self.b, self.t, -1)], dim=2)
             if k < v:  # a running top k; the whole vocabulary is sorted once at the end
@@ -99,11 +100,3 @@ class TokenSpace:
                 best_d, best_i = best_d.gather(2, keep), best_i.gather(2, keep)
         order = best_d.argsort(dim=2)
         return best_i.gather(2, order)
-
-
-def rows_of(kwargs: Any, rows: torch.Tensor, b: int) -> Any:
-    """``kwargs`` with each tensor that has ``b`` rows taken at ``rows``."""
-    if not kwargs:
-        return kwargs
-    return {k: v[rows.to(v.device)] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == b else v
-            for k, v in kwargs.items()}

@@ -67,6 +67,11 @@ def _table_html(head: Sequence[str], rows: Sequence[Sequence[Any]], classes: Seq
     return "\n".join(out)
 
 
+def _blind(value: float | None) -> str:
+    """A row's blind directions: the count, or "not converged" where the spectrum has none it can stand behind."""
+    return "not converged" if isinstance(value, float) and math.isnan(value) else _num(value)
+
+
 def _num(value: Any) -> str:
     if value is None:
         return "–"
@@ -144,7 +149,7 @@ def _html_page(result: Sweep, *, title: str | None, plot: bool, pngs: dict[str, 
         body.append([
             r.layer, r.type, "x".join(map(str, r.representation_shape)), _num(r.size_ratio),
             *(_num(getattr(r, k)) for k, _ in METRICS), f"{r.represents:.0%}", label,
-            *([_num(r.blind), _num(r.condition)] if spectral else []), f"{r.seconds:.2f}",
+            *([_blind(r.blind), _num(r.condition)] if spectral else []), f"{r.seconds:.2f}",
             "; ".join([r.evidence, *r.notes]),
         ])
         classes.append(cls)
