@@ -105,6 +105,10 @@ def run(quick: bool) -> dict[str, Any]:
         certified = found.certified.tolist()
         row = {
             "nearest_accuracy": float((near == ids)[content].float().mean()),
+            # the continuous search "represents" a sentence when m_g < m_r (its embeddings match the layer's output
+            # better than a faint perturbation's), whether or not they are near any token
+            "continuous_represents": float((cont.metrics.embedding_distance
+                                            < cont.metrics.reference_distance).float().mean()),
             "accuracy": float(found.correct[content].float().mean()),
             "certified": certified,
             "exact": exact,
@@ -127,12 +131,14 @@ def run(quick: bool) -> dict[str, Any]:
 def table(payload: dict[str, Any]) -> str:
     lines = [
         f"all-MiniLM-L6-v2, {len(payload['sentences'])} sentences, {payload['content_tokens']} content tokens",
-        "| layer | continuous + nearest | invert_tokens | certified (all exact) | s per sentence | time ratio |",
+        "| layer | continuous + nearest (represents) | invert_tokens | certified (all exact) | s per sentence | "
+        "time ratio |",
         "|---|---|---|---|---|---|",
     ]
     for layer, r in payload["layers"].items():
         ok = "yes" if r["certified_wrong"] == 0 else f"no: {r['certified_wrong']} wrong"
-        lines.append(f"| `{layer}` | {r['nearest_accuracy']:.1%} | {r['accuracy']:.1%} | {sum(r['certified'])}/"
+        rep = f" ({r['continuous_represents']:.0%})" if "continuous_represents" in r else ""
+        lines.append(f"| `{layer}` | {r['nearest_accuracy']:.1%}{rep} | {r['accuracy']:.1%} | {sum(r['certified'])}/"
                      f"{len(r['certified'])} ({ok}) | {r['seconds_per_sentence']:.1f} | {r['time_ratio']:.1f}x |")
     return "\n".join(lines)
 

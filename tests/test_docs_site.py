@@ -48,3 +48,19 @@ def test_built_site_has_links_not_raw_roles(tmp_path: Path) -> None:
     # Cross-references became links: e.g. Recipe's docstring points at invert, sweep's at invert's options.
     assert len(re.findall(r'<a class="autorefs autorefs-internal"', api)) >= 100
     assert 'href="#reprinvert.invert"' in api  # the public path, reprinvert.invert
+
+
+def test_verdicts_page_examples_print_what_the_page_says(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/verdicts.md's Python blocks run as written and print the verdicts the page shows after them."""
+    page = (ROOT / "docs" / "verdicts.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
+    assert len(blocks) == 2
+    for block in blocks:
+        exec(compile(block, "docs/verdicts.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    shown = re.search(r"prints\n\n```text\n(.*?)```", page, re.S)
+    assert shown is not None
+    labels = [line.split(":")[0] for line in shown.group(1).splitlines()]
+    assert [line.split(":")[0] for line in printed[:3]] == labels == [
+        "wide -> kept", "wide, 2 steps -> undecided", "narrow -> lost"]
+    assert printed[3] == "[[3, 1, 4, 1, 5, 9]] True kept" and "prints `[[3, 1, 4, 1, 5, 9]] True kept`" in page
