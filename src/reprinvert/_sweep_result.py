@@ -327,13 +327,14 @@ def row_of(index: int, inv: Inversion, type_name: str) -> SweepRow:
     """The table row of one layer's inversion (batch means)."""
     s = inv.metrics.summary()
     per_sample_in = inv.original[0].numel()
+    metrics: dict[str, Any] = {key: s[key] for key, _ in METRICS}
     row = SweepRow(
         layer=inv.layer,
         index=index,
         type=type_name,
         representation_shape=tuple(inv.target.shape),
         size_ratio=(inv.target[0].numel() if inv.target.dim() else 1) / max(per_sample_in, 1),
-        **{key: s[key] for key, _ in METRICS},
+        **metrics,
         represents=s["represents"],
         beats_chance=s["beats_chance"],
         seconds=inv.seconds,

@@ -111,7 +111,7 @@ def invert_tokens(
     feed = Feed.of(model, model_kwargs=model_kwargs)
     name = resolve_layer(feed.model, layer)[0]
     emb_name, weight = _embedding(feed.model, embedding, ids)
-    continuous = dict(recipe=recipe, steps=steps, start=emb_name, select=select, call=call, seed=seed,
+    continuous: dict[str, Any] = dict(recipe=recipe, steps=steps, start=emb_name, select=select, call=call, seed=seed,
                       progress=progress)
     start = invert(model, name, ids, model_kwargs=model_kwargs, **continuous) if steps != 0 else None
     again = functools.partial(_again, model, name, ids, model_kwargs, weight, continuous)
@@ -214,6 +214,7 @@ def _check_arguments(
 def _embedding(model: nn.Module, spec: LayerSpec | None, ids: torch.Tensor) -> tuple[str, torch.Tensor]:
     """The token embedding's name and weight ``(V, D)``."""
     names = {m: n for n, m in model.named_modules()}
+    module: Any
     if spec is not None:
         name, module = resolve_layer(model, spec, argument="embedding")
     else:
