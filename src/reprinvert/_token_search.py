@@ -161,7 +161,7 @@ def _discrete(
     space = TokenSpace(feed, emb_name, weight, ids, o.match, o.batch_size)
     z = start.input.detach().to(weight.dtype) if start is not None else None
     near = space.ranked(ids, z, o.candidates) if z is not None else None
-    cur = near[..., 0] if near is not None else torch.zeros_like(ids)
+    cur = near[..., 0] if near is not None else torch.zeros(ids.shape, dtype=torch.long)  # ids found: on the CPU
     tol = o.tolerance if o.tolerance is not None else 8 * torch.finfo(search.target.dtype).eps
     is_causal = search.causal() if o.causal is None else bool(o.causal)
     bar = Progress(ids.shape[1] * (1 if is_causal else o.sweeps * o.rounds), "invert tokens", "positions",
@@ -186,7 +186,7 @@ def _again(
     """The continuous search again for samples ``todo``, from the ids ``cur`` found: its embeddings."""
     with torch.enable_grad():
         found = invert(model, name, ids[todo], model_kwargs=rows_of(model_kwargs, todo, ids.shape[0]),
-                       init=weight[cur[todo]].clone(), **continuous)
+                       init=weight[cur[todo].to(weight.device)].clone(), **continuous)
     return found.input.detach().to(weight.dtype)
 
 
@@ -267,7 +267,7 @@ class _Search:
             part, which = seqs[i : i + self.batch], rows[i : i + self.batch]
             feed = replace(self.feed, model_kwargs=rows_of(self.feed.model_kwargs, which, self.b))
             with self.hooks:
-                out.append(self.hooks.run(feed, part.clone())[self.layer])
+                out.append(self.hooks.run(feed, part.to(self.ids.device, copy=True))[self.layer])
             self.checked += part.shape[0]
         return out[0] if len(out) == 1 else torch.cat(out)
 
@@ -301,7 +301,7 @@ class _Search:
             loss = (rep.reshape(self.b, -1).double() - self.flat_target).pow(2).sum()
             (g,) = torch.autograd.grad(loss, e)
         scores = torch.einsum("btd,vd->btv", g.float(), self.weight.float())  # first-order change, up to a constant
-        return scores.topk(min(k, self.weight.shape[0]), dim=2, largest=False).indices
+        return scores.topk(min(k, self.weight.shape[0]), dim=2, largest=False).indices.cpu()
 
     def by_sweeps(
         self, cur: torch.Tensor, near: torch.Tensor | None, k: int, sweeps: int, bar: Progress
@@ -358,7 +358,7 @@ class _Search:
             if done > 1 and z is not None:
                 near = space.ranked(self.ids, z, k)
             cur, margin = self.by_sweeps(cur, near, k, sweeps, bar)
-            todo = (self.relative_distance(cur) > tol).nonzero().flatten()
+            todo = (self.relative_distance(cur) > tol).nonzero().flatten().cpu()
             if not todo.numel() or done == rounds or z is None:
                 return cur, margin, done
             z = z.clone()

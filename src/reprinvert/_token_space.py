@@ -32,6 +32,7 @@ class TokenSpace:
     ) -> None:
         self.feed, self.embedding, self.weight, self.batch = feed, embedding, weight, batch_size
         self.b, self.t = ids.shape
+        self.device = ids.device
         if match is not None:
             self.name = resolve_layer(feed.model, match, argument="match")[0]
             if not self._position_wise(ids):
@@ -71,9 +72,9 @@ class TokenSpace:
             with Hooks(self.feed.model, name, stop=True, start=start) as hooks:
                 if hooks.start is not None and z is not None:
                     hooks.start.replacement = z[i : i + part.shape[0]]
-                rep = hooks.run(feed, part.clone())[name]
+                rep = hooks.run(feed, part.to(self.device, copy=True))[name]
             out.append(rep if z is None or name != self.embedding else z[i : i + part.shape[0]])
-        return (out[0] if len(out) == 1 else torch.cat(out)).detach()
+        return (out[0] if len(out) == 1 else torch.cat(out)).detach().cpu()  # compared on the CPU
 
     def ranked(self, ids: torch.Tensor, z: torch.Tensor, k: int) -> torch.Tensor:
         """``(B, T, k)``: per position, the ``k`` tokens nearest to ``z`` (the embedding's output, ``(B, T, D)``),
@@ -82,7 +83,7 @@ class TokenSpace:
         k = min(k, v)
         if self.name == self.embedding:
             d = torch.cdist(z.reshape(-1, z.shape[-1]).double(), self.weight.double())
-            return d.topk(k, dim=1, largest=False).indices.reshape(self.b, self.t, k)
+            return d.topk(k, dim=1, largest=False).indices.reshape(self.b, self.t, k).cpu()
         here = self._outputs(ids, self.name, z.to(self.weight.dtype)).double().reshape(self.b, self.t, -1)
         best_d = torch.full((self.b, self.t, 0), 0.0, dtype=torch.float64)
         best_i = torch.zeros((self.b, self.t, 0), dtype=torch.long)
