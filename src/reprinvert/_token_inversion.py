@@ -28,8 +28,10 @@ class TokenInversion:
         tolerance: the relative distance below which a sample is certified (a few units of the representation
             dtype's rounding, ``8 * torch.finfo(dtype).eps`` by default).
         margin: per position ``(B, T)``: how much worse the best *other* token checked there is than the chosen
-            one, as a relative squared distance of the representation (0 where no other candidate was checked;
-            large margins mean the position is pinned down).
+            one, as a relative squared distance ||rep' - target||^2 / ||target||^2 (of that position's
+            representation for a causal layer, of the whole representation for a bidirectional one; from the
+            last sweep that visited the position; 0 where no other candidate was checked). Large margins mean
+            the position is pinned down.
         positions: ``(B, T)`` bool: the positions scored in :attr:`accuracy` (``attention_mask`` when one was
             passed, else every position).
         layer: resolved name of the inverted layer.
