@@ -193,3 +193,15 @@ def test_an_unconverged_spectrum_says_so_instead_of_a_count(monkeypatch: pytest.
                          progress=False)
     assert swept.rows[0].blind is not None and swept.rows[0].blind != swept.rows[0].blind  # NaN: no count
     assert "not converged" in ri.report.html_page(swept)
+
+
+def test_a_sweep_row_counts_known_invariances_among_the_blind_directions() -> None:
+    """A LayerNorm first: its shift direction is set apart by the spectrum, and still counted in the sweep's row
+    (the layer cannot see it), so a witness along it is one the spectrum agrees with."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 8)).double()
+    x = torch.rand(2, 8, dtype=torch.float64)
+    s = ri.spectrum(model, "1", x, k=3)
+    assert s.invariant.tolist() == [1, 1] and s.blind.tolist() == [0, 0]
+    swept = ri.sweep(model, x, layers=["1"], steps=2, spectrum=3, progress=False)
+    assert swept.rows[0].blind == 1.0

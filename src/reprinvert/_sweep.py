@@ -284,7 +284,9 @@ def _with_spectrum(row: SweepRow, feed: Feed, x: torch.Tensor, plan: Plan, optio
     # A count stands where the iterations converged, or where all k values computed are blind (certainly: an
     # unconverged smallest value is an upper bound); elsewhere the row says so (NaN, "not converged").
     stands = spec.converged | (spec.blind == spec.bottom.shape[1])
-    blind = float(spec.blind.double().mean()) if bool(stands.all()) else math.nan
+    # Every direction the layer cannot see: its own and those of known invariances (a LayerNorm's) set apart.
+    seen_blind = spec.blind + (spec.invariant if spec.invariant.numel() else 0)
+    blind = float(seen_blind.double().mean()) if bool(stands.all()) else math.nan
     return replace(row, blind=blind, condition=float(spec.condition.median()))
 
 

@@ -61,8 +61,10 @@ class TokenSpace:
         return bool(torch.equal(a[:, :-1], b[:, :-1])) and not bool(torch.equal(a[:, -1], b[:, -1]))
 
     def _outputs(self, seqs: torch.Tensor, name: str, z: torch.Tensor | None = None) -> torch.Tensor:
-        """The output of module ``name`` for token sequences ``seqs`` ``(N, T)`` (with the embedding's output
-        replaced by ``z`` when given), keyword tensors of the samples' batch taken from row 0."""
+        """The output of module ``name`` for token sequences ``seqs`` ``(N, T)``: with ``z`` (one row per sample),
+        the embedding's output replaced by it and each sample's keyword tensors; without (a table of tokens), the
+        keyword tensors of sample 0 for every row (the module is position-wise: an ``attention_mask`` does not
+        reach it; per-sample ``token_type_ids`` that differ would, and are not supported here)."""
         out = []
         for i in range(0, seqs.shape[0], self.batch):
             part = seqs[i : i + self.batch]
