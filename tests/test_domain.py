@@ -151,3 +151,44 @@ def test_sweep_rows_carry_the_chance_baseline(cnn_and_x) -> None:
     assert 0.0 <= row.beats_chance <= 1.0
     assert result.provenance.options["normalize"] == {"name": "imagenet", "mean": list(MEAN), "std": list(STD)}
     assert "chance" in str(result)
+
+
+def test_an_image_in_0_255_is_caught_before_the_run(cnn_and_x) -> None:
+    """The commonest mistake: pixel values in 0-255 where the domain is [0, 1]. Without normalize= the span is far
+    beyond data_range (PSNR and m_r are on that scale); with normalize= the values leave [0, 1]. Each warns with
+    the fix, at the user's call, once, for invert and sweep alike (batched or not)."""
+    cnn, x = cnn_and_x
+    raw = x * 255
+    with pytest.warns(ri.ReprinvertWarning, match=r"more than 10 times data_range=1.*divide it by 255") as seen:
+        ri.invert(cnn, "conv1", raw, steps=2)
+    assert len(seen) == 1 and seen[0].filename == __file__
+    with pytest.warns(ri.ReprinvertWarning, match=r"outside \[0, data_range=1\].*divide it by 255"):
+        ri.invert(cnn, "conv1", raw, steps=2, normalize="imagenet")
+    with pytest.warns(ri.ReprinvertWarning, match="divide it by 255") as seen:
+        ri.sweep(cnn, raw, layers=["conv1", "relu1"], steps=2, progress=False)
+    assert len([w for w in seen if "255" in str(w.message)]) == 1
+    with warnings.catch_warnings():  # the fix the message gives
+        warnings.simplefilter("error")
+        ri.invert(cnn, "conv1", raw, steps=2, data_range=255.0)
+        ri.invert(cnn, "conv1", raw / 255, steps=2, normalize="imagenet")
+
+
+def test_a_normalised_image_passed_with_normalize_is_caught(cnn_and_x) -> None:
+    cnn, x = cnn_and_x
+    normalized = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    with pytest.warns(ri.ReprinvertWarning, match=r"negative values: it looks normalised already"):
+        ri.invert(cnn, "conv1", normalized, steps=2, normalize="imagenet")
+    with pytest.warns(ri.ReprinvertWarning, match=r"negative values: it looks normalised already"):
+        ri.invert(cnn, "conv1", normalized, steps=2, normalize="imagenet", clamp="auto")
+    with warnings.catch_warnings():  # a start= activation has no pixel range
+        warnings.simplefilter("error")
+        ri.invert(nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4)), "1", torch.tensor([[1, 2]]), steps=2,
+                  start="0", normalize=None)
+
+
+def test_signals_and_embeddings_in_their_own_units_are_not_flagged() -> None:
+    torch.manual_seed(0)
+    signal = torch.sin(torch.linspace(0, 20, 64)).view(1, 1, 64)  # [-1, 1]: span 2, within 10 x data_range
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ri.invert(nn.Conv1d(1, 4, 3), "", signal, steps=2)

@@ -122,3 +122,16 @@ def test_saved_results_of_real_models_load_back_exactly(tmp_path) -> None:  # ty
     again = ri.load(inv.save(tmp_path / "gpt2"))
     assert isinstance(again, ri.Inversion) and again.start == "wte" and again.recipe == inv.recipe
     assert torch.equal(again.input, inv.input) and torch.equal(again.original, inv.original)
+
+
+def test_effnet_photos_in_0_255_or_already_normalised_are_caught() -> None:
+    """The two commonest input mistakes on a real pretrained CNN warn before the run, with the fix."""
+    pytest.importorskip("skimage")
+    model = effnet(size=64, trained=True)
+    x = ri.data.skimage_images(["chelsea"], size=64)
+    with pytest.warns(ri.ReprinvertWarning, match="divide it by 255"):
+        ri.invert(model, "_blocks.0", x * 255, steps=1, normalize="imagenet", progress=False)
+    mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
+    std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
+    with pytest.warns(ri.ReprinvertWarning, match="looks normalised already"):
+        ri.invert(model, "_blocks.0", (x - mean) / std, steps=1, normalize="imagenet", progress=False)

@@ -9,7 +9,6 @@ were (see ``docs/concepts.md``, "Contracts").
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
@@ -28,7 +27,7 @@ from ._plan import Plan
 from ._rng import make_generator
 from ._search import Found, Problem, StepInfo, Targets, search
 from ._state import check_materialised, model_rng, step_back_into_model_rng, step_out_of_model_rng
-from .errors import OutputSelectionError, ReprinvertWarning
+from .errors import OutputSelectionError
 from .metrics import InversionMetrics
 from .recipes import Init, Loss, Optimizer, Recipe
 from .regularizers import Regularizer
@@ -119,6 +118,7 @@ def invert(
         generator=generator, callback=callback, track_best=track_best, train=train, progress=progress,
     )
     feed = Feed.of(model, normalize=plan.domain.normalize, model_kwargs=model_kwargs, train=train)
+    plan.check_range(x)
     return run_inversion(feed, layer, x, plan, started=started)
 
 
@@ -139,8 +139,6 @@ def run_inversion(feed: Feed, layer: LayerSpec, x: Any, plan: Plan, *, started: 
     start = resolve_layer(feed.model, plan.start, argument="start")[0] if plan.start is not None else None
     x = _check_input(x, start)
     rcp = plan.recipe.for_input(x, raw=start is None)
-    if start is None:
-        check_clamp(rcp.clamp, x, normalized=feed.normalize is not None)
     check_materialised(feed.model)
     device = next((p.device for p in feed.model.parameters()), x.device)
     if device != x.device:
@@ -291,27 +289,6 @@ def activation_units(activation: torch.Tensor) -> float:
     Word embeddings (RMS about 0.02) get 0.04: Adam's steps and the grey start are scaled to match."""
     rms = float(activation.detach().double().pow(2).mean().sqrt())
     return 2 * rms if rms > 0 else 1.0
-
-
-def check_clamp(clamp: tuple[float, float] | str | None, x: torch.Tensor, *, normalized: bool) -> None:
-    """Warn when ``x`` itself lies outside the clamp range: the search could never reach it."""
-    if clamp is None or isinstance(clamp, str) or not x.is_floating_point():
-        return
-    lo, hi = float(x.detach().min()), float(x.detach().max())
-    slack = 1e-6 * max(1.0, clamp[1] - clamp[0])
-    if lo < clamp[0] - slack or hi > clamp[1] + slack:
-        hint = (
-            "normalize= expects x in pixel space (e.g. [0, 1]); pass the unnormalised images"
-            if normalized
-            else "if x is already normalised for the model, pass it in pixel space with normalize=(mean, std) (or "
-            "'imagenet'), or drop the clamp"
-        )
-        warnings.warn(
-            f"x has values in [{lo:.4g}, {hi:.4g}], outside clamp={tuple(clamp)}: the search is kept in a range "
-            f"that x leaves, so it cannot land on x; {hint}",
-            ReprinvertWarning,
-            stacklevel=3,
-        )
 
 
 def _outside_model_rng(

@@ -7,13 +7,14 @@ public functions build it once; the runners below them read it, instead of passi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from ._checks import check_flag
+from ._checks import check_flag, warn_user
 from ._domain import Domain
 from ._layers import LayerSpec
 from ._outputs import Selector
@@ -72,3 +73,44 @@ class Plan:
     def recorded_seed(self) -> int | None:
         """The seed a result records (None when the randomness came from the caller's generator)."""
         return self.seed if self.generator is None else None
+
+    def check_range(self, x: Any) -> None:
+        """Warn, before the run, where ``x`` cannot be what the options say it is (pixel-space input only: a
+        ``start=`` activation has no range): with ``normalize=``, x outside ``[0, data_range]`` (already
+        normalised, or in 0-255); without, x spanning far more than ``data_range`` (PSNR and the reference
+        perturbation are on that scale); and x outside a clamp range the search is kept in."""
+        if self.start is not None or not isinstance(x, torch.Tensor) or x.layout != torch.strided or \
+                x.device.type == "meta" or not x.is_floating_point() or x.numel() == 0:
+            return  # (the input checks proper refuse what cannot be inverted, with their own messages)
+        try:
+            lo, hi = float(x.detach().min()), float(x.detach().max())
+        except RuntimeError:  # a tensor whose values cannot be read here (inside a torch.func transform)
+            return
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return
+        r = self.domain.data_range
+        slack = 1e-6 * max(1.0, r)
+        if self.domain.normalize is not None and (lo < -slack or hi > r + slack):
+            why = (f"x has negative values: it looks normalised already; pass the images before normalisation "
+                   f"(pixel values in [0, {r:g}]), or drop normalize=" if lo < -slack else
+                   f"an image in 0-255? divide it by 255 (normalize= expects pixel values in [0, {r:g}])")
+            warn_user(f"x has values in [{lo:.4g}, {hi:.4g}], outside [0, data_range={r:g}] where normalize= "
+                      f"expects them: {why}")
+            return
+        if self.domain.normalize is None and hi - lo > 10 * r:
+            warn_user(
+                f"x spans [{lo:.4g}, {hi:.4g}], more than 10 times data_range={r:g}, the scale of PSNR and of the "
+                f"reference perturbation (sigma = data_range / 25 unless given): an image in 0-255? divide it by "
+                f"255; other data: pass data_range= its range (here about {hi - lo:.3g})"
+            )
+            return
+        clamp = self.recipe.for_input(x, raw=True).clamp
+        if clamp is None or isinstance(clamp, str):
+            return
+        slack = 1e-6 * max(1.0, clamp[1] - clamp[0])
+        if lo < clamp[0] - slack or hi > clamp[1] + slack:
+            warn_user(
+                f"x has values in [{lo:.4g}, {hi:.4g}], outside clamp={tuple(clamp)}: the search is kept in a range "
+                "that x leaves, so it cannot land on x; if x is already normalised for the model, pass it in pixel "
+                "space with normalize=(mean, std) (or 'imagenet'), or drop the clamp"
+            )

@@ -190,6 +190,7 @@ def run_sweep(feed: Feed, x: Any, plan: Plan, options: SweepOptions, *, started:
         raise ValueError(f"input_names has {len(names_in)} names for a batch of {x.shape[0]}; give one name per sample")
     start = resolve_layer(feed.model, plan.start)[0] if plan.start is not None else None
     plan = replace(plan, start=start)  # a name from here on
+    plan.check_range(x)
     names, skipped = choose_layers(feed, x, options.layers, options.every, start)
     store = None if options.resume is None else LayerStore(Path(options.resume), sweep_fingerprint(feed, x, plan))
     done = {} if store is None else store.load(names)
