@@ -72,7 +72,7 @@ def test_spectrum_leaves_model_and_input_alone_and_checks_arguments() -> None:
     assert s.top.shape == (2, 3) and s.tolerance == 1e-6
     # the blind directions of BatchNorm + ReLU: one per inactive unit's receptive field at most; never negative
     assert (s.bottom >= 0).all() and (s.top[:, 0] > 0).all()
-    with pytest.raises(ValueError, match=r"k=200: expected an int from 1 to 107"):
+    with pytest.raises(ValueError, match=r"k=200: expected an int from 1 to 108"):
         ri.spectrum(model, "2", x, k=200)
     with pytest.raises(ValueError, match=r"tolerance=2: expected a number in \(0, 1\)"):
         ri.spectrum(model, "2", x, tolerance=2)
@@ -205,3 +205,16 @@ def test_a_sweep_row_counts_known_invariances_among_the_blind_directions() -> No
     assert s.invariant.tolist() == [1, 1] and s.blind.tolist() == [0, 0]
     swept = ri.sweep(model, x, layers=["1"], steps=2, spectrum=3, progress=False)
     assert swept.rows[0].blind == 1.0
+
+
+def test_a_small_layer_s_whole_spectrum_is_k_equal_to_the_input_size() -> None:
+    """k may be the input's size: every singular value (against a dense SVD, float64)."""
+    torch.manual_seed(0)
+    layer = nn.Linear(4, 3).double()
+    s = ri.spectrum(layer, "", torch.rand(1, 4, dtype=torch.float64), k=4)
+    values = torch.cat([torch.linalg.svdvals(layer.weight.detach()), torch.zeros(1, dtype=torch.float64)])
+    torch.testing.assert_close(s.top[0], values, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(s.bottom[0], values.flip(0), rtol=1e-9, atol=1e-12)
+    assert s.blind.tolist() == [1] and s.converged.all()
+    with pytest.raises(ValueError, match=r"k=5: expected an int from 1 to 4"):
+        ri.spectrum(layer, "", torch.rand(1, 4, dtype=torch.float64), k=5)

@@ -205,8 +205,8 @@ def _checked(x: Any, k: Any, tolerance: Any, precision: Any, start: LayerSpec | 
 
 
 def _check_k(k: Any, n: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < max(n, 2):
-        raise ValueError(f"k={k!r}: expected an int from 1 to {max(n - 1, 1)} (below the input's size, {n})")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+        raise ValueError(f"k={k!r}: expected an int from 1 to {n} (at most the input's size, {n})")
 
 
 def _prepared(model: nn.Module, layer: LayerSpec, precision: str) -> tuple[nn.Module, str]:
@@ -254,9 +254,9 @@ def _sample(feed: Feed, h: Hooks, name: str, x: torch.Tensor, k: int, invariance
     largest, top_done = _largest(LinearOperator((n, n), matvec=jtj, dtype=np.float64), k, dtype)
     top = float(np.sqrt(max(float(largest.max()), 0.0)))
     q, said = _invariant(z, norm_inputs, jv, top, dtype) if invariances else (np.zeros((n, 0)), ())
-    if k > n - q.shape[1] - 1:
-        raise ValueError(f"k={k!r}: expected at most {n - q.shape[1] - 1} (the input's {n} directions, less the "
-                         f"{q.shape[1]} of known invariances set apart, less one)")
+    if k > n - q.shape[1]:
+        raise ValueError(f"k={k!r}: expected at most {n - q.shape[1]} (the input's {n} directions, less the "
+                         f"{q.shape[1]} of known invariances set apart)")
     # The smallest eigenvalues of J^T J as the largest of (s I - J^T J), s just above the largest: the
     # tolerance is then relative to s, which a (near) zero eigenvalue can meet. Known invariances are projected
     # out first (P = I - Q Q^T): they give 0 here, never among the largest.
