@@ -174,3 +174,20 @@ def test_inversion_metrics_in_chunks_equal_all_at_once(monkeypatch) -> None:
     chunked = ri.metrics.InversionMetrics.from_tensors(**tensors)
     for name, value in vars(whole).items():
         assert torch.equal(value, getattr(chunked, name)), name
+
+
+def test_copy_tendency_of_a_constant_model_is_zero_copying() -> None:
+    """A model whose output does not depend on x copies nothing: Jacobian trace 0 (not an autograd error), and the
+    results hold no graph even though the output is a view of a parameter."""
+
+    class Constant(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(1, 3, 4, 4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.w.expand(x.shape[0], -1, -1, -1)
+
+    found = metrics.copy_tendency(Constant(), torch.rand(2, 3, 4, 4), probes=3)
+    assert found.jacobian_trace.tolist() == [0.0, 0.0] and found.finite.tolist() == [0.0, 0.0]
+    assert not found.output_to_input.requires_grad and not found.output_to_clean.requires_grad

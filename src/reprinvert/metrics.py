@@ -456,6 +456,8 @@ def copy_tendency(
                 f"copy_tendency needs an autoencoder whose output has the input's shape {tuple(x.shape)}, got "
                 f"{out.shape if isinstance(out, torch.Tensor) else type(out).__name__}"
             )
+        # (a view of a parameter made under no_grad still requires grad: detached, the results hold no graph)
+        out, out_tilde = out.detach(), out_tilde.detach()
         delta = flatten_batch(x_tilde - x).double()
         change = flatten_batch(out_tilde - out).double()
         dd = (delta * delta).sum(1)
@@ -467,7 +469,11 @@ def copy_tendency(
             y = feed(xg)
             for k in range(probes):
                 v = torch.randint(0, 2, x.shape, generator=g, device=x.device).to(y.dtype) * 2 - 1
-                (vjp,) = torch.autograd.grad(y, xg, v, retain_graph=k < probes - 1)
+                # An output that does not depend on x (a constant model) has Jacobian 0: it copies nothing.
+                vjp = torch.autograd.grad(y, xg, v, retain_graph=k < probes - 1, allow_unused=True)[0] \
+                    if y.requires_grad else None
+                if vjp is None:
+                    vjp = torch.zeros_like(xg)
                 estimates.append((flatten_batch(vjp).double() * flatten_batch(v).double()).sum(1) / n)
     est = torch.stack(estimates)
     stderr = est.std(0, unbiased=True) / probes**0.5 if probes > 1 else torch.full_like(est[0], float("nan"))
