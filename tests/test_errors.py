@@ -114,3 +114,13 @@ def test_input_on_another_device_than_the_model() -> None:
         ri.invert(nn.Linear(3, 3), "", torch.empty(2, 3, device="meta"))
     with pytest.raises(TypeError, match=r"meta-device tensors \(weight, bias\)"):  # a model without values
         ri.invert(nn.Linear(3, 3, device="meta"), "", torch.rand(2, 3))
+
+
+def test_a_missing_batch_dimension_is_named_with_the_fix() -> None:
+    """An image without its batch dimension: torch's conv takes (C, H, W) as one unbatched sample, so the
+    representation's first dimension is not x's; the error says what is wrong and how to fix it."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    with pytest.raises(ValueError, match=r"not x's batch size 3\. If x is one sample without its batch dimension, "
+                                         r"pass x\.unsqueeze\(0\)"):
+        ri.invert(model, "1", torch.rand(3, 8, 8), steps=2)
+    ri.invert(model, "1", torch.rand(3, 8, 8).unsqueeze(0), steps=2)  # the fix works

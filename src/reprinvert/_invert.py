@@ -191,6 +191,7 @@ class _LayerSearch:
             self.copy_fed = fed._version != version if probe.start is None else probe.start.modified
             del fed
         assert original is not None
+        _check_batch_first(self.target, x, layer)
         self.original: torch.Tensor = original
         # Half-precision inputs are optimised in float32 (float64 stays float64); the model is fed its dtype.
         self.work_dtype = torch.float64 if original.dtype == torch.float64 else torch.float32
@@ -282,6 +283,19 @@ def _check_input(x: Any, start: str | None) -> torch.Tensor:
             "first (e.g. torch.nan_to_num(x))"
         )
     return x
+
+
+def _check_batch_first(target: torch.Tensor, x: torch.Tensor, layer: str) -> None:
+    """The layer's output has one row per sample of ``x`` (a batch of one may be shaped freely)."""
+    b = x.shape[0]
+    if b == 1 or (target.dim() and target.shape[0] == b):
+        return
+    raise ValueError(
+        f"layer {layer!r} gave shape {tuple(target.shape)} for x of shape {tuple(x.shape)}: its first dimension is "
+        f"not x's batch size {b}. If x is one sample without its batch dimension, pass x.unsqueeze(0) (x[None]); if "
+        "the layer's output is not batch-first, choose a batch-first output with select=, or invert one sample at "
+        "a time"
+    )
 
 
 def activation_units(activation: torch.Tensor) -> float:
