@@ -296,7 +296,7 @@ def _graph(feed: Feed, h: Hooks, name: str, x: torch.Tensor) -> tuple[torch.Tens
         z = h.start.output.detach().to(torch.float64).clone().requires_grad_(True)
         h.start.replacement = z if dtype in (None, torch.float64) else z.to(dtype)
         fed = feed.input(x, grad=False)
-    norms = {n: m for n, m in feed.model.named_modules() if isinstance(m, (nn.LayerNorm, nn.GroupNorm))
+    norms = {n: m for n, m in feed.model.named_modules() if isinstance(m, nn.LayerNorm)
              or type(m).__name__.endswith("LayerNorm")}
     try:
         with first_inputs(norms) as seen:

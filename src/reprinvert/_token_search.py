@@ -160,21 +160,23 @@ def _discrete(
     search = _Search(feed, name, emb_name, weight, ids, o.select, o.call, o.batch_size)
     space = TokenSpace(feed, emb_name, weight, ids, o.match, o.batch_size)
     z = start.input.detach().to(weight.dtype) if start is not None else None
-    near = space.ranked(ids, z, o.candidates) if z is not None else None
-    cur = near[..., 0] if near is not None else torch.zeros(ids.shape, dtype=torch.long)  # ids found: on the CPU
     tol = o.tolerance if o.tolerance is not None else 8 * torch.finfo(search.target.dtype).eps
     is_causal = search.causal() if o.causal is None else bool(o.causal)
+    # Tokens ranked by nearness to the continuous start: the whole vocabulary for a causal layer, else the first
+    # `candidates`; the nearest is where the discrete search starts.
+    near = space.ranked(ids, z, weight.shape[0] if is_causal else o.candidates) if z is not None else None
+    cur = near[..., 0] if near is not None else torch.zeros(ids.shape, dtype=torch.long)  # ids found: on the CPU
     bar = Progress(ids.shape[1] * (1 if is_causal else o.sweeps * o.rounds), "invert tokens", "positions",
                    enabled=o.progress, lines_every=max(1, ids.shape[1]))
     try:
         if is_causal:
-            ranked = space.ranked(ids, z, weight.shape[0]) if z is not None else None
-            cur, margin = search.by_position(cur, ranked, o.candidates, bar)
+            cur, margin = search.by_position(cur, near, o.candidates, bar)
             return search, space, cur, margin, tol, "position by position over the whole vocabulary, nearest first"
         cur, margin, rounds = search.by_rounds(cur, (space, z, near, again), o.candidates, o.sweeps, o.rounds, tol,
                                                bar)
-        return search, space, cur, margin, tol, (f"coordinate sweeps over up to {2 * o.candidates} candidates a "
-                                                 f"position, {rounds} round(s)")
+        sources = 2 * o.candidates if z is not None else o.candidates  # nearest and the gradient's, or its alone
+        return search, space, cur, margin, tol, (f"coordinate sweeps over up to {sources} candidates a position, "
+                                                 f"{rounds} round(s)")
     finally:
         bar.close()
 
